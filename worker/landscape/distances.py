@@ -1,0 +1,175 @@
+"""Distances between networks (PAPER.md sec. 5 and the numerical notes of sec. 10).
+
+* :func:`geodesic_distance` on the product of spheres of normalized, aligned networks:
+  ``D^2 = sum_k phi_k^2 + H_L * phi_L^2`` (hidden units on unit spheres, the last layer on the
+  sphere of radius ``sqrt(H_L)``). Angles use the stable form ``phi = 2 asin(||a - b|| / 2)`` for
+  unit vectors and float64 arithmetic: ``arccos(a . b)`` in float32 returns ~1e-3 rad for identical
+  vectors, a false distance that adds up over thousands of units.
+* :func:`euclidean_distances`: ``||A - B|| / sqrt(N_params)`` (RMS per parameter) in the four
+  variants raw, aligned, normalized, normalized_aligned.
+* :func:`hamming_distance` for binary networks: fraction of differing +-1 weights.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .symmetry import SphereBlock, align, is_binary, normalize, sphere_blocks
+
+__all__ = [
+    "EUCLIDEAN_VARIANTS",
+    "euclidean_distances",
+    "geodesic_angles",
+    "geodesic_distance",
+    "hamming_distance",
+    "unit_angles",
+]
+
+EUCLIDEAN_VARIANTS = ("raw", "aligned", "normalized", "normalized_aligned")
+
+ModelOrState = nn.Module | Mapping[str, torch.Tensor]
+
+
+def _state(x: ModelOrState) -> Mapping[str, torch.Tensor]:
+    return x.state_dict() if isinstance(x, nn.Module) else x
+
+
+def unit_angles(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Angles (float64, radians) between the rows of ``a`` and ``b`` (shape ``(n, d)``).
+
+    Rows are rescaled to unit norm in float64 and the angle is ``2 asin(||a - b|| / 2)``
+    (PAPER.md sec. 10): exactly 0 for identical rows, accurate for nearly equal ones.
+    Rows with zero norm get angle 0 against an identical zero row, pi/2 otherwise.
+    """
+    a64 = a.detach().to(torch.float64)
+    b64 = b.detach().to(device=a64.device, dtype=torch.float64)
+    na = a64.norm(dim=1, keepdim=True)
+    nb = b64.norm(dim=1, keepdim=True)
+    ua = torch.where(na > 0, a64 / na.clamp_min(1e-300), a64)
+    ub = torch.where(nb > 0, b64 / nb.clamp_min(1e-300), b64)
+    chord = (ua - ub).norm(dim=1)
+    phi = 2.0 * torch.asin((chord / 2.0).clamp(max=1.0))
+    degenerate = (na.squeeze(1) == 0) ^ (nb.squeeze(1) == 0)
+    return torch.where(degenerate, torch.full_like(phi, math.pi / 2), phi)
+
+
+def _blocks(a: ModelOrState, b: ModelOrState, blocks: Sequence[SphereBlock] | None) -> list[SphereBlock]:
+    if blocks is not None:
+        return list(blocks)
+    for x in (a, b):
+        if isinstance(x, nn.Module):
+            if is_binary(x):
+                raise ValueError(
+                    "geodesic distances are for continuous networks; binary networks have no sphere "
+                    "geometry (PAPER.md sec. 4): use hamming_distance"
+                )
+            return sphere_blocks(x)
+    raise ValueError("pass at least one nn.Module, or the sphere blocks via blocks=")
+
+
+def geodesic_angles(
+    a: ModelOrState, b: ModelOrState, *, blocks: Sequence[SphereBlock] | None = None
+) -> dict[str, np.ndarray]:
+    """Per sphere block (keyed by its ``param``), the angles ``phi`` between ``a`` and ``b`` (float64).
+
+    Per-unit blocks give one angle per hidden unit (``phi_k``); the last layer gives one angle
+    ``phi_L`` between the whole weight tensors (PAPER.md sec. 5). Expects normalized, aligned
+    networks (the angle itself does not depend on the norms; alignment is the caller's choice).
+    """
+    sa, sb = _state(a), _state(b)
+    out: dict[str, np.ndarray] = {}
+    for block in _blocks(a, b, blocks):
+        if block.param not in sa or block.param not in sb:
+            raise ValueError(f"sphere block {block.param!r} is missing from one of the two networks")
+        wa, wb = sa[block.param], sb[block.param]
+        if wa.shape != wb.shape:
+            raise ValueError(f"{block.param!r} has shape {tuple(wa.shape)} vs {tuple(wb.shape)}")
+        if block.per_unit:
+            phi = unit_angles(wa.flatten(1), wb.flatten(1))
+        else:
+            phi = unit_angles(wa.reshape(1, -1), wb.reshape(1, -1))
+        out[block.param] = phi.cpu().numpy()
+    return out
+
+
+def geodesic_distance(a: ModelOrState, b: ModelOrState, *, blocks: Sequence[SphereBlock] | None = None) -> float:
+    """Geodesic distance on the product of spheres (PAPER.md sec. 5):
+
+    ``D = sqrt(sum_k phi_k^2 + H_L * phi_L^2)``, i.e. ``sum_blocks radius^2 * phi^2`` with radius 1
+    for hidden units and ``sqrt(H_L)`` for the last layer. Inputs: normalized and aligned networks
+    (``normalize`` then ``align``); modules or state dicts (then give ``blocks`` or one module).
+    Free parameters (biases, BatchNorm affine, residual streams) do not enter.
+    """
+    angles = geodesic_angles(a, b, blocks=blocks)
+    total = 0.0
+    for block in _blocks(a, b, blocks):
+        phi = angles[block.param]
+        total += block.radius**2 * float(np.sum(phi * phi, dtype=np.float64))
+    return math.sqrt(total)
+
+
+def _rms(a: nn.Module, b: nn.Module) -> float:
+    sb = dict(b.named_parameters())
+    total = 0.0
+    count = 0
+    for name, pa in a.named_parameters():
+        if name not in sb or sb[name].shape != pa.shape:
+            raise ValueError(f"parameter {name!r} differs in name or shape between the two networks")
+        diff = pa.detach().double() - sb[name].detach().to(pa.device).double()
+        total += float((diff * diff).sum())
+        count += pa.numel()
+    if count == 0:
+        raise ValueError("the networks have no parameters")
+    return math.sqrt(total / count)
+
+
+def euclidean_distances(
+    a: nn.Module, b: nn.Module, *, variants: Sequence[str] = EUCLIDEAN_VARIANTS
+) -> dict[str, float]:
+    """Per-parameter Euclidean distance ``||A - B|| / sqrt(N_params)`` (PAPER.md sec. 5) in the
+    variants ``raw`` (as given), ``aligned`` (``b`` aligned to ``a``), ``normalized`` (both
+    normalized) and ``normalized_aligned`` (both normalized, then aligned). Over the trainable
+    parameters (weights, biases, BatchNorm affine); buffers do not count. The paper does not state
+    the scaling; this RMS form matches its magnitudes. Binary networks: latent weights.
+    """
+    unknown = sorted(set(variants) - set(EUCLIDEAN_VARIANTS))
+    if unknown:
+        raise ValueError(f"unknown variant(s) {unknown}; choose from {list(EUCLIDEAN_VARIANTS)}")
+    out: dict[str, float] = {}
+    if "raw" in variants:
+        out["raw"] = _rms(a, b)
+    if "aligned" in variants:
+        out["aligned"] = _rms(a, align(a, b))
+    if "normalized" in variants or "normalized_aligned" in variants:
+        na, nb = normalize(a), normalize(b)
+        if "normalized" in variants:
+            out["normalized"] = _rms(na, nb)
+        if "normalized_aligned" in variants:
+            out["normalized_aligned"] = _rms(na, align(na, nb))
+    return {k: out[k] for k in EUCLIDEAN_VARIANTS if k in out}
+
+
+def hamming_distance(a: nn.Module, b: nn.Module) -> float:
+    """Fraction of differing +-1 weights between two binary networks (PAPER.md sec. 5), over all
+    binary layers. Align first (``align(a, b)``) for the symmetry-free distance."""
+    if not (is_binary(a) and is_binary(b)):
+        raise ValueError("hamming_distance needs two binary networks (e.g. binary_mlp, binary_conv, committee)")
+    mb = dict(b.named_modules())
+    differ = 0
+    total = 0
+    for name, ma in a.named_modules():
+        if not getattr(ma, "binary", False):
+            continue
+        other = mb.get(name)
+        if other is None or not getattr(other, "binary", False) or other.weight.shape != ma.weight.shape:
+            raise ValueError(f"binary layer {name!r} differs between the two networks")
+        wa = ma.weight.detach() >= 0
+        wb = other.weight.detach().to(wa.device) >= 0
+        differ += int((wa != wb).sum())
+        total += wa.numel()
+    return differ / total
