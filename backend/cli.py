@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from pathlib import Path
 
 import typer
 
@@ -103,6 +104,108 @@ def worker(
         "--queues", queues or settings.worker_queues, "--without-gossip", "--without-mingle",
     ]
     os.execv(sys.executable, argv)
+
+
+@app.command("list")
+def list_registry(
+    what: str = typer.Argument("architectures", help="architectures, datasets or samplers"),
+) -> None:
+    """List the architectures, datasets or samplers the core knows, with their defaults."""
+    import json
+
+    from worker.landscape.data import DATASETS
+    from worker.landscape.nets import ARCHITECTURES
+    from worker.landscape.samplers import SAMPLERS
+
+    registries = {
+        "architectures": {k: (v.description, v.defaults) for k, v in ARCHITECTURES.items()},
+        "datasets": {k: (v.description, v.options) for k, v in DATASETS.items()},
+        "samplers": {k: (v.description, {h: p.default for h, p in v.hyper.items()}) for k, v in SAMPLERS.items()},
+    }
+    if what not in registries:
+        typer.echo(f"error: choose one of {sorted(registries)}", err=True)
+        raise typer.Exit(2)
+    for name, (description, defaults) in registries[what].items():
+        typer.echo(f"{name:14s} {description}")
+        typer.echo(f"{'':14s} defaults: {json.dumps(defaults, default=str)}")
+
+
+def _parse_pairs(pairs: list[str], what: str) -> dict:
+    """KEY=VALUE options; VALUE is parsed as JSON when it can be (numbers, lists, true/false), else kept a string."""
+    import json
+
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"{what} must look like KEY=VALUE, got {pair!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+@app.command()
+def train(
+    arch: str = typer.Option("mlp", "--arch", help="Architecture (see `toroid list architectures`)."),
+    dataset: str = typer.Option("digits", help="Dataset name."),
+    sampler: str = typer.Option("sgd", help="Sampler: sgd, rsgd, adv, sam, entropy_sgd, adam, binary."),
+    seed: int = typer.Option(0, help="Seed: same seed, sampler and data give bit-identical weights on CPU."),
+    epochs: int = typer.Option(None, help="Epoch budget (default: the sampler's)."),
+    out: Path = typer.Option(..., "--out", help="Checkpoint path (.safetensors); the sidecar goes next to it (.json)."),
+    config: str = typer.Option("{}", help='Architecture config as JSON, e.g. \'{"widths": [256, 256]}\'.'),
+    hp: list[str] = typer.Option([], "--hp", help="Sampler hyperparameter KEY=VALUE (repeatable)."),
+    dataset_option: list[str] = typer.Option([], "--dataset-option", help="Dataset option KEY=VALUE (repeatable)."),
+    name: str = typer.Option(None, help="Name of the minimum (default: the file name)."),
+) -> None:
+    """Train one minimum with a sampler and save it with its JSON sidecar (what the upload endpoint accepts)."""
+    import json
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from worker.landscape.data import load_dataset
+    from worker.landscape.io import save_minimum
+    from worker.landscape.samplers import train_minimum
+
+    try:
+        arch_config = json.loads(config)
+        options = _parse_pairs(dataset_option, "--dataset-option")
+        hparams = _parse_pairs(hp, "--hp")
+        data = load_dataset(dataset, **options)
+    except (json.JSONDecodeError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    columns = (
+        TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[stats]}"),
+        TimeElapsedColumn(), TimeRemainingColumn(),
+    )
+    with Progress(*columns, transient=False) as bar:
+        task = bar.add_task(f"{sampler} {arch}/{dataset} seed {seed}", total=1.0, stats="")
+
+        def report(fraction: float, info: dict) -> None:
+            stats = (
+                f"epoch {info.get('epoch')}/{info.get('epochs')}  loss {info.get('train_loss', 0):.4f}  "
+                f"train {100 * info.get('train_error', 0):.2f}%  test {100 * info.get('test_error', 0):.2f}%"
+            )
+            bar.update(task, completed=fraction, stats=stats)
+
+        try:
+            model, provenance = train_minimum(
+                arch, arch_config, data, sampler=sampler, hparams=hparams, seed=seed, epochs=epochs, progress=report
+            )
+        except ValueError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from exc
+        bar.update(task, completed=1.0)
+    checkpoint, sidecar = save_minimum(
+        model, out, architecture=arch, config=provenance["architecture"]["config"], dataset=dataset,
+        dataset_options=options, provenance=provenance, name=name,
+    )
+    typer.echo(
+        f"saved {checkpoint} and {sidecar}: train error {100 * provenance['train_error']:.2f}%, "
+        f"test error {100 * provenance['test_error']:.2f}% after {provenance['epochs_run']} epochs"
+    )
 
 
 def main() -> None:  # pragma: no cover

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
-from fastapi.responses import RedirectResponse
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse
 
-from backend.api import health
+from backend.api import analyses, demo, health, jobs, minima, registry, results
 from backend.db import init_db
 from backend.settings import get_settings
 
@@ -29,7 +31,10 @@ def create_app(*, with_dashboard: bool = True) -> FastAPI:
         description="Error landscapes of neural networks without symmetries (Pittorino et al., ICML 2022).",
         lifespan=lifespan,
     )
-    app.include_router(health.router, prefix="/api")
+    for module in (health, registry, minima, analyses, jobs, results, demo):
+        app.include_router(module.router, prefix="/api")
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    _declare_optional_auth(app, settings)
 
     @app.get("/", include_in_schema=False)
     def root() -> RedirectResponse:
@@ -44,3 +49,40 @@ def create_app(*, with_dashboard: bool = True) -> FastAPI:
         dash_app = create_dash(api_url=api_url, prefix=DASHBOARD_PREFIX)
         app.mount(DASHBOARD_PREFIX.rstrip("/"), WSGIMiddleware(dash_app.server))
     return app
+
+
+def _declare_optional_auth(app: FastAPI, settings) -> None:
+    """Make the OpenAPI security match the settings: without a token nothing needs one, with a token reads need it
+    only when TOROID_PUBLIC_READS=false (an empty requirement ``{}`` marks the bearer token optional)."""
+    generate = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = generate()
+            for path_item in schema.get("paths", {}).values():
+                for method, operation in path_item.items():
+                    if not isinstance(operation, dict) or "security" not in operation:
+                        continue
+                    required = bool(settings.api_token) and (method != "get" or not settings.public_reads)
+                    if not required:
+                        operation["security"] = [{}, *operation["security"]]
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _readable(error: dict) -> str:
+    where = ".".join(str(part) for part in error.get("loc", ()) if part != "body") or "body"
+    return f"{where}: {error.get('msg', 'invalid')}"
+
+
+async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    """422 with FastAPI's list of errors in ``detail`` plus one readable ``message`` line (shown by the UI)."""
+    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+    return JSONResponse(
+        status_code=422,
+        content={
+            "detail": jsonable_encoder(errors, custom_encoder={bytes: lambda b: b.decode("utf-8", "replace")}),
+            "message": "; ".join(_readable(e) for e in errors) or "invalid request",
+        },
+    )

@@ -1,1 +1,168 @@
-"""Database tables."""
+"""Database tables (SQLAlchemy 2): minima, jobs and results.
+
+* ``Minimum``: a trained network (a checkpoint in the artifact store plus what it is: architecture, config,
+  dataset, sampler provenance, its train/test error and, once measured, its local energy).
+* ``Job``: one unit of background work and its live state (progress, partial results, heartbeat).
+* ``Result``: the outcome of an analysis, unique by ``key`` = sha256 of (kind, input checkpoint hashes and
+  descriptions, parameters normalized with their defaults, ``worker.landscape.CODE_VERSION``), so the same
+  question is answered once (see ``backend.jobs.result_key``).
+
+Large arrays never live here: checkpoints are files in the artifact store (``backend.storage``), rows hold their
+sha256; results hold the small JSON dicts of ``worker.landscape.results``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, Float, Index, Integer, String, Text, text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from backend.db import Base
+
+JOB_KINDS = ("train", "flatness", "path", "distances", "section", "torus", "study")
+JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
+ACTIVE_STATES = ("queued", "running")
+MINIMUM_SOURCES = ("upload", "train", "demo")
+
+
+def new_id() -> str:
+    """A short random identifier (16 hex digits of a uuid4)."""
+    return uuid.uuid4().hex[:16]
+
+
+def utcnow() -> datetime:
+    """Now, in UTC, without tzinfo (how SQLite and PostgreSQL ``timestamp`` columns both store it)."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def iso(moment: datetime | None) -> str | None:
+    """ISO 8601 with an explicit UTC offset, or None."""
+    return None if moment is None else moment.replace(tzinfo=UTC).isoformat()
+
+
+class Minimum(Base):
+    __tablename__ = "minima"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(200))
+    architecture: Mapped[str] = mapped_column(String(64))
+    config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    dataset: Mapped[str] = mapped_column(String(64))
+    dataset_options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    sampler: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    seed: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    train_error: Mapped[float] = mapped_column(Float)
+    test_error: Mapped[float] = mapped_column(Float)
+    local_energy: Mapped[float | None] = mapped_column(Float, nullable=True)
+    flatness_result_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    provenance: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    checkpoint_sha256: Mapped[str] = mapped_column(String(64), index=True)
+    canonical_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    source: Mapped[str] = mapped_column(String(16))
+    # The training job that produced this minimum; unique so that a job delivered twice creates one minimum.
+    job_id: Mapped[str | None] = mapped_column(String(32), nullable=True, unique=True)
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "architecture": self.architecture,
+            "config": self.config or {},
+            "dataset": self.dataset,
+            "dataset_options": self.dataset_options or {},
+            "sampler": self.sampler,
+            "seed": self.seed,
+            "train_error": self.train_error,
+            "test_error": self.test_error,
+            "local_energy": self.local_energy,
+            "flatness_result_id": self.flatness_result_id,
+            "provenance": self.provenance or {},
+            "checkpoint_sha256": self.checkpoint_sha256,
+            "created_at": iso(self.created_at),
+            "source": self.source,
+            "job_id": self.job_id,
+        }
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    __table_args__ = (
+        Index("ix_jobs_state_heartbeat", "state", "heartbeat_at"),
+        # At most one active job per result key: two identical requests arriving together share one computation.
+        Index(
+            "uq_jobs_active_key", "key", unique=True,
+            sqlite_where=text("state IN ('queued', 'running')"),
+            postgresql_where=text("state IN ('queued', 'running')"),
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    kind: Mapped[str] = mapped_column(String(16), index=True)
+    state: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    message: Mapped[str] = mapped_column(Text, default="")
+    partial: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Result key of analyses (None for training); an identical request while this job is active reuses it.
+    key: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    queue: Mapped[str] = mapped_column(String(32), default="cpu")
+    result_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    minimum_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Reliability: each claim by a worker increments ``attempts``; progress writes carry the attempt number, so
+    # a worker whose job was re-enqueued after its heartbeat went stale can no longer write (see backend.jobs).
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    worker: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    task_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    enqueued_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "state": self.state,
+            "progress": float(self.progress or 0.0),
+            "message": self.message or "",
+            "partial": self.partial or {},
+            "params": self.params or {},
+            "result_id": self.result_id,
+            "minimum_id": self.minimum_id,
+            "error": self.error,
+            "attempts": int(self.attempts or 0),
+            "created_at": iso(self.created_at),
+            "started_at": iso(self.started_at),
+            "finished_at": iso(self.finished_at),
+        }
+
+
+class Result(Base):
+    __tablename__ = "results"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    key: Mapped[str] = mapped_column(String(64), unique=True)
+    kind: Mapped[str] = mapped_column(String(16), index=True)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    minimum_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    job_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    code_version: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "params": self.params or {},
+            "minimum_ids": list(self.minimum_ids or []),
+            "data": self.data or {},
+            "created_at": iso(self.created_at),
+            "key": self.key,
+        }

@@ -33,6 +33,11 @@ class Settings(BaseSettings):
     job_timeout_s: int = Field(
         3600, description="Redis visibility timeout: a job held by a dead worker returns to the queue after this."
     )
+    stale_job_s: float = Field(
+        30.0, description="A running job whose heartbeat is older than this is re-enqueued by a live worker."
+    )
+    max_job_attempts: int = Field(3, description="A job whose worker died this many times is marked failed.")
+    heavy_queue: str = Field("gpu", description="Queue for training and heavy analyses (set 'cpu' without GPUs).")
     demo: bool = Field(True, description="Seed demo minima (digits MLP; sgd, rsgd, adv x 2 seeds) on first start.")
     demo_epochs: int = Field(60, description="Epoch budget of each demo minimum.")
     device: str | None = Field(None, description="torch device for the worker (cpu, cuda, cuda:1); default: auto.")

@@ -11,7 +11,7 @@ heartbeat and a starting worker re-enqueues jobs whose heartbeat went stale (wor
 from __future__ import annotations
 
 from celery import Celery
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from backend.settings import get_settings
 
@@ -25,7 +25,14 @@ def make_celery() -> Celery:
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         task_default_queue="cpu",
-        task_queues=(Queue("cpu"), Queue("gpu")),
+        # Each queue with its own direct exchange and routing key: with a shared default exchange, kombu's Redis
+        # transport would deliver a message for "gpu" to every queue bound to that exchange.
+        task_queues=(
+            Queue("cpu", Exchange("cpu", type="direct"), routing_key="cpu"),
+            Queue("gpu", Exchange("gpu", type="direct"), routing_key="gpu"),
+        ),
+        task_default_exchange="cpu",
+        task_default_routing_key="cpu",
         task_serializer="json",
         accept_content=["json"],
         broker_connection_retry_on_startup=True,

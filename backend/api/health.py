@@ -6,7 +6,7 @@ import time
 
 from fastapi import APIRouter
 
-from backend.db import ping_database
+from backend.db import get_engine, ping_database
 from backend.settings import get_settings
 
 router = APIRouter(tags=["health"])
@@ -47,8 +47,13 @@ def _workers() -> dict:
     return {"count": len(replies), "names": sorted(name for reply in replies for name in reply)}
 
 
+def _database() -> dict:
+    ping_database()
+    return {"dialect": get_engine().dialect.name}
+
+
 @router.get("/health", summary="Status of Redis, the database and the workers")
 def health() -> dict:
-    checks = {"redis": _check(_redis), "database": _check(lambda: ping_database())}
+    checks = {"redis": _check(_redis), "database": _check(_database)}
     checks["workers"] = _check(_workers) if checks["redis"]["ok"] else {"ok": False, "error": "redis is down"}
     return {"ok": all(c["ok"] for c in checks.values()), **checks}

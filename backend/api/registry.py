@@ -1,0 +1,50 @@
+"""GET /api/architectures, /api/datasets, /api/samplers: what exists, asked from the core's registries."""
+
+from __future__ import annotations
+
+import copy
+
+from fastapi import APIRouter, Depends
+
+from backend.api.deps import AUTH_RESPONSES, dataset_available
+from backend.auth import require_read
+from backend.schemas import ArchitectureInfo, DatasetInfo, SamplerInfo
+
+router = APIRouter(tags=["registries"], dependencies=[Depends(require_read)], responses=AUTH_RESPONSES)
+
+
+@router.get("/architectures", response_model=list[ArchitectureInfo], summary="Network architectures")
+def architectures() -> list[dict]:
+    from worker.landscape.nets import ARCHITECTURES
+
+    return [
+        {"name": name, "description": spec.description, "defaults": copy.deepcopy(spec.defaults),
+         "binary": spec.binary}
+        for name, spec in ARCHITECTURES.items()
+    ]
+
+
+@router.get("/datasets", response_model=list[DatasetInfo], summary="Datasets")
+def datasets() -> list[dict]:
+    from worker.landscape.data import DATASETS
+
+    return [
+        {"name": name, "description": spec.description, "options": copy.deepcopy(spec.options),
+         "available": dataset_available(name)}
+        for name, spec in DATASETS.items()
+    ]
+
+
+@router.get("/samplers", response_model=list[SamplerInfo], summary="Samplers of minima (PAPER.md sec. 8)")
+def samplers() -> list[dict]:
+    from worker.landscape.samplers import SAMPLERS, sampler_schema
+
+    out = []
+    for name, spec in SAMPLERS.items():
+        schema = sampler_schema(name)
+        out.append({
+            "name": name, "description": spec.description, "defaults": spec.defaults, "binary_ok": spec.binary_ok,
+            "binary_only": spec.binary_only, "hyperparameters": schema["hyperparameters"],
+            "reference": schema.get("reference", ""),
+        })
+    return out

@@ -1,0 +1,491 @@
+"""Job records: creation, result keys, queue routing, and the reliable lifecycle a worker drives.
+
+Lifecycle (docs/operations.md has the full design)::
+
+    queued --claim--> running --finish--> succeeded
+       ^                 |  \\--error--> failed
+       |                 |   \\-cancel-> cancelled (the task stops at its next progress report)
+       +--- recover -----+   (heartbeat older than TOROID_STALE_JOB_S: the worker died)
+
+* The API creates the row, commits, then publishes a Celery message carrying only the job id.
+* A worker *claims* a job with one atomic ``UPDATE ... WHERE state='queued'`` that also increments ``attempts``.
+  Every later write of that worker (progress, heartbeat, completion) is conditional on ``attempts`` still being its
+  own and the state still ``running``, so a worker that lost the job (cancelled, or re-enqueued after its
+  heartbeat went stale) cannot write anymore and stops at its next progress report.
+* A heartbeat (each progress report, plus a timer thread) shows the worker is alive. ``recover_jobs`` (run when a
+  worker starts and periodically in every worker) re-enqueues running jobs whose heartbeat is stale, and queued
+  jobs whose Celery message is gone from Redis; after ``TOROID_MAX_JOB_ATTEMPTS`` lost workers a job fails.
+* Completion writes the result row (unique ``key``) and the job state in one transaction; a second completion
+  of the same work finds the existing row and creates no other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from backend.db import new_session
+from backend.models import ACTIVE_STATES, Job, Minimum, Result, new_id, utcnow
+from backend.settings import get_settings
+
+log = logging.getLogger("toroid.jobs")
+
+TASK_NAMES: dict[str, str] = {
+    "train": "toroid.train",
+    "flatness": "toroid.flatness",
+    "path": "toroid.path",
+    "distances": "toroid.distances",
+    "section": "toroid.section",
+    "torus": "toroid.torus",
+}
+#: Kinds cheap enough to run anywhere: they always go to the ``cpu`` queue. Everything else is "heavy".
+LIGHT_KINDS = frozenset({"distances"})
+
+
+# --------------------------------------------------------------------------------------------- configuration
+def heavy_queue() -> str:
+    """Queue of training and heavy analyses (``TOROID_HEAVY_QUEUE``; ``cpu`` where only CPU workers consume)."""
+    return get_settings().heavy_queue.strip() or "gpu"
+
+
+def queue_for(kind: str) -> str:
+    """The Celery queue a job of ``kind`` is published to."""
+    return "cpu" if kind in LIGHT_KINDS else heavy_queue()
+
+
+def stale_job_s() -> float:
+    """Seconds without a heartbeat after which a running job counts as lost (``TOROID_STALE_JOB_S``)."""
+    return max(1.0, float(get_settings().stale_job_s))
+
+
+def heartbeat_s() -> float:
+    """Interval of the heartbeat timer of a running job: a third of the stale threshold."""
+    return max(0.2, stale_job_s() / 3.0)
+
+
+def max_job_attempts() -> int:
+    """How many workers may die on one job before it is marked failed (``TOROID_MAX_JOB_ATTEMPTS``)."""
+    return max(1, int(get_settings().max_job_attempts))
+
+
+# --------------------------------------------------------------------------------------------- JSON and keys
+def clean_json(value: Any) -> Any:
+    """A copy of ``value`` that any JSON encoder accepts: non-finite floats become None, tuples lists."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): clean_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [clean_json(v) for v in value]
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    tolist = getattr(value, "tolist", None)  # numpy / torch scalars and arrays
+    if callable(tolist):
+        return clean_json(tolist())
+    return str(value)
+
+
+def input_descriptor(minimum: Minimum) -> dict[str, Any]:
+    """What identifies a minimum as the input of a computation: its weights and how to read and evaluate them."""
+    return {
+        "checkpoint": minimum.checkpoint_sha256,
+        "architecture": minimum.architecture,
+        "config": minimum.config or {},
+        "dataset": minimum.dataset,
+        "dataset_options": minimum.dataset_options or {},
+    }
+
+
+def result_key(kind: str, minima: Sequence[Minimum], params: dict[str, Any]) -> str:
+    """sha256 of (kind, input checkpoint hashes and descriptions, normalized params, CODE_VERSION)."""
+    from worker.landscape import CODE_VERSION
+
+    payload = {
+        "kind": kind,
+        "inputs": [input_descriptor(m) for m in minima],
+        "params": params,
+        "code_version": CODE_VERSION,
+    }
+    text = json.dumps(clean_json(payload), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------------------------- API side
+class BrokerUnavailable(RuntimeError):
+    """The Celery message could not be published (Redis unreachable)."""
+
+
+def create_job(
+    session: Session, kind: str, params: dict[str, Any], *, key: str | None = None, message: str = "queued"
+) -> Job:
+    """Insert a queued job and publish its message; returns it, or the active job of the same ``key`` when an
+    identical request won the race (a unique partial index). Raises ``BrokerUnavailable`` (the job is then
+    failed)."""
+    if kind not in TASK_NAMES:
+        raise ValueError(f"unknown job kind {kind!r}; valid kinds: {sorted(TASK_NAMES)}")
+    job = Job(
+        id=new_id(), kind=kind, state="queued", progress=0.0, message=message, partial={},
+        params=clean_json(params), key=key, queue=queue_for(kind), attempts=0, created_at=utcnow(),
+    )
+    session.add(job)
+    try:
+        session.commit()
+    except IntegrityError:  # an identical request created its job a moment ago: share it
+        session.rollback()
+        active = find_active_job(session, key) if key else None
+        if active is None:
+            raise
+        return active
+    enqueue(session, job)
+    return job
+
+
+def enqueue(session: Session, job: Job) -> None:
+    """Publish the job's Celery message (after the row is committed, so the worker finds it)."""
+    from worker.celery_app import celery_app
+
+    task_id = f"{job.id}-{new_id()[:8]}"
+    try:
+        celery_app.send_task(TASK_NAMES[job.kind], args=[job.id], queue=job.queue, task_id=task_id)
+    except Exception as exc:  # kombu raises OperationalError and friends after its retries
+        job.state, job.error, job.finished_at = "failed", f"could not reach the message broker: {exc}", utcnow()
+        job.message = "failed to queue"
+        session.commit()
+        raise BrokerUnavailable(
+            f"the job could not be queued because the message broker (Redis) is unreachable: {exc}"
+        ) from exc
+    job.task_id, job.enqueued_at = task_id, utcnow()
+    session.commit()
+
+
+def find_result(session: Session, key: str) -> Result | None:
+    return session.scalar(select(Result).where(Result.key == key))
+
+
+def find_active_job(session: Session, key: str) -> Job | None:
+    """A queued or running job computing this key (an identical request already in flight)."""
+    return session.scalar(
+        select(Job).where(Job.key == key, Job.state.in_(ACTIVE_STATES)).order_by(Job.created_at.desc()).limit(1)
+    )
+
+
+def cancel_job(session: Session, job: Job) -> Job:
+    """Mark an active job cancelled; its task stops at its next progress report. Finished jobs stay as they are."""
+    if job.state in ACTIVE_STATES:
+        session.execute(
+            update(Job)
+            .where(Job.id == job.id, Job.state.in_(ACTIVE_STATES))
+            .values(state="cancelled", message="cancelled by request", finished_at=utcnow())
+        )
+        session.commit()
+        session.refresh(job)
+    return job
+
+
+# --------------------------------------------------------------------------------------------- worker side
+class JobCancelled(Exception):
+    """Raised inside a progress callback when the job was cancelled: the computation stops."""
+
+
+class JobSuperseded(Exception):
+    """Raised when another worker took the job over (this worker's heartbeat went stale): stop quietly."""
+
+
+class JobRun:
+    """One worker's ownership of one job: progress reports, heartbeats, and the final write.
+
+    Use as a context manager around the computation (it runs the heartbeat timer). ``progress`` is the callback
+    handed to the science core (``progress(fraction, info)``): it merges ``info`` into the job's ``partial`` dict
+    (numbers are appended to per-key lists, so path points and training curves grow live; an ``info["stage"]``
+    groups the values under ``partial[stage]`` and names the current stage in ``partial["stage"]``), writes at
+    most every ``min_interval`` seconds, and raises ``JobCancelled`` / ``JobSuperseded`` when the job is no longer ours.
+    """
+
+    def __init__(self, job: Job, *, min_interval: float = 0.25):
+        self.job_id = job.id
+        self.kind = job.kind
+        self.key = job.key
+        self.params = dict(job.params or {})
+        self.attempt = int(job.attempts)
+        self.partial: dict[str, Any] = {}
+        self.fraction = 0.0
+        self.message = "running"
+        self.min_interval = min_interval
+        self._last_write = 0.0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- ownership-guarded writes ----------------------------------------------------------------------------
+    def _owned(self):
+        return (Job.id == self.job_id) & (Job.attempts == self.attempt) & (Job.state == "running")
+
+    def _write(self, session: Session, **values: Any) -> bool:
+        result = session.execute(update(Job).where(self._owned()).values(heartbeat_at=utcnow(), **values))
+        return result.rowcount == 1
+
+    def _lost(self, session: Session) -> Exception:
+        state = session.scalar(select(Job.state).where(Job.id == self.job_id))
+        if state == "cancelled":
+            return JobCancelled(f"job {self.job_id} was cancelled")
+        return JobSuperseded(f"job {self.job_id} is no longer owned by this worker (state {state})")
+
+    def check(self) -> None:
+        """Raise ``JobCancelled`` / ``JobSuperseded`` if the job is no longer ours."""
+        with new_session() as session:
+            ok = self._write(session)
+            session.commit()
+            if not ok:
+                raise self._lost(session)
+
+    def say(self, message: str) -> None:
+        """Set the job's human-readable status line (written with the next progress report)."""
+        self.message = message
+
+    def progress(self, fraction: float, info: dict[str, Any] | None = None) -> None:
+        try:
+            fraction = float(fraction)
+        except (TypeError, ValueError):
+            fraction = self.fraction
+        self.fraction = min(1.0, max(self.fraction, fraction if math.isfinite(fraction) else 0.0))
+        info = dict(info or {})
+        stage = info.pop("stage", None)
+        target = self.partial
+        if isinstance(stage, str) and stage:  # multi-stage runs (one_bend: retrain, segment) keep apart
+            self.partial["stage"] = stage
+            target = self.partial.setdefault(stage, {})
+        for key, value in info.items():
+            if isinstance(value, bool) or value is None or isinstance(value, str | dict | list | tuple):
+                target[str(key)] = clean_json(value)
+            elif isinstance(value, int | float) or callable(getattr(value, "item", None)):
+                target.setdefault(str(key), []).append(clean_json(value))
+        now = time.monotonic()
+        if now - self._last_write < self.min_interval and self.fraction < 1.0:
+            return
+        self._last_write = now
+        with new_session() as session:
+            ok = self._write(session, progress=self.fraction, partial=clean_json(self.partial), message=self.message)
+            session.commit()
+            if not ok:
+                raise self._lost(session)
+
+    # -- heartbeat timer -------------------------------------------------------------------------------------
+    def _beat(self) -> None:
+        interval = heartbeat_s()
+        while not self._stop.wait(interval):
+            try:
+                with new_session() as session:
+                    alive = self._write(session)
+                    session.commit()
+                if not alive:
+                    return
+            except Exception:  # a busy database must not kill the computation; the next beat retries
+                log.exception("heartbeat of job %s failed", self.job_id)
+
+    def __enter__(self) -> JobRun:
+        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{self.job_id}", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    # -- completion ------------------------------------------------------------------------------------------
+    def finish_result(
+        self, data: dict[str, Any], minimum_ids: Iterable[str], key: str | None,
+        also: Callable[[Session, str], None] | None = None,
+    ) -> str:
+        """Mark the job succeeded and store its result (idempotent by key) in one transaction; returns the result
+        id. ``also(session, result_id)`` runs in the same transaction (e.g. to update the minimum's flatness)."""
+        from worker.landscape import CODE_VERSION
+
+        if not key:
+            raise ValueError(f"job {self.job_id} has no result key")
+
+        def write(session: Session) -> str:
+            row = session.scalar(select(Result).where(Result.key == key))
+            if row is None:
+                row = Result(
+                    id=new_id(), key=key, kind=self.kind, params=self.params, minimum_ids=list(minimum_ids),
+                    data=clean_json(data), job_id=self.job_id, code_version=CODE_VERSION, created_at=utcnow(),
+                )
+                session.add(row)
+                session.flush()
+            session.execute(update(Job).where(Job.id == self.job_id).values(result_id=row.id))
+            if also is not None:
+                also(session, row.id)
+            return row.id
+
+        return self._finish(write)
+
+    def finish_minimum(self, minimum: Minimum) -> str:
+        """Mark the job succeeded and store its trained minimum (one per job: ``job_id`` is unique)."""
+
+        def write(session: Session) -> str:
+            row = session.scalar(select(Minimum).where(Minimum.job_id == self.job_id))
+            if row is None:
+                minimum.job_id = self.job_id
+                session.add(minimum)
+                session.flush()
+                row = minimum
+            session.execute(update(Job).where(Job.id == self.job_id).values(minimum_id=row.id))
+            return row.id
+
+        return self._finish(write)
+
+    def _finish(self, write: Callable[[Session], str]) -> str:
+        """Succeed the job (only while this worker owns it) and run ``write`` in the same transaction.
+
+        Ownership comes first: a job cancelled or taken over meanwhile gets no result from this worker
+        (``JobCancelled`` / ``JobSuperseded``). A unique-key collision with a concurrent writer is retried and then
+        finds that writer's row.
+        """
+        for _ in range(3):
+            with new_session() as session:
+                try:
+                    owned = session.execute(
+                        update(Job).where(self._owned()).values(
+                            state="succeeded", progress=1.0, partial=clean_json(self.partial), message="done",
+                            finished_at=utcnow(), heartbeat_at=utcnow(), error=None,
+                        )
+                    )
+                    if owned.rowcount != 1:
+                        session.rollback()
+                        raise self._lost(session)
+                    written = write(session)
+                    session.commit()
+                    return written
+                except IntegrityError:
+                    session.rollback()
+        raise RuntimeError(f"could not store the outcome of job {self.job_id} (unique key conflicts)")
+
+    def fail(self, error: str) -> None:
+        with new_session() as session:
+            session.execute(
+                update(Job)
+                .where(self._owned())
+                .values(state="failed", error=error[:4000], message="failed", finished_at=utcnow(),
+                        partial=clean_json(self.partial))
+            )
+            session.commit()
+
+
+def claim(job_id: str, worker: str) -> Job | None:
+    """Atomically move a queued job to running for this worker; None if it is not queued (already taken, done,
+    cancelled, or unknown), in which case the message is a duplicate and the task does nothing."""
+    with new_session() as session:
+        now = utcnow()
+        claimed = session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.state == "queued")
+            .values(
+                state="running", attempts=Job.attempts + 1, worker=worker[:200], started_at=now, heartbeat_at=now,
+                progress=0.0, partial={}, message="started", error=None,
+            )
+        )
+        session.commit()
+        if claimed.rowcount != 1:
+            return None
+        return session.get(Job, job_id, populate_existing=True)
+
+
+# --------------------------------------------------------------------------------------------- recovery
+def _broker_task_ids_present(task_ids: Iterable[str], queues: Iterable[str]) -> set[str]:
+    """Which of ``task_ids`` still have a message in Redis (waiting in a queue, or delivered and not acked)."""
+    import redis
+
+    from worker.celery_app import celery_app
+
+    wanted = set(task_ids)
+    if not wanted:
+        return set()
+    client = redis.Redis.from_url(celery_app.conf.broker_url, socket_connect_timeout=2, socket_timeout=5)
+    try:
+        raw: list[bytes] = []
+        for queue in set(queues):
+            for suffix in ("", "\x06\x163", "\x06\x166", "\x06\x169"):  # kombu's priority sub-queues
+                raw.extend(client.lrange(f"{queue}{suffix}", 0, -1))
+        raw.extend(client.hvals("unacked"))
+    finally:
+        client.close()
+    blob = b"\n".join(raw)
+    return {task_id for task_id in wanted if task_id.encode() in blob}
+
+
+def recover_jobs(now: datetime | None = None) -> list[str]:
+    """Re-enqueue jobs a dead worker or a lost message left behind; returns the ids re-enqueued.
+
+    * running jobs whose heartbeat is older than ``stale_job_s()`` (the worker died, e.g. SIGKILL or OOM);
+    * queued jobs published more than ``stale_job_s()`` ago whose message is no longer in Redis (or was never
+      published because the API died between the commit and the publish).
+    A job that already lost ``max_job_attempts()`` workers is marked failed instead of re-enqueued.
+    Safe to run concurrently in several workers: each move is a conditional UPDATE, only its winner publishes.
+    """
+    now = now or utcnow()
+    cutoff = now - timedelta(seconds=stale_job_s())
+    recovered: list[str] = []
+    with new_session() as session:
+        stale = session.scalars(
+            select(Job).where(Job.state == "running", or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < cutoff))
+        ).all()
+        queued = session.scalars(
+            select(Job).where(Job.state == "queued", or_(Job.enqueued_at.is_(None), Job.enqueued_at < cutoff),
+                              Job.created_at < cutoff)
+        ).all()
+        present = _broker_task_ids_present([j.task_id for j in queued if j.task_id], [j.queue for j in queued])
+        lost_messages = [j for j in queued if not j.task_id or j.task_id not in present]
+
+        for job in stale:
+            if job.attempts >= max_job_attempts():
+                moved = session.execute(
+                    update(Job).where(Job.id == job.id, Job.state == "running", Job.attempts == job.attempts).values(
+                        state="failed", finished_at=now, message="failed",
+                        error=f"the worker running this job stopped responding {job.attempts} times "
+                        "(killed, out of memory, or the machine went down); not retrying",
+                    )
+                )
+                session.commit()
+                continue
+            moved = session.execute(
+                update(Job).where(Job.id == job.id, Job.state == "running", Job.attempts == job.attempts).values(
+                    state="queued", message=f"re-queued: its worker stopped responding (attempt {job.attempts})",
+                    enqueued_at=None,
+                )
+            )
+            session.commit()
+            if moved.rowcount == 1:
+                recovered.append(job.id)
+        for job in lost_messages:
+            moved = session.execute(
+                update(Job)
+                .where(
+                    Job.id == job.id,
+                    Job.state == "queued",
+                    Job.task_id.is_(None) if job.task_id is None else Job.task_id == job.task_id,
+                )
+                .values(enqueued_at=now)
+            )
+            session.commit()
+            if moved.rowcount == 1:
+                recovered.append(job.id)
+        for job_id in recovered:
+            job = session.get(Job, job_id, populate_existing=True)
+            if job is not None and job.state == "queued":
+                try:
+                    enqueue(session, job)
+                    log.warning("re-enqueued job %s (%s)", job.id, job.kind)
+                except BrokerUnavailable:
+                    log.exception("could not re-enqueue job %s", job_id)
+    return recovered
