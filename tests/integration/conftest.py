@@ -4,6 +4,7 @@ whole process group and start a new one; plus small digits minima trained in the
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import signal
@@ -110,7 +111,9 @@ class Postgres:
     world-traversable temporary folder since pytest's own are private to root)."""
 
     def __init__(self):
-        initdb, pg_ctl = shutil.which("initdb"), shutil.which("pg_ctl")
+        # on PATH, or where Debian's postgresql package puts the server binaries
+        path = os.pathsep.join([os.environ.get("PATH", ""), *sorted(glob.glob("/usr/lib/postgresql/*/bin"))])
+        initdb, pg_ctl = shutil.which("initdb", path=path), shutil.which("pg_ctl", path=path)
         if not (initdb and pg_ctl):
             raise FileNotFoundError("initdb / pg_ctl not found")
         self.root = Path(tempfile.mkdtemp(prefix="toroid-pg-"))
