@@ -1,0 +1,189 @@
+"""Result records of the geometry measures (PAPER.md sections 5-7).
+
+Every record is a small dataclass of plain Python numbers and lists, never tensors, so that
+``to_dict()`` is directly JSON-able and ``from_dict(to_dict())`` round-trips.  Errors are
+fractions in [0, 1]; the user interface shows them in percent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any, Self
+
+__all__ = [
+    "BendResult",
+    "LocalEnergy",
+    "PathProfile",
+    "Section",
+    "TorusSlice",
+    "jsonable",
+]
+
+
+def jsonable(value: Any) -> Any:
+    """Convert ``value`` to plain JSON types (numbers, strings, lists, dicts).
+
+    Tensors and numpy arrays become (nested) lists of floats, numpy scalars become Python
+    numbers, tuples become lists, result records their ``to_dict()``; non-finite floats are
+    kept as floats (JSON encoders that refuse NaN must be told so by the caller).
+    """
+    if value is None or isinstance(value, bool | str):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, _Record):
+        return value.to_dict()
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    tolist = getattr(value, "tolist", None)
+    if callable(tolist):  # torch.Tensor, numpy arrays and numpy scalars
+        return jsonable(tolist())
+    item = getattr(value, "item", None)
+    if callable(item):
+        return jsonable(item())
+    raise TypeError(f"cannot convert {type(value).__name__} to a JSON-able value")
+
+
+class _Record:
+    """Shared ``to_dict`` / ``from_dict`` for the result dataclasses."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as a JSON-able dict (one key per field)."""
+        return {f.name: jsonable(getattr(self, f.name)) for f in fields(self)}  # type: ignore[arg-type]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        """Rebuild a record from ``to_dict()`` output; unknown keys are an error."""
+        if not isinstance(data, dict):
+            raise ValueError(f"{cls.__name__}.from_dict expects a dict, got {type(data).__name__}")
+        names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(
+                f"{cls.__name__}.from_dict: unknown keys {unknown}; valid keys are {sorted(names)}"
+            )
+        return cls(**data)
+
+
+@dataclass
+class PathProfile(_Record):
+    """Errors and losses along a path between two networks (PAPER.md section 7).
+
+    ``x`` is the interpolation fraction of each point (an evenly spaced grid on [0, 1]),
+    ``distance`` the distance travelled along the path up to each point rescaled to [0, 1]
+    (the abscissa of the paper's path plots), ``length`` the total length of the path in the
+    geometry of ``kind`` (geodesic distance for ``geodesic``, Euclidean norm of the
+    difference for the linear kinds, number of differing weights for ``flip``).
+    ``barrier`` is the raw maximum of the train error along the path (not minus the
+    endpoints), ``test_barrier`` the same for the test error.  ``bn`` records how BatchNorm
+    running statistics were set at each point (``recompute``, ``interpolate`` or ``none``
+    when the model has no BatchNorm).
+    """
+
+    kind: str
+    x: list[float]
+    distance: list[float]
+    length: float
+    train_error: list[float]
+    test_error: list[float]
+    train_loss: list[float]
+    test_loss: list[float]
+    barrier: float
+    test_barrier: float
+    bn: str
+    points: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class LocalEnergy(_Record):
+    """Local energy curve dE_train(w, sigma) of one network (PAPER.md section 6).
+
+    ``mean[i]`` is the mean over noise samples of E_train(w + sigma_i z (.) w) - E_train(w),
+    ``std[i]`` the standard deviation over samples (the paper's error bars) and ``stderr[i]``
+    the standard error of the mean.  For binary networks ``sigmas`` holds flip fractions.
+    ``samples[i]`` is the number of noise samples drawn for sigma_i (0 at sigma = 0, where the
+    perturbation vanishes and dE = 0 exactly).
+    """
+
+    sigmas: list[float]
+    mean: list[float]
+    std: list[float]
+    stderr: list[float]
+    samples: list[int]
+    base_train_error: float
+    base_test_error: float
+    noise_on: str
+    mode: str
+    subsample: int | None
+    binary: bool
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Section(_Record):
+    """Error on a two-dimensional plane through three networks (PAPER.md section 7).
+
+    The plane is w1 + x u_hat + y v_hat with u = w2 - w1 and v = (w3 - w1) minus its
+    projection on u (Gram-Schmidt).  ``train_error[j][i]`` is the error at (x[i], y[j]):
+    rows follow ``y``, columns follow ``x``.  ``points`` maps w1, w2, w3 to their plane
+    coordinates; ``space`` is ``raw`` or ``normalized``.
+    """
+
+    x: list[float]
+    y: list[float]
+    train_error: list[list[float]]
+    test_error: list[list[float]]
+    points: dict[str, list[float]]
+    space: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TorusSlice(_Record):
+    """Error on a two-dimensional torus through normalized, aligned networks.
+
+    ``train_error[j][i]`` is the error at (phi1[i], phi2[j]) (rows follow ``phi2``); both axes
+    sample [0, 2 pi) so the slice is periodic.  ``minima`` maps network names to their torus
+    coordinates and ``geodesic`` lists points of the geodesic between A and B, which is the
+    straight segment between their coordinates.  ``construction`` names the construction
+    (see docs/method_measures.md).
+    """
+
+    phi1: list[float]
+    phi2: list[float]
+    train_error: list[list[float]]
+    test_error: list[list[float]]
+    minima: dict[str, list[float]]
+    geodesic: list[list[float]]
+    construction: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class BendResult(_Record):
+    """One-bend path A -> bend -> B (PAPER.md section 7): two path segments and their barrier."""
+
+    profiles: list[PathProfile]
+    barrier: float
+    kind: str
+    distance_to_a: float
+    distance_to_b: float
+    bend_train_error: float
+    epochs: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        if not isinstance(data, dict):
+            raise ValueError(f"BendResult.from_dict expects a dict, got {type(data).__name__}")
+        data = dict(data)
+        data["profiles"] = [
+            p if isinstance(p, PathProfile) else PathProfile.from_dict(p) for p in data.get("profiles", [])
+        ]
+        return super().from_dict(data)
+
