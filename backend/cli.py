@@ -208,6 +208,11 @@ def train(
     )
 
 
+from backend.cli_study import study_app  # noqa: E402  (registered after the commands above)
+
+app.add_typer(study_app, name="study")
+
+
 def main() -> None:  # pragma: no cover
     app()
 

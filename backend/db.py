@@ -53,6 +53,7 @@ def get_session() -> Iterator[Session]:
 def init_db() -> None:
     """Create the tables (idempotent)."""
     import backend.models  # noqa: F401  (registers the tables on Base.metadata)
+    import backend.studies  # noqa: F401  (the studies table)
 
     Base.metadata.create_all(get_engine())
 

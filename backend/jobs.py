@@ -48,6 +48,7 @@ TASK_NAMES: dict[str, str] = {
     "distances": "toroid.distances",
     "section": "toroid.section",
     "torus": "toroid.torus",
+    "study": "toroid.study",
 }
 #: Kinds cheap enough to run anywhere: they always go to the ``cpu`` queue. Everything else is "heavy".
 LIGHT_KINDS = frozenset({"distances"})
@@ -265,10 +266,15 @@ class JobRun:
             self.partial["stage"] = stage
             target = self.partial.setdefault(stage, {})
         for key, value in info.items():
-            if isinstance(value, bool) or value is None or isinstance(value, str | dict | list | tuple):
+            # numbers (and None: a value not measured at this step, e.g. adv's test error while it memorizes the
+            # confusion set) extend a series aligned with the other series; everything else is a scalar
+            if isinstance(value, bool) or isinstance(value, str | dict | list | tuple):
                 target[str(key)] = clean_json(value)
-            elif isinstance(value, int | float) or callable(getattr(value, "item", None)):
-                target.setdefault(str(key), []).append(clean_json(value))
+            elif value is None or isinstance(value, int | float) or callable(getattr(value, "item", None)):
+                series = target.get(str(key))
+                if not isinstance(series, list):
+                    series = target[str(key)] = []
+                series.append(clean_json(value))
         now = time.monotonic()
         if now - self._last_write < self.min_interval and self.fraction < 1.0:
             return
@@ -328,7 +334,7 @@ class JobRun:
                 also(session, row.id)
             return row.id
 
-        return self._finish(write)
+        return self.finish(write)
 
     def finish_minimum(self, minimum: Minimum) -> str:
         """Mark the job succeeded and store its trained minimum (one per job: ``job_id`` is unique)."""
@@ -343,9 +349,9 @@ class JobRun:
             session.execute(update(Job).where(Job.id == self.job_id).values(minimum_id=row.id))
             return row.id
 
-        return self._finish(write)
+        return self.finish(write)
 
-    def _finish(self, write: Callable[[Session], str]) -> str:
+    def finish(self, write: Callable[[Session], str]) -> str:
         """Succeed the job (only while this worker owns it) and run ``write`` in the same transaction.
 
         Ownership comes first: a job cancelled or taken over meanwhile gets no result from this worker

@@ -9,7 +9,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
 
-from backend.api import analyses, demo, health, jobs, minima, registry, results
+from backend.api import analyses, demo, health, jobs, minima, registry, results, studies
 from backend.db import init_db
 from backend.settings import get_settings
 
@@ -31,7 +31,7 @@ def create_app(*, with_dashboard: bool = True) -> FastAPI:
         description="Error landscapes of neural networks without symmetries (Pittorino et al., ICML 2022).",
         lifespan=lifespan,
     )
-    for module in (health, registry, minima, analyses, jobs, results, demo):
+    for module in (health, registry, minima, analyses, jobs, results, demo, studies):
         app.include_router(module.router, prefix="/api")
     app.add_exception_handler(RequestValidationError, _validation_error)
     _declare_optional_auth(app, settings)

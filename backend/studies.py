@@ -566,13 +566,12 @@ _tables_ready: set[str] = set()
 
 
 def ensure_tables() -> None:
-    """Create the ``studies`` table (idempotent; ``backend.db.init_db`` creates the others)."""
+    """Create the tables once per database (the CLI runs studies without the API's startup)."""
     from backend.db import init_db
 
     url = str(get_engine().url)
     if url not in _tables_ready:
         init_db()
-        Base.metadata.create_all(get_engine(), tables=[Study.__table__])
         _tables_ready.add(url)
 
 
@@ -867,7 +866,7 @@ def run_study_job(run: Any, *, runner: JobRunner = inline_runner,
     """The body of a study job (``run`` is its ``backend.jobs.JobRun``): execute the plan, then succeed the job.
 
     The study's job stores no ``Result`` row (its outputs live in the study record); ``finish_minimum`` and
-    ``finish_result`` do not apply, so completion uses the same ownership-guarded write (``JobRun._finish``).
+    ``finish_result`` do not apply, so completion uses the same ownership-guarded write (``JobRun.finish``).
     """
     study_id = run.params.get("study_id")
     if not study_id:
@@ -875,7 +874,7 @@ def run_study_job(run: Any, *, runner: JobRunner = inline_runner,
     runner_ = StudyRunner(study_id, run, runner=runner, on_step=on_step)
     summary = runner_.execute()
     run.partial["summary"] = summary
-    run._finish(lambda _session: study_id)
+    run.finish(lambda _session: study_id)
     return summary
 
 
