@@ -1,36 +1,152 @@
-"""The Dash application factory (mounted by the API server under /dashboard, or run on its own)."""
+"""The Dash application factory (mounted by the API server under /dashboard, or run on its own).
+
+The page is one header (system health, running jobs) and six views switched by tabs; each view lives in
+``dashboard/views/<view>.py`` with ``layout()`` and ``register(app, client, ...)``. This module owns the app-wide
+stores (see ``dashboard/views/common.py``) and the one polling loop: ``GET /api/minima`` and ``GET /api/jobs`` every
+second while jobs run, every few seconds otherwise; views react to those stores instead of polling themselves.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+from urllib.parse import urlparse
+
 import dash
-from dash import Input, Output, dcc, html
+from dash import Input, Output, State, dcc, html, no_update
+from dash.exceptions import PreventUpdate
 
 from dashboard.client import ApiClient, ApiError
+from dashboard.views import distances, flatness, jobs, paths, study, torus, upload
+from dashboard.views import map as minima_map
+from dashboard.views.common import CATALOG, DISTANCES, JOBS, MINIMA, REFRESH, SELECTION, TABS
+
+FAST_POLL_MS = 1000
+SLOW_POLL_MS = 4000
+
+VIEWS = (
+    ("map", "Map & paths"),
+    ("flatness", "Flatness"),
+    ("distances", "Distances"),
+    ("torus", "Torus & plane"),
+    ("add", "Add minima"),
+    ("studies", "Studies"),
+    ("jobs", "Jobs"),
+)
 
 
-def create_dash(api_url: str, prefix: str = "/dashboard/") -> dash.Dash:
+def _view_children(value: str):
+    if value == "map":
+        return html.Div([minima_map.layout(), paths.layout()], className="grid home")
+    return {"flatness": flatness.layout, "distances": distances.layout, "torus": torus.layout,
+            "add": upload.layout, "studies": study.layout, "jobs": jobs.layout}[value]()
+
+
+def build_layout(docs_url: str = "/docs") -> html.Div:
+    header = html.Header(
+        [
+            html.Div([html.H1("Toroid"),
+                      html.Span("error landscapes of neural networks without symmetries", className="tagline")],
+                     className="brand"),
+            html.Div([html.Span(id="jobs-badge", className="jobs-badge"),
+                      html.Span(id="health", className="health"),
+                      html.A("API docs", href=docs_url, target="_blank", className="api-link")], className="status"),
+        ],
+        className="topbar",
+    )
+    nav = dcc.Tabs(id=TABS, value="map", className="nav", parent_className="nav-parent",
+                   children=[dcc.Tab(label=label, value=value, className="nav-tab",
+                                     selected_className="nav-tab selected") for value, label in VIEWS])
+    views = [html.Div(_view_children(value), id=f"view-{value}", className="view",
+                      style={"display": "block" if value == "map" else "none"}) for value, _ in VIEWS]
+    stores = [
+        dcc.Store(id=MINIMA), dcc.Store(id=JOBS), dcc.Store(id=SELECTION, data={"a": None, "b": None}),
+        dcc.Store(id=CATALOG), dcc.Store(id=REFRESH), dcc.Store(id=DISTANCES),
+        dcc.Interval(id="tick", interval=FAST_POLL_MS), dcc.Interval(id="health-tick", interval=5000),
+        dcc.Interval(id="catalog-tick", interval=3000),
+    ]
+    return html.Div([header, nav, html.Main(views, className="views"), *stores], className="page")
+
+
+def slim_job(job: dict) -> dict:
+    """A job record for the browser-side store: a finished analysis drops its streamed ``partial`` points (its
+    result is fetched instead); training jobs keep theirs (the training curves)."""
+    if job.get("state") in ("queued", "running") or job.get("kind") == "train":
+        return job
+    return {**job, "partial": {}}
+
+
+def create_dash(api_url: str, prefix: str = "/dashboard/", public_api_url: str | None = None) -> dash.Dash:
+    """The Dash app talking to the API at ``api_url`` (server side); download links in the page point to
+    ``public_api_url`` (default: TOROID_PUBLIC_API_URL, else the path of ``api_url`` on the page's own origin)."""
     client = ApiClient(api_url)
+    public = public_api_url or os.environ.get("TOROID_PUBLIC_API_URL") or urlparse(api_url).path or "/api"
     app = dash.Dash(
         __name__,
         requests_pathname_prefix=prefix,
         routes_pathname_prefix="/",
         title="Toroid",
+        update_title=None,
         suppress_callback_exceptions=True,
+        serve_locally=True,
     )
-    app.layout = html.Div(
-        [
-            html.Header([html.H1("Toroid"), html.Span(id="health", className="health")]),
-            dcc.Interval(id="health-tick", interval=5000),
-        ]
-    )
+    root = public.rstrip("/")
+    docs_url = (root[: -len("/api")] if root.endswith("/api") else root) + "/docs"
+    app.layout = lambda: build_layout(docs_url)
 
     @app.callback(Output("health", "children"), Input("health-tick", "n_intervals"))
     def show_health(_n):
         try:
             status = client.health()
-        except (ApiError, OSError) as exc:
-            return f"API unreachable: {exc}"
+        except ApiError as exc:
+            return f"API unreachable: {exc.message}"
         parts = ("redis", "database", "workers")
         return " · ".join(f"{name}: {'ok' if status[name]['ok'] else 'down'}" for name in parts)
 
+    @app.callback(
+        Output(CATALOG, "data"), Output("catalog-tick", "disabled"),
+        Input("catalog-tick", "n_intervals"),
+    )
+    def load_catalog(_n):
+        try:
+            catalog = {"architectures": client.architectures(), "datasets": client.datasets(),
+                       "samplers": client.samplers()}
+        except ApiError:
+            raise PreventUpdate from None  # retried on the next catalog tick
+        return catalog, True
+
+    @app.callback(
+        Output(MINIMA, "data"), Output(JOBS, "data"), Output("tick", "interval"), Output("jobs-badge", "children"),
+        Input("tick", "n_intervals"), Input(REFRESH, "data"),
+        State(MINIMA, "data"), State(JOBS, "data"),
+    )
+    def poll(_n, _refresh, old_minima, old_jobs):
+        try:
+            minima = client.minima()
+            recent = [slim_job(job) for job in client.jobs(limit=100)]
+        except ApiError:
+            raise PreventUpdate from None
+        running = sum(1 for j in recent if j.get("state") == "running")
+        queued = sum(1 for j in recent if j.get("state") == "queued")
+        active = running + queued
+        badge = f"{running} running · {queued} queued" if active else "idle"
+        return (minima if minima != old_minima else no_update, recent if recent != old_jobs else no_update,
+                FAST_POLL_MS if active else SLOW_POLL_MS, badge)
+
+    view_names = json.dumps([value for value, _ in VIEWS])
+    app.clientside_callback(
+        "function(value) { return " + view_names + ".map(v => ({display: v === value ? 'block' : 'none'})); }",
+        [Output(f"view-{value}", "style") for value, _ in VIEWS],
+        Input(TABS, "value"),
+    )
+
+    minima_map.register(app, client)
+    paths.register(app, client, public)
+    flatness.register(app, client, public)
+    distances.register(app, client, public)
+    torus.register(app, client, public)
+    upload.register(app, client)
+    study.register(app, client, public)
+    jobs.register(app, client, public)
     return app
+

@@ -1,15 +1,23 @@
-"""The dashboard's own small HTTP client for the Toroid API (the dashboard never imports backend code)."""
+"""The dashboard's own small HTTP client for the Toroid API (the dashboard never imports backend code).
+
+One method per route the dashboard uses (see the API's OpenAPI page at /docs). Errors become :class:`ApiError` whose
+``message`` is the backend's own ``detail``, shown verbatim in the UI. Result records are immutable (keyed by a hash
+of their inputs), so :meth:`ApiClient.result` keeps the most recent ones in memory: figures re-render from the cache
+without another round trip.
+"""
 
 from __future__ import annotations
 
 import os
+import threading
+from collections import OrderedDict
 from typing import Any
 
 import httpx
 
 
 class ApiError(RuntimeError):
-    """An API answer with status >= 400; ``message`` is the backend's own explanation, shown verbatim."""
+    """An API answer with status >= 400 (or no answer: status 0); ``message`` is the explanation, shown verbatim."""
 
     def __init__(self, status: int, message: str):
         super().__init__(f"{status}: {message}")
@@ -17,23 +25,51 @@ class ApiError(RuntimeError):
         self.message = message
 
 
+def format_detail(detail: Any) -> str:
+    """FastAPI's ``detail``: a string as is; a validation error list as 'field: message' lines joined by '; '."""
+    if isinstance(detail, str):
+        return detail
+    if isinstance(detail, list):
+        parts = []
+        for item in detail:
+            if isinstance(item, dict):
+                loc = ".".join(str(p) for p in item.get("loc", []) if p not in ("body", "query", "path"))
+                msg = item.get("msg", str(item))
+                parts.append(f"{loc}: {msg}" if loc else str(msg))
+            else:
+                parts.append(str(item))
+        return "; ".join(parts)
+    return str(detail)
+
+
 class ApiClient:
-    def __init__(self, base_url: str, token: str | None = None, timeout: float = 30.0):
+    """HTTP client of the Toroid API at ``base_url`` (ending in /api); a bearer token is sent when configured."""
+
+    def __init__(self, base_url: str, token: str | None = None, timeout: float = 30.0, cache_size: int = 128):
         self.base_url = base_url.rstrip("/")
         token = token if token is not None else os.environ.get("TOROID_API_TOKEN")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
+        self._results: OrderedDict[str, dict] = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
 
     def _request(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = self._http.request(method, path, **kwargs)
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise ApiError(0, f"cannot reach the API at {self.base_url}: {exc}") from exc
         if response.status_code >= 400:
             try:
-                detail = response.json().get("detail", response.text)
+                body = response.json()
+                detail = body.get("detail", response.text) if isinstance(body, dict) else response.text
+                if not isinstance(detail, str) and isinstance(body, dict) and isinstance(body.get("message"), str):
+                    detail = body["message"]  # the API's one-line form of a validation error list
             except ValueError:
                 detail = response.text
-            if not isinstance(detail, str):
-                detail = str(detail)
-            raise ApiError(response.status_code, detail)
+            raise ApiError(response.status_code, format_detail(detail))
+        if response.status_code == 204 or not response.content:
+            return None
         if response.headers.get("content-type", "").startswith("application/json"):
             return response.json()
         return response.text
@@ -47,5 +83,69 @@ class ApiClient:
     def delete(self, path: str) -> Any:
         return self._request("DELETE", path)
 
+    # --- system and registries -------------------------------------------------------------------------------------
     def health(self) -> dict:
         return self.get("/health")
+
+    def architectures(self) -> list[dict]:
+        return self.get("/architectures")
+
+    def datasets(self) -> list[dict]:
+        return self.get("/datasets")
+
+    def samplers(self) -> list[dict]:
+        return self.get("/samplers")
+
+    # --- minima ----------------------------------------------------------------------------------------------------
+    def minima(self) -> list[dict]:
+        return self.get("/minima")
+
+    def upload_minimum(
+        self,
+        filename: str,
+        content: bytes,
+        *,
+        sidecar: tuple[str, bytes] | None = None,
+        fields: dict[str, str] | None = None,
+    ) -> dict:
+        """POST /api/minima (multipart): the checkpoint, plus either the sidecar JSON or the form ``fields``."""
+        files: dict[str, tuple[str, bytes, str]] = {"file": (filename, content, "application/octet-stream")}
+        if sidecar is not None:
+            files["sidecar"] = (sidecar[0], sidecar[1], "application/json")
+        data = {k: v for k, v in (fields or {}).items() if v not in (None, "")}
+        return self._request("POST", "/minima", files=files, data=data)
+
+    def train(self, request: dict) -> dict:
+        """POST /api/minima/train -> the job record of the training run."""
+        return self.post("/minima/train", request)
+
+    def delete_minimum(self, minimum_id: str) -> None:
+        self.delete(f"/minima/{minimum_id}")
+
+    # --- analyses, jobs, results -----------------------------------------------------------------------------------
+    def analyze(self, kind: str, request: dict) -> dict:
+        """POST /api/analyses/<kind>: {"cached": true, "job", "result"} or {"cached": false, "job"}."""
+        return self.post(f"/analyses/{kind}", request)
+
+    def jobs(self, limit: int = 100, state: str | None = None, kind: str | None = None) -> list[dict]:
+        return self.get("/jobs", limit=limit, state=state, kind=kind)
+
+    def job(self, job_id: str) -> dict:
+        return self.get(f"/jobs/{job_id}")
+
+    def cancel_job(self, job_id: str) -> dict:
+        return self.post(f"/jobs/{job_id}/cancel")
+
+    def result(self, result_id: str) -> dict:
+        """GET /api/results/{id}, from memory when asked before (results never change)."""
+        with self._lock:
+            cached = self._results.get(result_id)
+            if cached is not None:
+                self._results.move_to_end(result_id)
+                return cached
+        record = self.get(f"/results/{result_id}")
+        with self._lock:
+            self._results[result_id] = record
+            while len(self._results) > self._cache_size:
+                self._results.popitem(last=False)
+        return record

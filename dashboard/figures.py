@@ -1,0 +1,759 @@
+"""Pure Plotly figure builders: API records and result JSON in, ``go.Figure`` out (no HTTP, no Dash).
+
+Errors arrive as fractions in [0, 1] (the API's convention) and are shown in percent. The builders follow the paper's
+plots (PAPER.md): paths against the distance along the path rescaled to [0, 1] with the barrier (highest train error,
+raw max) in the legend (sec. 7); local-energy curves dE_train(sigma) with the std over noise samples as error bars and
+local energy vs test error (sec. 6); distance matrices (sec. 5); the torus slice through two minima on a 3-D torus and
+unrolled, and the Gram-Schmidt section through three minima (sec. 7).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+from scipy import stats
+
+from dashboard.mds import classical_mds, procrustes_align
+
+__all__ = [
+    "KIND_COLORS",
+    "KIND_LABELS",
+    "SAMPLER_COLORS",
+    "barrier_figure",
+    "barrier_rows",
+    "bend_profile",
+    "distance_heatmap",
+    "empty_figure",
+    "flatness_curves",
+    "flatness_scatter",
+    "kendall_tau",
+    "map_positions",
+    "minima_map",
+    "order_by_sampler",
+    "path_points",
+    "percent",
+    "sampler_color",
+    "section_contour",
+    "torus_embedding",
+    "torus_heatmap",
+    "torus_partial",
+    "torus_surface",
+    "training_curves",
+]
+
+SAMPLER_COLORS: dict[str, str] = {
+    "rsgd": "#2a9d6f",
+    "sgd": "#3b6fd4",
+    "adv": "#d1495b",
+    "sam": "#8e5bd0",
+    "entropy_sgd": "#e08a2c",
+    "binary": "#7a6a58",
+}
+UPLOAD_COLOR = "#8a8f98"
+_EXTRA_COLORS = ("#17becf", "#bcbd22", "#e377c2", "#8c564b", "#1f77b4")
+SAMPLER_ORDER = ("rsgd", "sgd", "sam", "entropy_sgd", "adv", "binary")
+
+KIND_LABELS: dict[str, str] = {
+    "linear": "linear",
+    "linear_aligned": "linear aligned",
+    "geodesic": "geodesic",
+    "one_bend": "one-bend",
+    "flip": "flip",
+}
+KIND_COLORS: dict[str, str] = {
+    "linear": "#9aa0a6",
+    "linear_aligned": "#e08a2c",
+    "geodesic": "#3b6fd4",
+    "one_bend": "#2a9d6f",
+    "flip": "#8e5bd0",
+}
+SELECTION_LABELS = ("A", "B", "C")
+FONT = dict(family="Inter, system-ui, -apple-system, Segoe UI, Roboto, sans-serif", size=13, color="#1f2430")
+
+
+def percent(value: float | None, digits: int = 2) -> str:
+    """A fraction in [0, 1] as a percent string ('n/a' for None/NaN)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{100.0 * value:.{digits}f}%"
+
+
+def sampler_color(sampler: str | None) -> str:
+    """The fixed color of a sampler (uploads without provenance: gray); unknown names get a stable extra color."""
+    if not sampler:
+        return UPLOAD_COLOR
+    if sampler in SAMPLER_COLORS:
+        return SAMPLER_COLORS[sampler]
+    return _EXTRA_COLORS[sum(map(ord, sampler)) % len(_EXTRA_COLORS)]
+
+
+def _base_layout(fig: go.Figure, **kwargs: Any) -> go.Figure:
+    settings: dict[str, Any] = {
+        "template": "plotly_white",
+        "font": FONT,
+        "margin": dict(l=60, r=20, t=40, b=50),
+        "legend": dict(bgcolor="rgba(255,255,255,0.8)"),
+    }
+    for key, value in kwargs.items():
+        if isinstance(value, dict) and isinstance(settings.get(key), dict):
+            settings[key] = {**settings[key], **value}
+        else:
+            settings[key] = value
+    fig.update_layout(**settings)
+    return fig
+
+
+def empty_figure(message: str) -> go.Figure:
+    """A blank figure carrying ``message`` in its middle (used before data exists)."""
+    fig = go.Figure()
+    fig.add_annotation(text=message, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False,
+                       font=dict(size=15, color="#6b7280"))
+    _base_layout(fig)
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    return fig
+
+
+# --- minima map -----------------------------------------------------------------------------------------------------
+
+def map_positions(
+    minima: Sequence[Mapping[str, Any]],
+    distances: Mapping[str, Any] | None = None,
+    variant: str = "geodesic",
+    previous: Mapping[str, Sequence[float]] | None = None,
+) -> tuple[dict[str, list[float]], str, list[str]]:
+    """Planar positions of ``minima`` (id -> [x, y]), the method used (``"mds"`` or ``"error"``) and the pending ids.
+
+    With a distances result (``{"ids", "matrices": {variant: NxN}}``) covering at least two of the minima: classical
+    MDS of the ``variant`` matrix restricted to them, turned (Procrustes) to match ``previous`` positions so that the
+    map stays still; minima the result does not cover yet (just added, their distances still computing) are
+    *pending*: lined up under the map. Otherwise the fallback layout: train error vs test error, in percent.
+    """
+    ids = [m["id"] for m in minima]
+    if distances and len(ids) >= 2:
+        matrix = (distances.get("matrices") or {}).get(variant)
+        index = {mid: i for i, mid in enumerate(distances.get("ids") or [])}
+        covered = [mid for mid in ids if mid in index]
+        if matrix is not None and len(covered) >= 2:
+            full = np.asarray(matrix, dtype=np.float64)
+            rows = [index[mid] for mid in covered]
+            sub = full[np.ix_(rows, rows)]
+            if np.all(np.isfinite(sub)):
+                coords = classical_mds(sub, dims=2)
+                positions = {mid: [float(x), float(y)] for mid, (x, y) in zip(covered, coords, strict=True)}
+                if previous:
+                    positions = procrustes_align(positions, previous)
+                pending = [mid for mid in ids if mid not in index]
+                if pending:
+                    xy = np.asarray(list(positions.values()))
+                    (x0, y0), (x1, y1) = xy.min(axis=0), xy.max(axis=0)
+                    span = max(x1 - x0, y1 - y0, 1e-9)
+                    xs = np.linspace(x0, x1, len(pending) + 2)[1:-1] if len(pending) > 1 else [(x0 + x1) / 2]
+                    for mid, x in zip(pending, xs, strict=True):
+                        positions[mid] = [float(x), float(y0 - 0.2 * span)]
+                return positions, "mds", pending
+    positions = {m["id"]: [100.0 * float(m.get("train_error") or 0.0), 100.0 * float(m.get("test_error") or 0.0)]
+                 for m in minima}
+    return positions, "error", []
+
+
+def _flatness_sizes(minima: Sequence[Mapping[str, Any]], small: float = 10.0, large: float = 26.0) -> list[float]:
+    """Marker sizes: flatter (smaller local energy) is bigger; minima without a flatness result get a middle size."""
+    values = [m.get("local_energy") for m in minima]
+    known = [v for v in values if v is not None]
+    if not known:
+        return [14.0] * len(minima)
+    lo, hi = min(known), max(known)
+    sizes = []
+    for v in values:
+        if v is None:
+            sizes.append(14.0)
+        elif hi - lo <= 1e-12:
+            sizes.append((small + large) / 2)
+        else:
+            sizes.append(large - (large - small) * (v - lo) / (hi - lo))
+    return sizes
+
+
+def _hover_data(minimum: Mapping[str, Any]) -> list[Any]:
+    local_energy = minimum.get("local_energy")
+    return [
+        minimum["id"],
+        minimum.get("name") or minimum["id"],
+        minimum.get("architecture") or "?",
+        minimum.get("dataset") or "?",
+        percent(minimum.get("train_error")),
+        percent(minimum.get("test_error")),
+        "not computed" if local_energy is None else percent(local_energy, 3),
+        minimum.get("sampler") or "upload",
+    ]
+
+
+_MAP_HOVER = (
+    "<b>%{customdata[1]}</b><br>%{customdata[2]} on %{customdata[3]} · %{customdata[7]}<br>"
+    "train error %{customdata[4]} · test error %{customdata[5]}<br>local energy %{customdata[6]}<extra></extra>"
+)
+
+
+def minima_map(
+    minima: Sequence[Mapping[str, Any]],
+    positions: Mapping[str, Sequence[float]],
+    method: str,
+    selection: Mapping[str, Any] | None = None,
+    color_by: str = "sampler",
+    variant: str = "geodesic",
+    pair_distance: float | None = None,
+) -> go.Figure:
+    """Every minimum as a clickable point (``customdata[0]`` is its id), colored by sampler (size: flatness) or by
+    local energy, with the selected minima A, B (and C) ringed and A-B joined by a dashed line.
+    """
+    fig = go.Figure()
+    placed = [m for m in minima if m["id"] in positions]
+    label_points = len(placed) <= 16
+    ringed = {mid for mid in ((selection or {}).get(k) for k in ("a", "b", "c")) if mid}
+    where = _label_sides(placed, positions)
+    sizes = dict(zip([m["id"] for m in placed], _flatness_sizes(placed), strict=True))
+    if color_by == "flatness":
+        known = [m for m in placed if m.get("local_energy") is not None]
+        unknown = [m for m in placed if m.get("local_energy") is None]
+        if known:
+            fig.add_trace(go.Scatter(
+                x=[positions[m["id"]][0] for m in known], y=[positions[m["id"]][1] for m in known],
+                mode="markers+text" if label_points else "markers", name="local energy", showlegend=False,
+                text=[_point_label(m, ringed) for m in known], textposition=[where[m["id"]] for m in known],
+                textfont=dict(size=11, color="#6b7280"),
+                customdata=[_hover_data(m) for m in known], hovertemplate=_MAP_HOVER,
+                marker=dict(size=16, color=[100.0 * m["local_energy"] for m in known], colorscale="Viridis",
+                            line=dict(width=1, color="white"),
+                            colorbar=dict(title=dict(text="local energy (%)"), thickness=12)),
+            ))
+        if unknown:
+            fig.add_trace(go.Scatter(
+                x=[positions[m["id"]][0] for m in unknown], y=[positions[m["id"]][1] for m in unknown],
+                mode="markers+text" if label_points else "markers", name="flatness not computed",
+                text=[_point_label(m, ringed) for m in unknown], textposition=[where[m["id"]] for m in unknown],
+                textfont=dict(size=11, color="#9aa0a6"),
+                customdata=[_hover_data(m) for m in unknown], hovertemplate=_MAP_HOVER,
+                marker=dict(size=12, color="#c4c8cf", line=dict(width=1, color="white")),
+            ))
+    else:
+        groups: dict[str, list[Mapping[str, Any]]] = {}
+        for m in placed:
+            groups.setdefault(m.get("sampler") or "", []).append(m)
+        for sampler in sorted(groups, key=_sampler_rank):
+            members = groups[sampler]
+            fig.add_trace(go.Scatter(
+                x=[positions[m["id"]][0] for m in members], y=[positions[m["id"]][1] for m in members],
+                mode="markers+text" if label_points else "markers", name=sampler or "upload",
+                text=[_point_label(m, ringed) for m in members], textposition=[where[m["id"]] for m in members],
+                textfont=dict(size=11, color="#6b7280"),
+                customdata=[_hover_data(m) for m in members], hovertemplate=_MAP_HOVER,
+                marker=dict(size=[sizes[m["id"]] for m in members], color=sampler_color(sampler or None),
+                            opacity=0.9, line=dict(width=1.5, color="white")),
+            ))
+    chosen = [(label, (selection or {}).get(key)) for label, key in zip(SELECTION_LABELS, ("a", "b", "c"), strict=True)]
+    chosen = [(label, mid) for label, mid in chosen if mid and mid in positions]
+    names = {m["id"]: m.get("name") or m["id"] for m in minima}
+    if len(chosen) >= 2 and chosen[0][0] == "A" and chosen[1][0] == "B":
+        (xa, ya), (xb, yb) = positions[chosen[0][1]], positions[chosen[1][1]]
+        fig.add_trace(go.Scatter(
+            x=[xa, xb], y=[ya, yb], mode="lines", hoverinfo="skip", showlegend=False, name="pair",
+            line=dict(color="#1f2430", width=1.5, dash="dash"),
+        ))
+        if pair_distance is not None:
+            fig.add_annotation(x=(xa + xb) / 2, y=(ya + yb) / 2, text=f"d = {pair_distance:.3g}", showarrow=False,
+                               yshift=10, font=dict(size=12, color="#1f2430"), bgcolor="rgba(255,255,255,0.7)")
+    if chosen:
+        fig.add_trace(go.Scatter(
+            x=[positions[mid][0] for _, mid in chosen], y=[positions[mid][1] for _, mid in chosen],
+            mode="markers+text", name="selected", showlegend=False, hoverinfo="skip",
+            text=[f"{label} · {names[mid]}" for label, mid in chosen], textposition="top center",
+            textfont=dict(size=12, color="#1f2430"),
+            marker=dict(size=30, symbol="circle-open", color="#1f2430", line=dict(width=2.5)),
+        ))
+    if method == "mds":
+        what = "geodesic (normalized + aligned)" if variant == "geodesic" else f"{variant.replace('_', ' ')} Euclidean"
+        _base_layout(fig, clickmode="event", hovermode="closest", dragmode="pan", margin=dict(t=56),
+                     title=dict(text=f"Minima by {what} distance (classical MDS)", x=0.01, y=0.98, yanchor="top",
+                                font=dict(size=14)))
+        fig.update_xaxes(title_text="MDS 1", zeroline=False, showticklabels=False)
+        fig.update_yaxes(title_text="MDS 2", zeroline=False, showticklabels=False, scaleanchor="x", scaleratio=1)
+    else:
+        _base_layout(fig, clickmode="event", hovermode="closest", dragmode="pan", margin=dict(t=56),
+                     title=dict(text="Minima by error (distances not computed yet)", x=0.01, y=0.98, yanchor="top",
+                                font=dict(size=14)))
+        fig.update_xaxes(title_text="train error (%)", zeroline=False)
+        fig.update_yaxes(title_text="test error (%)", zeroline=False)
+    if placed:
+        xy = np.asarray([positions[m["id"]] for m in placed], dtype=np.float64)
+        (x0, y0), (x1, y1) = xy.min(axis=0), xy.max(axis=0)
+        pad = 0.15 * max(x1 - x0, y1 - y0, 1e-6 if method == "mds" else 1.0)
+        fig.update_xaxes(range=[x0 - pad, x1 + pad])
+        fig.update_yaxes(range=[y0 - pad, y1 + pad])
+    fig.update_layout(uirevision=method + variant)
+    return fig
+
+
+def _label_sides(placed: Sequence[Mapping[str, Any]], positions: Mapping[str, Sequence[float]]) -> dict[str, str]:
+    """Label position per point: under it, or above it when an earlier point nearby already has its label under."""
+    if not placed:
+        return {}
+    xy = np.asarray([positions[m["id"]] for m in placed], dtype=np.float64)
+    near = 0.06 * max(float(np.ptp(xy[:, 0])), float(np.ptp(xy[:, 1])), 1e-12)
+    sides: dict[str, str] = {}
+    below: list[np.ndarray] = []
+    for m, point in zip(placed, xy, strict=True):
+        crowded = any(np.linalg.norm(point - other) < near for other in below)
+        sides[m["id"]] = "top center" if crowded else "bottom center"
+        if not crowded:
+            below.append(point)
+    return sides
+
+
+def _point_label(minimum: Mapping[str, Any], ringed: set[str]) -> str:
+    """A point's name under it, except for the selected ones (their ring carries 'A · name')."""
+    return "" if minimum["id"] in ringed else (minimum.get("name") or minimum["id"])
+
+
+def _sampler_rank(sampler: str | None) -> tuple[int, str]:
+    if sampler in SAMPLER_ORDER:
+        return SAMPLER_ORDER.index(sampler), sampler
+    return (len(SAMPLER_ORDER) + (0 if sampler else 1), sampler or "")
+
+
+# --- paths and barriers ---------------------------------------------------------------------------------------------
+
+def bend_profile(bend: Mapping[str, Any]) -> dict[str, Any]:
+    """A one-bend result (two segments A->bend->B) as one profile over [0, 1]; ``bend_at`` is the bend's abscissa.
+
+    The segments are placed in proportion to their lengths (``distance_to_a``, ``distance_to_b``); the shared bend
+    point appears once.
+    """
+    profiles = bend.get("profiles") or []
+    if len(profiles) != 2:
+        raise ValueError(f"a one-bend result has two path segments, got {len(profiles)}")
+    to_a, to_b = float(bend.get("distance_to_a") or 0.0), float(bend.get("distance_to_b") or 0.0)
+    share = to_a / (to_a + to_b) if to_a + to_b > 0 else 0.5
+    first, second = profiles
+    d1 = _abscissa(first)
+    d2 = _abscissa(second)
+    out: dict[str, Any] = {
+        "distance": [share * d for d in d1] + [share + (1 - share) * d for d in d2[1:]],
+        "train_error": list(first["train_error"]) + list(second["train_error"][1:]),
+        "test_error": list(first["test_error"]) + list(second["test_error"][1:]),
+        "barrier": float(bend["barrier"]),
+        "test_barrier": max(float(first.get("test_barrier", max(first["test_error"]))),
+                            float(second.get("test_barrier", max(second["test_error"])))),
+        "length": to_a + to_b,
+        "points": len(d1) + len(d2) - 1,
+        "bend_at": share,
+        "complete": True,
+    }
+    return out
+
+
+def _abscissa(profile: Mapping[str, Any]) -> list[float]:
+    distance = profile.get("distance")
+    x = profile.get("x") or []
+    n = len(profile.get("train_error") or [])
+    if distance and len(distance) == n:
+        return [float(v) for v in distance]
+    return [float(v) for v in x[:n]]
+
+
+def path_points(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Normalize a PathProfile dict, a BendResult dict or a job's partial dict into
+    ``{"distance", "train_error", "test_error", "barrier", "test_barrier", "length", "points", "complete"}``
+    (``barrier`` is None for partial data: it is known only when the whole path has been evaluated).
+    """
+    if "profiles" in data:
+        return bend_profile(data)
+    train = [float(v) for v in data.get("train_error") or []]
+    test = [float(v) for v in data.get("test_error") or []]
+    complete = "barrier" in data
+    return {
+        "distance": _abscissa(data),
+        "train_error": train,
+        "test_error": test[: len(train)] if test else [],
+        "barrier": float(data["barrier"]) if complete else None,
+        "test_barrier": float(data["test_barrier"]) if complete and "test_barrier" in data else None,
+        "length": float(data["length"]) if "length" in data else None,
+        "points": int(data["points"]) if data.get("points") else (len(train) if complete else None),
+        "bend_at": None,
+        "complete": complete,
+    }
+
+
+def barrier_rows(paths: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One row per path kind: {"kind", "label", "barrier", "test_barrier", "length", "points", "complete"}."""
+    rows = []
+    for kind, data in paths.items():
+        p = path_points(data)
+        rows.append({"kind": kind, "label": KIND_LABELS.get(kind, kind), "barrier": p["barrier"],
+                     "test_barrier": p["test_barrier"], "length": p["length"], "points": p["points"],
+                     "complete": p["complete"]})
+    return rows
+
+
+def barrier_figure(
+    paths: Mapping[str, Mapping[str, Any]], error: str = "train", expected_points: int = 33
+) -> go.Figure:
+    """Error along each path vs normalized distance; the legend names each path's barrier.
+
+    ``paths`` maps a kind (linear, linear_aligned, geodesic, one_bend) to a finished result or to a job's partial
+    points (drawn as they stream in, the legend counting them). ``error`` is ``train``, ``test`` or ``both``.
+    """
+    if error not in ("train", "test", "both"):
+        raise ValueError(f"error must be 'train', 'test' or 'both', got {error!r}")
+    fig = go.Figure()
+    for kind, data in paths.items():
+        p = path_points(data)
+        if not p["train_error"]:
+            continue
+        label = KIND_LABELS.get(kind, kind)
+        color = KIND_COLORS.get(kind, "#444")
+        if p["complete"]:
+            value = p["test_barrier"] if error == "test" else p["barrier"]
+            what = "test barrier" if error == "test" else "barrier"
+            name = f"{label} ({what} {percent(value)})"
+        else:
+            total = p["points"] or expected_points
+            name = f"{label} (computing… {len(p['train_error'])}/{total} points)"
+        series = []
+        if error in ("train", "both"):
+            series.append(("train", p["train_error"], "solid"))
+        if error in ("test", "both") and p["test_error"]:
+            series.append(("test", p["test_error"], "dash" if error == "both" else "solid"))
+        for i, (which, values, dash) in enumerate(series):
+            fig.add_trace(go.Scatter(
+                x=p["distance"][: len(values)], y=[100.0 * v for v in values],
+                mode="lines+markers", name=name if i == 0 else f"{label} (test)",
+                legendgroup=kind, showlegend=True,
+                line=dict(color=color, width=3 if kind == "geodesic" else 2, dash=dash),
+                marker=dict(size=5), meta=[kind, which],
+                hovertemplate=f"{label} · {which} error %{{y:.2f}}%<br>distance %{{x:.3f}}<extra></extra>",
+            ))
+        if p["bend_at"] is not None:
+            k = int(np.argmin([abs(d - p["bend_at"]) for d in p["distance"]]))
+            fig.add_trace(go.Scatter(
+                x=[p["distance"][k]], y=[100.0 * p["train_error"][k]], mode="markers", showlegend=False,
+                marker=dict(symbol="diamond", size=12, color=color, line=dict(width=1, color="white")),
+                hovertemplate="bend point<extra></extra>",
+            ))
+    ylabel = {"train": "train error (%)", "test": "test error (%)", "both": "error (%)"}[error]
+    legend = dict(orientation="h", y=1.02, yanchor="bottom", x=0, xanchor="left")
+    _base_layout(fig, hovermode="x unified", legend=legend)
+    fig.update_xaxes(title_text="normalized distance along the path", range=[-0.02, 1.02])
+    fig.update_yaxes(title_text=ylabel, rangemode="tozero")
+    fig.update_layout(uirevision="paths")
+    return fig
+
+
+# --- flatness -------------------------------------------------------------------------------------------------------
+
+def flatness_curves(curves: Sequence[Mapping[str, Any]]) -> go.Figure:
+    """Local energy dE_train(sigma) (percent) with the std over noise samples as error bars, one trace per minimum.
+
+    ``curves``: [{"label", "color", "data": LocalEnergy dict}] (PAPER.md sec. 6).
+    """
+    fig = go.Figure()
+    binary = False
+    for curve in curves:
+        data = curve["data"]
+        binary = binary or bool(data.get("binary"))
+        fig.add_trace(go.Scatter(
+            x=data["sigmas"], y=[100.0 * v for v in data["mean"]],
+            error_y=dict(type="data", array=[100.0 * v for v in data["std"]], visible=True, thickness=1.2, width=3),
+            mode="lines+markers", name=curve["label"], line=dict(color=curve.get("color"), width=2),
+            hovertemplate=f"{curve['label']}<br>sigma %{{x:.3g}} · dE %{{y:.3f}}%<extra></extra>",
+        ))
+    _base_layout(fig, hovermode="closest")
+    fig.update_xaxes(title_text="flip fraction" if binary else "sigma (multiplicative Gaussian noise)")
+    fig.update_yaxes(title_text="local energy dE_train (%)", rangemode="tozero")
+    return fig
+
+
+def kendall_tau(x: Sequence[float], y: Sequence[float]) -> tuple[float, float] | None:
+    """Kendall's tau and its p-value (scipy), or None with fewer than 3 points or a constant variable."""
+    if len(x) < 3 or len(set(x)) < 2 or len(set(y)) < 2:
+        return None
+    result = stats.kendalltau(x, y)
+    return float(result.statistic), float(result.pvalue)
+
+
+def flatness_scatter(minima: Sequence[Mapping[str, Any]]) -> tuple[go.Figure, tuple[float, float] | None]:
+    """Local energy at the largest sigma vs test error over the minima that have both, colored by sampler, with
+    Kendall's tau in the title (the paper's flatness/generalization comparison, sec. 6 and 9).
+    """
+    points = [m for m in minima if m.get("local_energy") is not None and m.get("test_error") is not None]
+    tau = kendall_tau([m["local_energy"] for m in points], [m["test_error"] for m in points])
+    if not points:
+        return empty_figure("No minimum has a flatness result yet."), None
+    fig = go.Figure()
+    groups: dict[str, list[Mapping[str, Any]]] = {}
+    for m in points:
+        groups.setdefault(m.get("sampler") or "", []).append(m)
+    for sampler in sorted(groups, key=_sampler_rank):
+        members = groups[sampler]
+        fig.add_trace(go.Scatter(
+            x=[100.0 * m["local_energy"] for m in members], y=[100.0 * m["test_error"] for m in members],
+            mode="markers", name=sampler or "upload", text=[m.get("name") or m["id"] for m in members],
+            marker=dict(size=12, color=sampler_color(sampler or None), line=dict(width=1, color="white")),
+            hovertemplate="%{text}<br>local energy %{x:.3f}% · test error %{y:.2f}%<extra></extra>",
+        ))
+    if tau is None:
+        title = f"Local energy vs test error (n = {len(points)}; Kendall tau needs 3 or more)"
+    else:
+        title = f"Local energy vs test error: Kendall tau = {tau[0]:.2f} (p = {tau[1]:.2g}, n = {len(points)})"
+    _base_layout(fig, title=dict(text=title, x=0.01, font=dict(size=14)), hovermode="closest")
+    fig.update_xaxes(title_text="local energy at the largest sigma (%)")
+    fig.update_yaxes(title_text="test error (%)")
+    return fig, tau
+
+
+# --- distances ------------------------------------------------------------------------------------------------------
+
+def order_by_sampler(ids: Sequence[str], minima_by_id: Mapping[str, Mapping[str, Any]]) -> list[int]:
+    """Indices of ``ids`` sorted by sampler (flattest first: rsgd, sgd, sam, entropy_sgd, adv, ...) then name."""
+    def key(i: int) -> tuple:
+        m = minima_by_id.get(ids[i], {})
+        return (*_sampler_rank(m.get("sampler")), m.get("name") or ids[i])
+
+    return sorted(range(len(ids)), key=key)
+
+
+def distance_heatmap(
+    distances: Mapping[str, Any], variant: str, minima_by_id: Mapping[str, Mapping[str, Any]]
+) -> go.Figure:
+    """The ``variant`` distance matrix as a heatmap, rows and columns ordered by sampler."""
+    matrices = distances.get("matrices") or {}
+    if variant not in matrices:
+        raise ValueError(f"distance variant {variant!r} not in the result; available: {sorted(matrices)}")
+    ids = list(distances["ids"])
+    names = list(distances.get("names") or ids)
+    order = order_by_sampler(ids, minima_by_id)
+    matrix = np.asarray(matrices[variant], dtype=np.float64)[np.ix_(order, order)]
+    labels = []
+    for i in order:
+        m = minima_by_id.get(ids[i], {})
+        labels.append(f"{m.get('name') or names[i]} ({m.get('sampler') or 'upload'})")
+    fig = go.Figure(go.Heatmap(
+        z=matrix, x=labels, y=labels, colorscale="Blues", colorbar=dict(title=dict(text="distance"), thickness=12),
+        hovertemplate="%{y}<br>%{x}<br>distance %{z:.4g}<extra></extra>",
+        texttemplate="%{z:.3g}" if len(ids) <= 12 else None, xgap=1, ygap=1,
+    ))
+    title = {
+        "geodesic": "geodesic distance (normalized + aligned)",
+        "normalized_aligned": "Euclidean, normalized + aligned",
+    }
+    _base_layout(fig, title=dict(text=title.get(variant, f"Euclidean, {variant.replace('_', ' ')}"), x=0.01,
+                                 font=dict(size=14)), margin=dict(l=160, r=20, t=40, b=140))
+    fig.update_xaxes(showgrid=False, constrain="domain")
+    fig.update_yaxes(autorange="reversed", scaleanchor="x", scaleratio=1, showgrid=False, constrain="domain")
+    return fig
+
+
+# --- torus and section ----------------------------------------------------------------------------------------------
+
+def torus_embedding(
+    phi1: np.ndarray | Sequence[float], phi2: np.ndarray | Sequence[float], major: float = 2.0, minor: float = 1.0,
+    lift: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """3-D points of the torus at angles (phi1 around the ring, phi2 around the tube); ``lift`` moves them off the
+    surface along its normal (to draw markers and curves on top of it)."""
+    p1 = np.asarray(phi1, dtype=np.float64)
+    p2 = np.asarray(phi2, dtype=np.float64)
+    tube = minor + lift
+    ring = major + tube * np.cos(p2)
+    return ring * np.cos(p1), ring * np.sin(p1), tube * np.sin(p2)
+
+
+def _closed_grid(slice_data: Mapping[str, Any], error: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The periodic grid with its first row/column repeated at +2 pi, so the surface closes."""
+    phi1 = np.asarray(slice_data["phi1"], dtype=np.float64)
+    phi2 = np.asarray(slice_data["phi2"], dtype=np.float64)
+    z = np.asarray(slice_data[f"{error}_error"], dtype=np.float64)
+    if z.shape != (phi2.size, phi1.size):
+        raise ValueError(f"torus slice: {error}_error has shape {z.shape}, expected (len(phi2), len(phi1)) = "
+                         f"({phi2.size}, {phi1.size})")
+    phi1 = np.append(phi1, phi1[0] + 2 * math.pi)
+    phi2 = np.append(phi2, phi2[0] + 2 * math.pi)
+    z = np.vstack([z, z[:1]])
+    z = np.hstack([z, z[:, :1]])
+    return phi1, phi2, z
+
+
+def _label(name: str, labels: Mapping[str, str] | None) -> str:
+    return (labels or {}).get(name, name)
+
+
+def torus_surface(slice_data: Mapping[str, Any], labels: Mapping[str, str] | None = None,
+                  error: str = "train") -> go.Figure:
+    """The torus slice drawn on a 3-D torus, colored by error (%), with the minima and the geodesic between A and B
+    (a straight segment in torus coordinates, hence a helix-like curve on the surface)."""
+    phi1, phi2, z = _closed_grid(slice_data, error)
+    grid1, grid2 = np.meshgrid(phi1, phi2)
+    x, y, zz = torus_embedding(grid1, grid2)
+    fig = go.Figure(go.Surface(
+        x=x, y=y, z=zz, surfacecolor=100.0 * z, colorscale="Viridis", cmin=0.0,
+        colorbar=dict(title=dict(text=f"{error} error (%)"), thickness=12, len=0.7),
+        customdata=np.dstack([grid1, grid2, 100.0 * z]),
+        hovertemplate=(
+            "phi1 %{customdata[0]:.2f} · phi2 %{customdata[1]:.2f}<br>error %{customdata[2]:.2f}%<extra></extra>"
+        ),
+        name="torus", showscale=True,
+    ))
+    geodesic = slice_data.get("geodesic") or []
+    if geodesic:
+        g = np.asarray(geodesic, dtype=np.float64)
+        gx, gy, gz = torus_embedding(g[:, 0], g[:, 1], lift=0.03)
+        fig.add_trace(go.Scatter3d(x=gx, y=gy, z=gz, mode="lines", name="geodesic",
+                                   line=dict(color="#ff5a5f", width=7), hoverinfo="name"))
+    minima = slice_data.get("minima") or {}
+    if minima:
+        names = list(minima)
+        coords = np.asarray([minima[n] for n in names], dtype=np.float64)
+        mx, my, mz = torus_embedding(coords[:, 0], coords[:, 1], lift=0.05)
+        fig.add_trace(go.Scatter3d(
+            x=mx, y=my, z=mz, mode="markers+text", name="minima", text=[_label(n, labels) for n in names],
+            marker=dict(size=6, color="#ffffff", line=dict(color="#1f2430", width=3)),
+            textfont=dict(color="#1f2430", size=13), hoverinfo="text",
+        ))
+    axis = dict(visible=False, showbackground=False)
+    _base_layout(fig, margin=dict(l=0, r=0, t=30, b=0), showlegend=False,
+                 scene=dict(xaxis=axis, yaxis=axis, zaxis=axis, aspectmode="data",
+                            camera=dict(eye=dict(x=1.25, y=1.25, z=1.05))))
+    fig.update_layout(uirevision="torus")
+    return fig
+
+
+def torus_partial(partial: Mapping[str, Any], resolution: int) -> dict[str, Any] | None:
+    """A torus slice dict from a running torus job's streamed cells (lists ``i``, ``j``, ``train_error``,
+    ``test_error``), the cells not computed yet NaN; None when no cell has arrived. Minima and geodesic are only
+    known at the end, so they are left empty."""
+    cols, rows = partial.get("i") or [], partial.get("j") or []
+    train, test = partial.get("train_error") or [], partial.get("test_error") or []
+    n = min(len(cols), len(rows), len(train))
+    if n == 0 or resolution < 2:
+        return None
+    grid = np.linspace(0.0, 2 * math.pi, resolution, endpoint=False).tolist()
+    train_grid = np.full((resolution, resolution), np.nan)
+    test_grid = np.full((resolution, resolution), np.nan)
+    for k in range(n):
+        i, j = int(cols[k]), int(rows[k])
+        if 0 <= i < resolution and 0 <= j < resolution:
+            train_grid[j, i] = train[k]
+            if k < len(test) and test[k] is not None:
+                test_grid[j, i] = test[k]
+    return {"phi1": grid, "phi2": grid, "train_error": train_grid.tolist(), "test_error": test_grid.tolist(),
+            "minima": {}, "geodesic": [], "construction": "partial", "extra": {"cells": n}}
+
+
+def _pi_ticks() -> dict[str, Any]:
+    values = [0, math.pi / 2, math.pi, 3 * math.pi / 2, 2 * math.pi]
+    return dict(tickvals=values, ticktext=["0", "π/2", "π", "3π/2", "2π"])
+
+
+def torus_heatmap(slice_data: Mapping[str, Any], labels: Mapping[str, str] | None = None,
+                  error: str = "train") -> go.Figure:
+    """The same torus slice unrolled onto [0, 2 pi)^2: error heatmap, minima, the geodesic as a straight segment."""
+    phi1, phi2, z = _closed_grid(slice_data, error)
+    fig = go.Figure(go.Heatmap(
+        x=phi1, y=phi2, z=100.0 * z, colorscale="Viridis", zmin=0.0,
+        colorbar=dict(title=dict(text=f"{error} error (%)"), thickness=12),
+        hovertemplate="phi1 %{x:.2f} · phi2 %{y:.2f}<br>error %{z:.2f}%<extra></extra>",
+    ))
+    geodesic = slice_data.get("geodesic") or []
+    if geodesic:
+        g = np.asarray(geodesic, dtype=np.float64)
+        fig.add_trace(go.Scatter(x=g[:, 0], y=g[:, 1], mode="lines", name="geodesic",
+                                 line=dict(color="#ff5a5f", width=3)))
+    minima = slice_data.get("minima") or {}
+    if minima:
+        names = list(minima)
+        fig.add_trace(go.Scatter(
+            x=[minima[n][0] for n in names], y=[minima[n][1] for n in names], mode="markers+text", name="minima",
+            text=[_label(n, labels) for n in names], textposition="top right",
+            textfont=dict(color="#ffffff", size=13),
+            marker=dict(size=11, color="#ffffff", line=dict(color="#1f2430", width=2)),
+        ))
+    _base_layout(fig, showlegend=False)
+    fig.update_xaxes(title_text="torus angle 1 (first hidden layer)", range=[0, 2 * math.pi], **_pi_ticks())
+    fig.update_yaxes(title_text="torus angle 2 (other layers)", range=[0, 2 * math.pi], scaleanchor="x",
+                     scaleratio=1, **_pi_ticks())
+    return fig
+
+
+def section_contour(section: Mapping[str, Any], labels: Mapping[str, str] | None = None,
+                    error: str = "train") -> go.Figure:
+    """Error (%) on the Gram-Schmidt plane through three minima (PAPER.md sec. 7), as filled contours."""
+    z = np.asarray(section[f"{error}_error"], dtype=np.float64)
+    x, y = section["x"], section["y"]
+    if z.shape != (len(y), len(x)):
+        raise ValueError(
+            f"section: {error}_error has shape {z.shape}, expected (len(y), len(x)) = ({len(y)}, {len(x)})"
+        )
+    fig = go.Figure(go.Contour(
+        x=x, y=y, z=100.0 * z, colorscale="Viridis", zmin=0.0, ncontours=24,
+        colorbar=dict(title=dict(text=f"{error} error (%)"), thickness=12),
+        hovertemplate="x %{x:.3g} · y %{y:.3g}<br>error %{z:.2f}%<extra></extra>",
+        contours=dict(showlines=False),
+    ))
+    points = section.get("points") or {}
+    if points:
+        names = list(points)
+        fig.add_trace(go.Scatter(
+            x=[points[n][0] for n in names], y=[points[n][1] for n in names], mode="markers+text",
+            text=[_label(n, labels) for n in names], textposition="top center",
+            textfont=dict(color="#ffffff", size=13),
+            marker=dict(size=11, color="#ffffff", line=dict(color="#1f2430", width=2)), name="minima",
+        ))
+    space = section.get("space", "raw")
+    _base_layout(fig, showlegend=False,
+                 title=dict(text=f"Plane through three minima ({space} parameters)", x=0.01, font=dict(size=14)))
+    fig.update_xaxes(title_text="u (towards w2)")
+    fig.update_yaxes(title_text="v (towards w3, orthogonalized)", scaleanchor="x", scaleratio=1)
+    return fig
+
+
+# --- training -------------------------------------------------------------------------------------------------------
+
+def training_curves(partial: Mapping[str, Any], title: str = "") -> go.Figure:
+    """Train/test error (%) and train loss per epoch from a train job's partial results (streamed while it runs).
+
+    When the reported epochs do not increase (a sampler with a preliminary phase, e.g. ADV's confusion training,
+    reports several points at epoch 0) the points are drawn in report order instead, and the phase is named.
+    """
+    epochs = list(partial.get("epoch") or [])
+    if not epochs:
+        return empty_figure("Training curves appear here as epochs finish.")
+    numeric = all(isinstance(e, int | float) for e in epochs)
+    increasing = numeric and all(b > a for a, b in zip(epochs[:-1], epochs[1:], strict=True))
+    xs = epochs if increasing else list(range(1, len(epochs) + 1))
+    fig = go.Figure()
+    for key, color in (("train_error", "#3b6fd4"), ("test_error", "#d1495b")):
+        values = partial.get(key) or []
+        if any(v is not None for v in values):
+            fig.add_trace(go.Scatter(x=xs[: len(values)], y=[None if v is None else 100.0 * v for v in values],
+                                     mode="lines+markers", name=key.replace("_", " ") + " (%)",
+                                     line=dict(color=color), marker=dict(size=4)))
+    loss = list(partial.get("train_loss") or [])
+    if any(v is not None for v in loss):
+        fig.add_trace(go.Scatter(x=xs[: len(loss)], y=loss, mode="lines", name="train loss", yaxis="y2",
+                                 line=dict(color="#6b7280", dash="dot")))
+    known_loss = [v for v in loss if v is not None]
+    phase = partial.get("phase")
+    if phase:
+        title = f"{title} · phase: {phase}" if title else f"phase: {phase}"
+    _base_layout(fig, title=dict(text=title, x=0.01, y=0.98, yanchor="top", font=dict(size=14)),
+                 hovermode="x unified", margin=dict(t=70),
+                 yaxis=dict(title=dict(text="error (%)"), rangemode="tozero"),
+                 yaxis2=dict(title=dict(text="train loss"), overlaying="y", side="right", showgrid=False,
+                             type="log" if known_loss and min(known_loss) > 0 else "linear"),
+                 legend=dict(orientation="h", y=1.0, yanchor="bottom", x=0, xanchor="left"))
+    fig.update_xaxes(title_text="epoch" if increasing else "progress report")
+    return fig

@@ -1,0 +1,1 @@
+"""The dashboard's views: each module has ``layout()`` and ``register(app, client, ...)``."""

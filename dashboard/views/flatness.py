@@ -1,0 +1,161 @@
+"""Flatness (PAPER.md sec. 6): local-energy curves dE_train(sigma) of chosen minima with error bars, and the local
+energy at the largest sigma against test error over all minima with Kendall's tau.
+
+Curves are requested (``POST /api/analyses/flatness``) for the minima picked here (the selected pair by default)
+while this view is open; "Compute for all minima" requests the missing ones so the scatter covers every minimum.
+"""
+
+from __future__ import annotations
+
+from dash import Input, Output, State, ctx, dcc, html
+from dash.exceptions import PreventUpdate
+
+from dashboard import figures
+from dashboard.client import ApiClient, ApiError
+from dashboard.state import selection_ids
+from dashboard.views.common import (
+    JOBS,
+    MINIMA,
+    SELECTION,
+    TABS,
+    card,
+    entry_status,
+    fetch_result,
+    graph,
+    minima_by_id,
+    minimum_options,
+    request_analysis,
+    result_links,
+    track,
+)
+
+VIEW = "flatness"
+STORE = "flatness-store"
+PICK = "flatness-minima"
+ALL = "flatness-all"
+MODE = "flatness-mode"
+CURVES = "flatness-curves"
+SCATTER = "flatness-scatter"
+TAU = "flatness-tau"
+STATUS = "flatness-status"
+LINKS = "flatness-links"
+SAMPLES = 100
+
+
+def layout() -> html.Div:
+    actions = [
+        dcc.RadioItems(id=MODE, value="fast", inline=True, className="radio",
+                       options=[{"label": "fast (subsample, adaptive samples)", "value": "fast"},
+                                {"label": "exact (full train set, 100 samples)", "value": "exact"}]),
+        html.Button("Compute for all minima", id=ALL, className="button secondary", n_clicks=0),
+    ]
+    curves = card(
+        "Local energy",
+        [dcc.Dropdown(id=PICK, multi=True, placeholder="minima to compare (default: the selected pair)"),
+         html.Div(id=STATUS, className="progress-stack"), graph(CURVES, "local-energy", height="420px"),
+         html.Div(id=LINKS, className="links-row"), dcc.Store(id=STORE, data={})],
+        actions=actions,
+    )
+    scatter = card("Flatness and generalization",
+                   [html.Div(id=TAU, className="stat"), graph(SCATTER, "flatness-vs-test-error", height="420px")])
+    return html.Div([curves, scatter], className="grid two")
+
+
+def register(app, client: ApiClient, public_api_url: str) -> None:
+    @app.callback(Output(PICK, "options"), Input(MINIMA, "data"))
+    def options(minima):
+        return minimum_options(minima)
+
+    @app.callback(Output(PICK, "value"), Input(SELECTION, "data"))
+    def follow_selection(selection):
+        return selection_ids(selection)
+
+    @app.callback(
+        Output(STORE, "data"),
+        Input(TABS, "value"), Input(PICK, "value"), Input(ALL, "n_clicks"), Input(MODE, "value"), Input(JOBS, "data"),
+        State(MINIMA, "data"), State(STORE, "data"),
+    )
+    def analyses(tab, picked, _all, mode, jobs, minima, store):
+        store = dict(store or {})
+        by_id = minima_by_id(minima)
+        wanted: list[str] = []
+        if tab == VIEW:
+            wanted = [mid for mid in picked or [] if mid in by_id]
+        if ctx.triggered_id == ALL:
+            wanted += [m["id"] for m in minima or [] if m.get("local_energy") is None]
+        changed = False
+        for mid in wanted:
+            key = f"{mid}|{mode}"
+            if key in store and store[key].get("state") != "failed":
+                continue
+            store[key] = _existing(client, by_id[mid], mode) or request_analysis(
+                client, "flatness", {"minimum_id": mid, "samples": SAMPLES, "mode": mode})
+            changed = True
+        for key, entry in list(store.items()):
+            updated = track(client, entry, jobs)
+            if updated is not None:
+                store[key] = updated
+                changed = True
+        if not changed:
+            raise PreventUpdate
+        return store
+
+    @app.callback(
+        Output(CURVES, "figure"), Output(SCATTER, "figure"), Output(TAU, "children"), Output(TAU, "data-tau"),
+        Output(STATUS, "children"), Output(LINKS, "children"),
+        Input(STORE, "data"), Input(PICK, "value"), Input(MODE, "value"), Input(MINIMA, "data"),
+    )
+    def draw(store, picked, mode, minima):
+        by_id = minima_by_id(minima)
+        curves, status, links = [], [], []
+        for mid in picked or []:
+            minimum = by_id.get(mid)
+            entry = (store or {}).get(f"{mid}|{mode}")
+            if minimum is None or entry is None:
+                continue
+            name = minimum.get("name") or mid
+            data = fetch_result(client, entry)
+            if data is not None:
+                curves.append({"label": f"{name} ({minimum.get('sampler') or 'upload'})",
+                               "color": figures.sampler_color(minimum.get("sampler")), "data": data})
+                links.append(html.Span([html.Span(name, className="link-label"),
+                                        result_links(entry.get("result_id"), public_api_url)], className="link-item"))
+            line = entry_status(entry, name)
+            if line is not None:
+                status.append(line)
+        if curves:
+            curve_fig = figures.flatness_curves(curves)
+        elif picked:
+            curve_fig = figures.empty_figure("Computing local energies…" if status else "Open this view to compute.")
+        else:
+            curve_fig = figures.empty_figure("Pick minima above (or select a pair on the map).")
+        scatter_fig, tau = figures.flatness_scatter(minima or [])
+        with_energy = sum(1 for m in minima or [] if m.get("local_energy") is not None)
+        if tau is None:
+            text = (f"Kendall tau between local energy and test error needs 3 minima with a flatness result "
+                    f"({with_energy} so far): use 'Compute for all minima'.")
+            tau_attr = ""
+        else:
+            reading = ("sharper minima (higher local energy) generalize worse" if tau[0] > 0 else
+                       "no positive association between sharpness and test error")
+            text = (f"Kendall tau (local energy at the largest sigma vs test error) = {tau[0]:.3f}, "
+                    f"p = {tau[1]:.3g}, n = {with_energy}: {reading}.")
+            tau_attr = repr(tau[0])
+        return curve_fig, scatter_fig, text, tau_attr, status, links
+
+
+def _existing(client: ApiClient, minimum: dict, mode: str) -> dict | None:
+    """An entry for the minimum's stored flatness result when it was computed in ``mode`` (no new job needed)."""
+    result_id = minimum.get("flatness_result_id")
+    if not result_id:
+        return None
+    try:
+        record = client.result(result_id)
+    except ApiError:
+        return None
+    if (record.get("data") or {}).get("mode") != mode:
+        return None
+    return {"kind": "flatness", "params": record.get("params") or {}, "job_id": None, "state": "succeeded",
+            "progress": 1.0, "message": "", "partial": {}, "result_id": result_id, "minimum_id": minimum["id"],
+            "error": None}
+

@@ -1,0 +1,192 @@
+"""Paths between the selected pair (PAPER.md sec. 7): linear, linear aligned and geodesic, plus one-bend on request.
+
+Selecting a pair on the map requests the three path analyses at once (cached results appear immediately); while a
+worker evaluates a path its points stream in from the job's ``partial`` record. The barrier of each path (the highest
+train error along it, raw max) is in the legend and in a table whose rows carry ``data-kind``/``data-barrier``.
+"""
+
+from __future__ import annotations
+
+from dash import Input, Output, State, ctx, dcc, html
+from dash.exceptions import PreventUpdate
+
+from dashboard import figures
+from dashboard.client import ApiClient
+from dashboard.state import PATH_KINDS, is_active
+from dashboard.views.common import (
+    CATALOG,
+    JOBS,
+    MINIMA,
+    SELECTION,
+    card,
+    entry_status,
+    fetch_result,
+    graph,
+    message,
+    minima_by_id,
+    request_analysis,
+    result_links,
+    track,
+)
+
+STORE = "paths-store"
+GRAPH = "paths-graph"
+ERROR = "paths-error"
+BEND = "paths-bend"
+TABLE = "barrier-table"
+PROGRESS = "paths-progress"
+TITLE = "paths-title"
+POINTS = 33
+ORDER = ("linear", "linear_aligned", "geodesic", "flip", "one_bend")
+
+
+def layout() -> html.Section:
+    actions = [
+        dcc.RadioItems(id=ERROR, value="train", inline=True, className="radio",
+                       options=[{"label": "train error", "value": "train"}, {"label": "test error", "value": "test"},
+                                {"label": "both", "value": "both"}]),
+        html.Button("One-bend path", id=BEND, className="button", n_clicks=0,
+                    title="Retrain the midpoint of the aligned pair and join A -> bend -> B with two geodesics"),
+    ]
+    return card(
+        "Paths between A and B",
+        [html.Div(id=TITLE, className="pair-title"), html.Div(id=PROGRESS, className="progress-stack"),
+         graph(GRAPH, "paths", height="380px"), html.Div(id=TABLE, className="table-wrap"), dcc.Store(id=STORE)],
+        actions=actions,
+        class_name="paths-card",
+    )
+
+
+def path_kinds(minimum: dict | None, catalog: dict | None) -> tuple[str, ...]:
+    """The paths compared for every pair: linear, linear aligned and geodesic; binary networks (no normalization,
+    PAPER.md sec. 4 and 7) get the flip path instead of the geodesic."""
+    arch = (minimum or {}).get("architecture")
+    binary = any(a.get("binary") for a in (catalog or {}).get("architectures", []) if a["name"] == arch)
+    return ("linear", "linear_aligned", "flip") if binary else PATH_KINDS
+
+
+def path_request(a: str, b: str, kind: str) -> dict:
+    """The body of ``POST /api/analyses/path`` the dashboard sends for one path kind."""
+    body = {"a": a, "b": b, "kind": kind, "points": POINTS}
+    if kind == "one_bend":
+        body["bend_kind"] = "geodesic"
+    return body
+
+
+def register(app, client: ApiClient, public_api_url: str) -> None:
+    @app.callback(
+        Output(STORE, "data"),
+        Input(SELECTION, "data"), Input(BEND, "n_clicks"), Input(JOBS, "data"),
+        State(STORE, "data"), State(MINIMA, "data"), State(CATALOG, "data"),
+    )
+    def analyses(selection, _bend, jobs, store, minima, catalog):
+        selection = selection or {}
+        a, b = selection.get("a"), selection.get("b")
+        if not a or not b:
+            if not store:
+                raise PreventUpdate
+            return None
+        if not store or store.get("pair") != [a, b]:
+            kinds = path_kinds(minima_by_id(minima).get(a), catalog)
+            entries = {kind: request_analysis(client, "path", path_request(a, b, kind)) for kind in kinds}
+            return {"pair": [a, b], "entries": entries}
+        entries = dict(store["entries"])
+        changed = False
+        if ctx.triggered_id == BEND and not is_active(entries.get("one_bend")):
+            body = path_request(a, b, "one_bend")
+            if "flip" in entries:
+                body["bend_kind"] = "flip"
+            entries["one_bend"] = request_analysis(client, "path", body)
+            changed = True
+        for kind, entry in store["entries"].items():
+            updated = track(client, entry, jobs)
+            if updated is not None:
+                entries[kind] = updated
+                changed = True
+        if not changed:
+            raise PreventUpdate
+        return {"pair": [a, b], "entries": entries}
+
+    @app.callback(Output(TITLE, "children"), Input(SELECTION, "data"), Input(MINIMA, "data"))
+    def title(selection, minima):
+        names = minima_by_id(minima)
+        parts = []
+        for tag in ("a", "b"):
+            mid = (selection or {}).get(tag)
+            if mid:
+                parts += [html.Span(tag.upper(), className=f"pair-tag {tag}"),
+                          html.Span(_name(names, mid), className="pair-name")]
+        if not parts:
+            return "No pair selected: click a minimum on the map, then a second one."
+        return parts
+
+    @app.callback(
+        Output(GRAPH, "figure"), Output(TABLE, "children"), Output(PROGRESS, "children"),
+        Input(STORE, "data"), Input(ERROR, "value"),
+    )
+    def draw(store, error):
+        if not store:
+            empty = figures.empty_figure("Select two minima on the map to see the paths between them.")
+            return empty, None, None
+        paths, progress = {}, []
+        entries = store["entries"]
+        for kind in ORDER:
+            entry = entries.get(kind)
+            if entry is None:
+                continue
+            data = fetch_result(client, entry)
+            if data is not None:
+                paths[kind] = data
+            elif _streamed_points(entry.get("partial") or {}):
+                paths[kind] = entry["partial"]
+            status = entry_status(entry, figures.KIND_LABELS[kind])
+            if status is not None:
+                progress.append(status)
+        fig = figures.barrier_figure(paths, error, expected_points=POINTS) if paths else figures.empty_figure(
+            "Waiting for the first path points…")
+        return fig, _table(entries, paths, public_api_url), progress
+
+
+def _streamed_points(partial: dict) -> bool:
+    """True when a job's partial record holds path points (errors along x), not e.g. a bend's training epochs."""
+    return bool(partial.get("train_error")) and bool(partial.get("x") or partial.get("distance"))
+
+
+def _name(names: dict, minimum_id: str) -> str:
+    return (names.get(minimum_id) or {}).get("name") or minimum_id
+
+
+def _table(entries: dict, paths: dict, public_api_url: str) -> html.Table:
+    rows = {row["kind"]: row for row in figures.barrier_rows(paths)}
+    body = []
+    for kind in ORDER:
+        entry = entries.get(kind)
+        if entry is None:
+            continue
+        row = rows.get(kind)
+        finished = row is not None and row["complete"]
+        barrier = row["barrier"] if finished else None
+        test_barrier = row["test_barrier"] if finished else None
+        attrs = {"data-kind": kind, "data-state": entry.get("state") or "",
+                 "data-barrier": repr(barrier) if barrier is not None else "",
+                 "data-test-barrier": repr(test_barrier) if test_barrier is not None else ""}
+        state_cell = entry.get("error") or entry.get("state") or ""
+        if entry.get("state") == "succeeded":
+            state_cell = "✓"
+        elif entry.get("state") in ("queued", "running"):
+            state_cell = f"{entry['state']} {100 * (entry.get('progress') or 0):.0f}%"
+        body.append(html.Tr(
+            [html.Td(html.Span(figures.KIND_LABELS[kind], className=f"kind-swatch {kind}")),
+             html.Td(figures.percent(barrier) if finished else "…", className="num barrier"),
+             html.Td(figures.percent(test_barrier) if finished else "…", className="num"),
+             html.Td(f"{row['length']:.4g}" if finished and row["length"] is not None else "", className="num"),
+             html.Td(str(row["points"]) if finished else "", className="num"),
+             html.Td(state_cell, className="state"),
+             html.Td(result_links(entry.get("result_id"), public_api_url))],
+            id=f"barrier-row-{kind}", **attrs,
+        ))
+    if not body:
+        return message("No paths requested.", "info")
+    header = html.Thead(html.Tr([html.Th(h) for h in
+                                 ("path", "barrier (train)", "barrier (test)", "length", "points", "", "data")]))
+    return html.Table([header, html.Tbody(body)], className="table barrier-table")

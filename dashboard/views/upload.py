@@ -1,0 +1,291 @@
+"""Add minima: upload a checkpoint (drag and drop) or train one with a sampler, with live training curves.
+
+Upload: drop a ``.safetensors`` / ``.pt`` state_dict and choose its architecture, config and dataset, or drop it
+together with the sidecar ``.json`` written by ``toroid train`` (which carries all of that). The backend validates
+the checkpoint; its message is shown verbatim in ``#upload-message``.
+
+Train: ``POST /api/minima/train`` with architecture, dataset, sampler (PAPER.md sec. 8), seed and epochs; the curves
+of the watched training job come from its ``partial`` record while it runs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import PurePath
+
+from dash import Input, Output, State, dcc, html, no_update
+from dash.exceptions import PreventUpdate
+
+from dashboard import figures
+from dashboard.client import ApiClient, ApiError
+from dashboard.views.common import CATALOG, JOBS, REFRESH, card, decode_upload, graph, message
+
+DROP = "upload-drop"
+FILES = "upload-files"
+ARCH = "upload-architecture"
+CONFIG = "upload-config"
+DATASET = "upload-dataset"
+DATASET_OPTIONS = "upload-dataset-options"
+NAME = "upload-name"
+SUBMIT = "upload-submit"
+MESSAGE = "upload-message"
+
+TRAIN_ARCH = "train-architecture"
+TRAIN_CONFIG = "train-config"
+TRAIN_DATASET = "train-dataset"
+TRAIN_DATASET_OPTIONS = "train-dataset-options"
+TRAIN_SAMPLER = "train-sampler"
+TRAIN_HPARAMS = "train-hparams"
+TRAIN_SEED = "train-seed"
+TRAIN_EPOCHS = "train-epochs"
+TRAIN_NAME = "train-name"
+TRAIN_SUBMIT = "train-submit"
+TRAIN_MESSAGE = "train-message"
+TRAIN_JOB = "train-job"
+TRAIN_GRAPH = "train-graph"
+
+CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth")
+
+
+def _field(label: str, control, hint: str | None = None) -> html.Label:
+    children = [html.Span(label, className="field-label"), control]
+    if hint:
+        children.append(html.Span(hint, className="field-hint"))
+    return html.Label(children, className="field")
+
+
+def layout() -> html.Div:
+    upload = card("Upload a checkpoint", [
+        dcc.Upload(
+            id=DROP, multiple=True, className="dropzone", className_active="dropzone active",
+            children=html.Div([html.Strong("Drop a checkpoint here"),
+                               html.Span(" (.safetensors or .pt state_dict, optionally with its sidecar .json) "
+                                         "or click to choose")]),
+        ),
+        html.Div(id=FILES, className="staged"),
+        html.Div([
+            _field("architecture", dcc.Dropdown(id=ARCH, placeholder="architecture", clearable=False)),
+            _field("dataset", dcc.Dropdown(id=DATASET, placeholder="dataset", clearable=False)),
+            _field("config (JSON)", dcc.Textarea(id=CONFIG, value="{}", className="json"),
+                   "the architecture's settings, e.g. {\"widths\": [512, 512]}"),
+            _field("dataset options (JSON)", dcc.Textarea(id=DATASET_OPTIONS, value="{}", className="json")),
+            _field("name", dcc.Input(id=NAME, type="text", placeholder="default: the file name", debounce=False)),
+        ], className="form-grid"),
+        html.Div([html.Button("Add minimum", id=SUBMIT, className="button", n_clicks=0),
+                  html.Div(id=MESSAGE, className="message", **{"data-kind": ""})], className="form-actions"),
+    ])
+    train = card("Train a minimum", [
+        html.Div([
+            _field("architecture", dcc.Dropdown(id=TRAIN_ARCH, placeholder="architecture", clearable=False)),
+            _field("dataset", dcc.Dropdown(id=TRAIN_DATASET, placeholder="dataset", clearable=False)),
+            _field("sampler", dcc.Dropdown(id=TRAIN_SAMPLER, placeholder="sampler", clearable=False)),
+            _field("config (JSON)", dcc.Textarea(id=TRAIN_CONFIG, value="{}", className="json")),
+            _field("dataset options (JSON)", dcc.Textarea(id=TRAIN_DATASET_OPTIONS, value="{}", className="json")),
+            _field("hyperparameters (JSON)", dcc.Textarea(id=TRAIN_HPARAMS, value="{}", className="json"),
+                   "overrides of the sampler's defaults"),
+            _field("seed", dcc.Input(id=TRAIN_SEED, type="number", value=0, min=0, step=1)),
+            _field("epochs", dcc.Input(id=TRAIN_EPOCHS, type="number", value=30, min=1, step=1)),
+            _field("name", dcc.Input(id=TRAIN_NAME, type="text", placeholder="default: sampler-seed")),
+        ], className="form-grid"),
+        html.Div([html.Button("Train", id=TRAIN_SUBMIT, className="button", n_clicks=0),
+                  html.Div(id=TRAIN_MESSAGE, className="message")], className="form-actions"),
+        _field("training job", dcc.Dropdown(id=TRAIN_JOB, placeholder="the training job to watch")),
+        graph(TRAIN_GRAPH, "training", height="340px"),
+    ])
+    return html.Div([upload, train], className="grid two")
+
+
+def parse_json_field(text: str | None, what: str) -> dict:
+    """A JSON object typed into a form field; ValueError names the field and the JSON error."""
+    text = (text or "").strip() or "{}"
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{what} is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); "
+                         "write an object such as {}") from exc
+    if not isinstance(value, dict):
+        raise ValueError(f"{what} must be a JSON object such as {{}}, got {type(value).__name__}")
+    return value
+
+
+def split_files(names: list[str]) -> tuple[int | None, int | None, list[str]]:
+    """Index of the checkpoint and of the sidecar among dropped file names, and problems to report."""
+    checkpoint = sidecar = None
+    problems = []
+    for i, name in enumerate(names):
+        suffix = PurePath(name).suffix.lower()
+        if suffix == ".json":
+            if sidecar is not None:
+                problems.append("drop at most one sidecar .json")
+            sidecar = i
+        else:
+            if checkpoint is not None:
+                problems.append("drop one checkpoint at a time (with its sidecar .json if you have one)")
+            checkpoint = i
+    if checkpoint is None and names:
+        problems.append("a sidecar alone is not enough: drop the checkpoint (.safetensors or .pt) with it")
+    return checkpoint, sidecar, problems
+
+
+def register(app, client: ApiClient) -> None:
+    @app.callback(
+        Output(ARCH, "options"), Output(DATASET, "options"), Output(TRAIN_ARCH, "options"),
+        Output(TRAIN_DATASET, "options"), Output(TRAIN_SAMPLER, "options"),
+        Output(TRAIN_ARCH, "value"), Output(TRAIN_DATASET, "value"), Output(TRAIN_SAMPLER, "value"),
+        Output(ARCH, "value"), Output(DATASET, "value"),
+        Input(CATALOG, "data"),
+        State(TRAIN_ARCH, "value"), State(TRAIN_DATASET, "value"), State(TRAIN_SAMPLER, "value"),
+        State(ARCH, "value"), State(DATASET, "value"),
+    )
+    def catalog_options(catalog, arch, dataset, sampler, upload_arch, upload_dataset):
+        catalog = catalog or {}
+        archs = [{"label": a["name"], "value": a["name"], "title": a.get("description", "")}
+                 for a in catalog.get("architectures", [])]
+        datasets = [{"label": d["name"] if d.get("available", True) else f"{d['name']} (not installed)",
+                     "value": d["name"], "title": d.get("description", ""), "disabled": not d.get("available", True)}
+                    for d in catalog.get("datasets", [])]
+        samplers = [{"label": s["name"], "value": s["name"], "title": s.get("description", "")}
+                    for s in catalog.get("samplers", [])]
+        names = {"arch": [o["value"] for o in archs], "dataset": [o["value"] for o in datasets],
+                 "sampler": [o["value"] for o in samplers]}
+        arch = arch or ("mlp" if "mlp" in names["arch"] else next(iter(names["arch"]), None))
+        dataset = dataset or ("digits" if "digits" in names["dataset"] else next(iter(names["dataset"]), None))
+        sampler = sampler or ("sgd" if "sgd" in names["sampler"] else next(iter(names["sampler"]), None))
+        return (archs, datasets, archs, datasets, samplers, arch, dataset, sampler, upload_arch or arch,
+                upload_dataset or dataset)
+
+    @app.callback(Output(FILES, "children"), Input(DROP, "filename"))
+    def staged(filenames):
+        names = _as_list(filenames)
+        if not names:
+            return html.Span("No file dropped yet.", className="muted")
+        checkpoint, sidecar, problems = split_files(names)
+        items = [html.Li([html.Code(name), " (sidecar: architecture, config and dataset come from it)"
+                          if i == sidecar else ""]) for i, name in enumerate(names)]
+        return [html.Ul(items)] + [message(p, "error") for p in problems]
+
+    @app.callback(
+        Output(MESSAGE, "children"), Output(MESSAGE, "className"), Output(MESSAGE, "data-kind"),
+        Output(REFRESH, "data", allow_duplicate=True), Output(DROP, "contents"), Output(DROP, "filename"),
+        Input(SUBMIT, "n_clicks"),
+        State(DROP, "contents"), State(DROP, "filename"), State(ARCH, "value"), State(CONFIG, "value"),
+        State(DATASET, "value"), State(DATASET_OPTIONS, "value"), State(NAME, "value"),
+        prevent_initial_call=True,
+    )
+    def submit(n_clicks, contents, filenames, arch, config, dataset, dataset_options, name):
+        if not n_clicks:
+            raise PreventUpdate
+        names, blobs = _as_list(filenames), _as_list(contents)
+        checkpoint, sidecar, problems = split_files(names)
+
+        def fail(text: str):
+            return text, "message error", "error", no_update, no_update, no_update
+
+        if not names:
+            return fail("Drop a checkpoint file (.safetensors or .pt) first.")
+        if problems:
+            return fail(" ".join(problems))
+        try:
+            content = decode_upload(blobs[checkpoint])
+            side = (names[sidecar], decode_upload(blobs[sidecar])) if sidecar is not None else None
+            fields = None
+            if side is None:
+                fields = {
+                    "architecture": arch or "",
+                    "config": json.dumps(parse_json_field(config, "config")),
+                    "dataset": dataset or "",
+                    "dataset_options": json.dumps(parse_json_field(dataset_options, "dataset options")),
+                    "name": (name or "").strip() or PurePath(names[checkpoint]).stem,
+                }
+            elif (name or "").strip():
+                fields = {"name": name.strip()}
+        except ValueError as exc:
+            return fail(str(exc))
+        try:
+            record = client.upload_minimum(names[checkpoint], content, sidecar=side, fields=fields)
+        except ApiError as exc:
+            return fail(exc.message)
+        text = (f"Added {record.get('name')} ({record.get('architecture')} on {record.get('dataset')}): "
+                f"train error {figures.percent(record.get('train_error'))}, "
+                f"test error {figures.percent(record.get('test_error'))}.")
+        return text, "message ok", "ok", {"minimum": record.get("id")}, None, None
+
+    @app.callback(Output(CONFIG, "value"), Input(ARCH, "value"), State(CATALOG, "data"), prevent_initial_call=True)
+    def upload_defaults(arch, catalog):
+        return _defaults_text(catalog, arch)
+
+    @app.callback(Output(TRAIN_CONFIG, "value"), Input(TRAIN_ARCH, "value"), State(CATALOG, "data"))
+    def train_defaults(arch, catalog):
+        return _defaults_text(catalog, arch)
+
+    @app.callback(
+        Output(TRAIN_MESSAGE, "children"), Output(TRAIN_MESSAGE, "className"), Output(TRAIN_JOB, "value"),
+        Output(REFRESH, "data", allow_duplicate=True),
+        Input(TRAIN_SUBMIT, "n_clicks"),
+        State(TRAIN_ARCH, "value"), State(TRAIN_CONFIG, "value"), State(TRAIN_DATASET, "value"),
+        State(TRAIN_DATASET_OPTIONS, "value"), State(TRAIN_SAMPLER, "value"), State(TRAIN_HPARAMS, "value"),
+        State(TRAIN_SEED, "value"), State(TRAIN_EPOCHS, "value"), State(TRAIN_NAME, "value"),
+        prevent_initial_call=True,
+    )
+    def train(n_clicks, arch, config, dataset, dataset_options, sampler, hparams, seed, epochs, name):
+        if not n_clicks:
+            raise PreventUpdate
+        try:
+            body = {
+                "architecture": arch, "config": parse_json_field(config, "config"), "dataset": dataset,
+                "dataset_options": parse_json_field(dataset_options, "dataset options"), "sampler": sampler,
+                "hyperparameters": parse_json_field(hparams, "hyperparameters"),
+                "seed": int(seed if seed is not None else 0), "epochs": int(epochs) if epochs else None,
+            }
+        except ValueError as exc:
+            return str(exc), "message error", no_update, no_update
+        if (name or "").strip():
+            body["name"] = name.strip()
+        try:
+            job = client.train(body)
+        except ApiError as exc:
+            return exc.message, "message error", no_update, no_update
+        return (f"Training job {job['id']} queued ({sampler}, seed {body['seed']}).", "message ok", job["id"],
+                {"job": job["id"]})
+
+    @app.callback(Output(TRAIN_JOB, "options"), Input(JOBS, "data"))
+    def train_jobs(jobs):
+        return [{"label": f"{_job_title(j)} · {j.get('state')}", "value": j["id"]}
+                for j in jobs or [] if j.get("kind") == "train"]
+
+    @app.callback(Output(TRAIN_GRAPH, "figure"), Input(TRAIN_JOB, "value"), Input(JOBS, "data"))
+    def curves(job_id, jobs):
+        job = watched_train_job(jobs or [], job_id)
+        if job is None:
+            return figures.empty_figure("Start a training run: its curves appear here live.")
+        title = f"{_job_title(job)} · {job.get('state')} {100 * (job.get('progress') or 0):.0f}%"
+        return figures.training_curves(job.get("partial") or {}, title)
+
+
+def watched_train_job(jobs: list[dict], job_id: str | None) -> dict | None:
+    """The training job whose curves are drawn: the chosen one, else the running one, else the newest that has
+    curves, else the newest."""
+    train_jobs = [j for j in jobs if j.get("kind") == "train"]
+    chosen = next((j for j in train_jobs if j["id"] == job_id), None)
+    running = next((j for j in train_jobs if j.get("state") == "running"), None)
+    with_curves = next((j for j in train_jobs if (j.get("partial") or {}).get("epoch")), None)
+    return chosen or running or with_curves or (train_jobs[0] if train_jobs else None)
+
+
+def _as_list(value) -> list:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
+def _defaults_text(catalog: dict | None, arch: str | None) -> str:
+    for a in (catalog or {}).get("architectures", []):
+        if a["name"] == arch:
+            return json.dumps(a.get("defaults") or {})
+    return "{}"
+
+
+def _job_title(job: dict) -> str:
+    params = job.get("params") or {}
+    name = params.get("name") or f"{params.get('sampler', '?')}-{params.get('seed', '?')}"
+    return f"{name} ({params.get('architecture', '?')} on {params.get('dataset', '?')})"

@@ -1,0 +1,63 @@
+"""The Dash app wires up: every callback refers to components of the layout, no output is claimed twice by accident."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from dash.development.base_component import Component
+
+from dashboard.app import VIEWS, create_dash, slim_job
+
+
+def layout_ids(component) -> set[str]:
+    found = set()
+    stack = [component]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, Component):
+            if isinstance(getattr(node, "id", None), str):
+                found.add(node.id)
+            children = getattr(node, "children", None)
+            stack.extend(children if isinstance(children, list | tuple) else [children])
+        elif isinstance(node, list | tuple):
+            stack.extend(node)
+    return found
+
+
+def test_every_callback_id_is_in_the_layout():
+    app = create_dash("http://127.0.0.1:9/api")
+    ids = layout_ids(app.layout())
+    assert {f"view-{value}" for value, _ in VIEWS} <= ids
+    missing = set()
+    outputs = Counter()
+    for callback in app._callback_list:
+        for dep in [*callback["inputs"], *callback["state"]]:
+            if not dep["id"].startswith("{") and dep["id"] not in ids:
+                missing.add(dep["id"])
+        spec = callback["output"]
+        keys = spec.strip(".").split("...") if spec.startswith("..") else [spec]
+        for key in keys:
+            component = key.rsplit(".", 1)[0]
+            if not component.startswith("{") and component not in ids:
+                missing.add(component)
+            if "@" not in key:  # allow_duplicate outputs carry a hash suffix
+                outputs[key] += 1
+    assert not missing, f"callbacks refer to ids missing from the layout: {sorted(missing)}"
+    assert [key for key, n in outputs.items() if n > 1] == []
+
+
+def test_download_links_default_to_the_pages_own_api_path():
+    app = create_dash("http://10.0.0.5:8000/api", public_api_url=None)
+    header = app.layout().children[0]
+    docs = [c for c in header.children[1].children if getattr(c, "href", None)]
+    assert docs[0].href == "/docs"
+    app = create_dash("http://api:8000/api", public_api_url="https://toroid.example.org/api")
+    assert app.layout().children[0].children[1].children[2].href == "https://toroid.example.org/docs"
+
+
+def test_finished_analysis_jobs_drop_their_streamed_points():
+    running = {"id": "1", "kind": "path", "state": "running", "partial": {"x": [0.0]}}
+    done = {"id": "2", "kind": "path", "state": "succeeded", "partial": {"x": [0.0]}}
+    trained = {"id": "3", "kind": "train", "state": "succeeded", "partial": {"epoch": [1]}}
+    assert slim_job(running) == running and slim_job(trained) == trained
+    assert slim_job(done)["partial"] == {} and done["partial"] == {"x": [0.0]}
