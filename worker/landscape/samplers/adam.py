@@ -8,18 +8,10 @@ latent weights, clipped to ``[-latent_clip, latent_clip]`` after each step).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from worker.landscape.samplers.base import (
-    Hyper,
-    SamplerSpec,
-    TrainRun,
-    binary_latent_weights,
-    clip_latent,
-    common_hyper,
-    set_lr,
-)
+from worker.landscape.samplers.base import Hyper, SamplerSpec, TrainRun, common_hyper
+from worker.landscape.samplers.sgd import sgd_epochs
 
 __all__ = ["SPEC", "train_adam"]
 
@@ -28,22 +20,8 @@ def train_adam(run: TrainRun) -> nn.Module:
     """Adam sampler (see module docstring)."""
     hp = run.hp
     model = run.model
-    x, y = run.train_data()
-    gen = run.generator("shuffle")
     optimizer = torch.optim.Adam(model.parameters(), lr=hp["lr"], betas=(hp["beta1"], hp["beta2"]), eps=hp["eps"])
-    latent = binary_latent_weights(model)
-    model.train()
-    for epoch in range(run.epochs):
-        set_lr(optimizer, run.lr(epoch))
-        for idx in run.batches(gen):
-            optimizer.zero_grad(set_to_none=True)
-            F.cross_entropy(model(x[idx]), y[idx]).backward()
-            optimizer.step()
-            if latent:
-                clip_latent(latent, hp["latent_clip"])
-        if run.end_epoch(epoch, model):
-            break
-    model.eval()
+    sgd_epochs(run, model, latent_clip=hp["latent_clip"], optimizer=optimizer)
     return model
 
 

@@ -7,6 +7,7 @@ phase and the one-bend retraining (:mod:`worker.landscape.bend`) reuse.
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import nn
 
@@ -23,15 +24,19 @@ from worker.landscape.samplers.base import (
 __all__ = ["SPEC", "sgd_epochs", "train_sgd"]
 
 
-def sgd_epochs(run: TrainRun, model: nn.Module, *, stream: str = "shuffle", latent_clip: float | None = None) -> None:
+def sgd_epochs(
+    run: TrainRun, model: nn.Module, *, stream: str = "shuffle", latent_clip: float | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+) -> None:
     """Train ``model`` in place with mini-batch SGD for ``run.epochs`` epochs (or until the
     target train error), using ``run.hp`` (lr, momentum, nesterov, schedule, batch_size).
 
     ``latent_clip``: clip binary latent weights to this bound after each step (binary networks).
+    ``optimizer``: another first-order optimizer over ``model``'s parameters (Adam); default SGD from ``run.hp``.
     """
     x, y = run.train_data()
     gen = run.generator(stream)
-    optimizer = sgd_optimizer(model.parameters(), run.hp)
+    optimizer = optimizer if optimizer is not None else sgd_optimizer(model.parameters(), run.hp)
     latent = binary_latent_weights(model) if latent_clip is not None else []
     model.train()
     for epoch in range(run.epochs):
