@@ -36,9 +36,11 @@ test: install-dev chromium
 	$(BIN)/python -m pytest
 
 bench: install-dev
+	$(PIP) install -e ".[dev,bench]"
 	$(BIN)/python -m bench
 
 bench-gpu: install-dev
+	$(PIP) install -e ".[dev,bench]"
 	$(BIN)/python -m bench --device cuda
 
 clean:

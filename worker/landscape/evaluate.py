@@ -599,11 +599,12 @@ class CombinationEvaluator:
                 x = ev.data[split][0]
                 if len(x) == 0:
                     continue
-                prods = [
-                    torch.cat([self._product(first, x[sl], a[first.weight]) for sl in ev.slices(split)])
-                    for a in self.anchors
-                ]
-                self._products[split] = torch.stack(prods)  # (M, N, out, ...)
+                shape = self._product(first, x[:1], self.anchors[0][first.weight]).shape[1:]
+                prods = torch.empty((len(self.anchors), len(x), *shape), device=ev.device)  # (M, N, out, ...)
+                for m, anchor in enumerate(self.anchors):
+                    for sl in ev.slices(split):
+                        prods[m, sl] = self._product(first, x[sl], anchor[first.weight])
+                self._products[split] = prods
         self.factorized = True
 
     def combine(self, coefs: Coefficients, keys: Sequence[str] | None = None) -> dict[str, Tensor]:

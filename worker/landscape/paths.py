@@ -520,7 +520,7 @@ TorusGroups = str | Sequence[str]
 
 
 class _TorusChart:
-    """The torus construction of docs/method_measures.md over prepared A, B (and C).
+    """The torus construction of docs/method.md (part 2) over prepared A, B (and C).
 
     Every unit k (and the last layer as one vector) moves on the great circle through a_k and
     b_k: point cos(theta) a_k + sin(theta) u_k with u_k the unit tangent at a_k toward b_k.

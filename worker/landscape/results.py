@@ -151,7 +151,7 @@ class TorusSlice(_Record):
     sample [0, 2 pi) so the slice is periodic.  ``minima`` maps network names to their torus
     coordinates and ``geodesic`` lists points of the geodesic between A and B, which is the
     straight segment between their coordinates.  ``construction`` names the construction
-    (see docs/method_measures.md).
+    (see docs/method.md (part 2)).
     """
 
     phi1: list[float]
