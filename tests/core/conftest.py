@@ -7,8 +7,10 @@ from typing import Any
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from worker.landscape.data import Dataset, load_dataset
 from worker.landscape.nets import build_model
 
 # The test machine has 2 cores shared by several processes: keep torch to one thread.
@@ -64,3 +66,26 @@ def make_model() -> Callable[..., nn.Module]:
     """``make_model(name, config, (input_shape, num_classes), seed=0)``: small eval-mode model with
     random BatchNorm statistics."""
     return make
+
+
+@pytest.fixture(scope="session")
+def digits() -> Dataset:
+    return load_dataset("digits")
+
+
+def quick_sgd(dataset: Dataset, seed: int, name: str = "mlp", config: dict | None = None, epochs: int = 8) -> nn.Module:
+    """A few epochs of plain SGD with momentum (lr 0.05): a small trained network in about a second.
+
+    Independent of the samplers on purpose, so the measures' tests do not depend on them."""
+    model = build_model(name, config or {"widths": [32, 32]}, dataset, seed=seed)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        perm = torch.randperm(len(dataset.y_train), generator=gen)
+        for i in range(0, len(perm), 128):
+            idx = perm[i : i + 128]
+            loss = F.cross_entropy(model(dataset.x_train[idx]), dataset.y_train[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return model.eval()

@@ -11,7 +11,6 @@ import torch
 from torch import nn
 
 from worker.landscape.bend import midpoint, one_bend
-from worker.landscape.data import load_dataset
 from worker.landscape.distances import euclidean_distances, geodesic_angles, geodesic_distance
 from worker.landscape.paths import path_profile
 from worker.landscape.results import BendResult
@@ -21,17 +20,6 @@ from worker.landscape.symmetry import align, normalize, sphere_blocks
 TINY = {"widths": [32]}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits")
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from worker.landscape.data import load_dataset
 from worker.landscape.evaluate import (
     CombinationEvaluator,
     Evaluator,
@@ -22,10 +21,6 @@ from worker.landscape.nets import build_model
 
 torch.set_num_threads(1)
 
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits")
 
 
 def _direct(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:

@@ -9,7 +9,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from worker.landscape.data import load_dataset
 from worker.landscape.flatness import (
     DEFAULT_SIGMAS,
     _flipped,
@@ -25,10 +24,6 @@ from worker.landscape.results import LocalEnergy
 
 torch.set_num_threads(1)
 
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits")
 
 
 @pytest.fixture(scope="module")

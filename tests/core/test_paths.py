@@ -7,9 +7,8 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
-from worker.landscape.data import load_dataset
+from tests.core.conftest import quick_sgd
 from worker.landscape.distances import geodesic_distance, unit_angles
 from worker.landscape.evaluate import Evaluator
 from worker.landscape.nets import build_model
@@ -25,30 +24,12 @@ from worker.landscape.symmetry import random_symmetry, sphere_blocks
 torch.set_num_threads(1)
 
 
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits")
 
-
-def _train(dataset, seed: int, name: str = "mlp", config: dict | None = None, epochs: int = 8):
-    """A few epochs of plain SGD with momentum: enough for ~0 train error on digits."""
-    model = build_model(name, config or {"widths": [32, 32]}, dataset, seed=seed)
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    gen = torch.Generator().manual_seed(seed)
-    for _ in range(epochs):
-        perm = torch.randperm(len(dataset.y_train), generator=gen)
-        for i in range(0, len(perm), 128):
-            idx = perm[i : i + 128]
-            loss = F.cross_entropy(model(dataset.x_train[idx]), dataset.y_train[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return model.eval()
 
 
 @pytest.fixture(scope="module")
 def nets(digits):
-    return [_train(digits, seed) for seed in (0, 1, 2)]
+    return [quick_sgd(digits, seed) for seed in (0, 1, 2)]
 
 
 @pytest.fixture(scope="module")
@@ -158,8 +139,8 @@ def test_result_round_trips_through_json(digits, nets):
 
 def test_conv_and_batchnorm_paths(digits):
     lenet_cfg = {"channels": [6, 8], "hidden": [16]}
-    a = _train(digits, 0, "lenet", lenet_cfg, epochs=3)
-    b = _train(digits, 1, "lenet", lenet_cfg, epochs=3)
+    a = quick_sgd(digits, 0, "lenet", lenet_cfg, epochs=3)
+    b = quick_sgd(digits, 1, "lenet", lenet_cfg, epochs=3)
     ev = Evaluator(a, digits, "cpu")
     prof = path_profile(a, b, digits, "geodesic", points=3, device="cpu")
     assert prof.extra["factorized"]

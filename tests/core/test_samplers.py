@@ -12,7 +12,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from worker.landscape import CODE_VERSION
-from worker.landscape.data import load_dataset
 from worker.landscape.evaluate import Evaluator
 from worker.landscape.flatness import local_energy
 from worker.landscape.nets import build_model
@@ -26,17 +25,6 @@ TINY = {"widths": [32]}
 BINARY_TINY = {"widths": [128]}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits")
 
 
 def _state_equal(a: nn.Module, b: nn.Module) -> bool:

@@ -7,9 +7,8 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
-from worker.landscape.data import load_dataset
+from tests.core.conftest import quick_sgd
 from worker.landscape.distances import unit_angles
 from worker.landscape.evaluate import Evaluator
 from worker.landscape.nets import build_model
@@ -21,30 +20,13 @@ torch.set_num_threads(1)
 TWO_PI = 2 * math.pi
 
 
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits")
 
-
-def _train(dataset, seed: int, epochs: int = 6):
-    model = build_model("mlp", {"widths": [24, 24]}, dataset, seed=seed)
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    gen = torch.Generator().manual_seed(seed)
-    for _ in range(epochs):
-        perm = torch.randperm(len(dataset.y_train), generator=gen)
-        for i in range(0, len(perm), 128):
-            idx = perm[i : i + 128]
-            loss = F.cross_entropy(model(dataset.x_train[idx]), dataset.y_train[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return model.eval()
 
 
 @pytest.fixture(scope="module")
 def prepared(digits):
     """Normalized A, and B, C normalized and aligned to A."""
-    a, b, c = (normalize(_train(digits, s)) for s in (0, 1, 2))
+    a, b, c = (normalize(quick_sgd(digits, s, config={"widths": [24, 24]}, epochs=6)) for s in (0, 1, 2))
     return a, align(a, b), align(a, c)
 
 
@@ -138,7 +120,8 @@ def test_three_minima_torus(digits, prepared):
 
 
 def test_unprepared_inputs_groups_and_errors(digits, prepared):
-    raw_a, raw_b = _train(digits, 3, epochs=2), _train(digits, 4, epochs=2)
+    tiny = {"widths": [24, 24]}
+    raw_a, raw_b = quick_sgd(digits, 3, config=tiny, epochs=2), quick_sgd(digits, 4, config=tiny, epochs=2)
     seen = []
     res = torus_slice(raw_a, raw_b, digits, resolution=2, device="cpu", progress=lambda f, i: seen.append(f))
     assert seen == [0.25, 0.5, 0.75, 1.0]
