@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
+from tests.core.conftest import quick_sgd
 from worker.landscape.flatness import (
     DEFAULT_SIGMAS,
     _flipped,
@@ -29,18 +29,7 @@ torch.set_num_threads(1)
 @pytest.fixture(scope="module")
 def trained(digits):
     """A 64-64-64-10 MLP trained to ~0 train error with a few epochs of plain SGD."""
-    model = build_model("mlp", {"widths": [64, 64]}, digits, seed=0)
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    gen = torch.Generator().manual_seed(0)
-    for _ in range(10):
-        perm = torch.randperm(len(digits.y_train), generator=gen)
-        for i in range(0, len(perm), 128):
-            idx = perm[i : i + 128]
-            loss = F.cross_entropy(model(digits.x_train[idx]), digits.y_train[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return model.eval()
+    return quick_sgd(digits, 0, config={"widths": [64, 64]}, epochs=10)
 
 
 def test_local_energy_is_zero_at_sigma_zero_and_grows(trained, digits):
