@@ -1,5 +1,8 @@
-"""The study page: start a study from a preset (with JSON overrides), follow its progress, read its report.
+"""The study page: start a study from a preset and a form, follow its progress, read its report.
 
+The form shows the chosen preset's values of the knobs a researcher changes most (seeds, budget, initializations,
+local energy samples and mode, path kinds, points and pairs, one-bend paths); what differs from the preset is sent
+as overrides (``form_overrides``), and a JSON box takes any other key of the spec (docs/studies.md), merged last.
 Talks to the API only (``/api/studies``); the report is the server's static HTML page (``report.html``), shown in
 a frame, with links to the CSV tables and the zip. Self-contained: ``layout()`` and ``register(app, client)``.
 """
@@ -7,8 +10,9 @@ a frame, with links to the CSV tables and the zip. Self-contained: ``layout()`` 
 from __future__ import annotations
 
 import json
+from typing import Any
 
-from dash import Input, Output, State, dcc, html, no_update
+from dash import Input, Output, State, ctx, dcc, html, no_update
 
 from dashboard.client import ApiClient, ApiError
 from dashboard.views.common import card, message, progress_bar
@@ -21,15 +25,105 @@ STATUS = "study-status"
 REPORT = "study-report"
 TICK = "study-tick"
 FEEDBACK = "study-feedback"
+PRESETS = "study-presets"
+
+#: form field id -> (spec path, how the spec's value shows in the field)
+FIELDS: dict[str, tuple[str, ...]] = {
+    "study-seeds": ("seeds",),
+    "study-epochs": ("epochs",),
+    "study-inits": ("inits",),
+    "study-flat-samples": ("flatness", "samples"),
+    "study-flat-mode": ("flatness", "mode"),
+    "study-path-kinds": ("paths", "kinds"),
+    "study-points": ("paths", "points"),
+    "study-pairs": ("paths", "pairs"),
+    "study-bend": ("one_bend", "enabled"),
+    "study-bend-epochs": ("one_bend", "epochs"),
+}
+PATH_KINDS = ["linear", "linear_aligned", "geodesic", "flip"]
+PAIR_CHOICES = ["all", "within", "across", "1", "2", "3"]
+
+
+def _get(spec: dict[str, Any], path: tuple[str, ...]) -> Any:
+    node: Any = spec
+    for key in path:
+        node = node.get(key) if isinstance(node, dict) else None
+    return node
+
+
+def fields_from_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """The form's values for a (normalized) spec: seeds as a count, pairs as text, one-bend as a checklist."""
+    values = {field: _get(spec, path) for field, path in FIELDS.items()}
+    values["study-seeds"] = len(values["study-seeds"] or [])
+    values["study-pairs"] = str(values["study-pairs"]) if values["study-pairs"] is not None else "all"
+    values["study-bend"] = ["on"] if values["study-bend"] else []
+    return values
+
+
+def form_overrides(spec: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """Overrides of ``spec`` for the form ``values`` that differ from the spec's own (so a preset's seeds list,
+    e.g. [2, 3], stays unless the count changes). Empty number fields leave the spec's value."""
+    shown = fields_from_spec(spec)
+    out: dict[str, Any] = {}
+    for field, path in FIELDS.items():
+        value = values.get(field)
+        if value is None or value == "" or value == shown.get(field):
+            continue
+        if field == "study-bend":
+            value = "on" in (value or [])
+        elif field == "study-pairs":
+            value = int(value) if str(value).isdigit() else value
+        elif field == "study-path-kinds":
+            value = [k for k in PATH_KINDS if k in value]
+        node = out
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = value
+    return out
+
+
+def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """``extra`` over ``base``, nested dicts merged key by key (the API merges overrides into presets alike)."""
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _number(field: str, minimum: int, maximum: int) -> dcc.Input:
+    return dcc.Input(id=field, type="number", min=minimum, max=maximum, step=1, debounce=True)
+
+
+def _row(label: str, control: Any, hint: str | None = None) -> html.Div:
+    """A labelled control; ``hint`` shows on hover."""
+    return html.Div([html.Label(label), control], className="study-field", title=hint)
 
 
 def layout() -> html.Section:
+    knobs = html.Div([
+        _row("Seeds per sampler", _number("study-seeds", 1, 20), "minima per sampler"),
+        _row("Epoch budget", _number("study-epochs", 1, 10_000), "budget of samplers without their own; "
+             "training stops earlier at the target train error"),
+        _row("Initializations", dcc.RadioItems(id="study-inits", inline=True, options=[
+            {"label": "independent", "value": "independent"}, {"label": "shared by equal seeds", "value": "shared"}])),
+        _row("Local energy samples", _number("study-flat-samples", 1, 10_000), "noise draws per sigma"),
+        _row("Local energy mode", dcc.RadioItems(id="study-flat-mode", inline=True, options=[
+            {"label": "exact (full data)", "value": "exact"}, {"label": "fast (subsampled)", "value": "fast"}])),
+        _row("Path kinds", dcc.Checklist(id="study-path-kinds", inline=True,
+                                         options=[{"label": k, "value": k} for k in PATH_KINDS])),
+        _row("Points per path", _number("study-points", 3, 1025), "evenly spaced, endpoints included"),
+        _row("Pairs", dcc.Dropdown(id="study-pairs", clearable=False, options=[
+            {"label": p if not p.isdigit() else f"at most {p} per pair type", "value": p} for p in PAIR_CHOICES])),
+        _row("One-bend paths", dcc.Checklist(id="study-bend", inline=True, options=[{"label": "on", "value": "on"}])),
+        _row("Bend retraining epochs", _number("study-bend-epochs", 1, 10_000), "the paper: 300"),
+    ], className="study-knobs")
     form = html.Div([
         html.Label("Preset"), dcc.Dropdown(id=PRESET, clearable=False, placeholder="loading presets ..."),
-        html.Label("Overrides (JSON, merged into the preset)"),
-        dcc.Textarea(id=OVERRIDES, value="{}", style={"width": "100%", "height": "90px", "fontFamily": "monospace"}),
+        knobs,
+        html.Label("More overrides (JSON, any key of the spec, merged last; e.g. {\"config\": {\"widths\": [256]}})"),
+        dcc.Textarea(id=OVERRIDES, value="{}", style={"width": "100%", "height": "70px", "fontFamily": "monospace"}),
         html.Button("Run study", id=START, n_clicks=0, className="primary"),
-        html.Div(id=FEEDBACK),
+        html.Div(id=FEEDBACK), dcc.Store(id=PRESETS),
     ], className="study-form")
     follow = html.Div([
         html.Label("Study"), dcc.Dropdown(id=SELECT, placeholder="no studies yet"),
@@ -66,41 +160,58 @@ def report_view(study: dict, api_url: str) -> list:
 def register(app, client: ApiClient, public_api_url: str | None = None) -> None:
     api_url = public_api_url or client.base_url
 
-    @app.callback(Output(PRESET, "options"), Output(PRESET, "value"), Input(TICK, "n_intervals"),
-                  State(PRESET, "options"))
+    @app.callback(Output(PRESET, "options"), Output(PRESET, "value"), Output(PRESETS, "data"),
+                  Input(TICK, "n_intervals"), State(PRESET, "options"))
     def presets(_tick, current):
         if current:
-            return no_update, no_update
+            return no_update, no_update, no_update
         try:
             found = client.get("/studies/presets")
         except ApiError:
-            return no_update, no_update
-        return [{"label": f"{p['name']}: {p['description'][:90]}", "value": p["name"]} for p in found], \
-            (found[0]["name"] if found else None)
+            return no_update, no_update, no_update
+        return ([{"label": f"{p['name']}: {p['description'][:90]}", "value": p["name"]} for p in found],
+                (found[0]["name"] if found else None), {p["name"]: p["spec"] for p in found})
 
-    @app.callback(Output(FEEDBACK, "children"), Output(SELECT, "value"), Input(START, "n_clicks"),
-                  State(PRESET, "value"), State(OVERRIDES, "value"), prevent_initial_call=True)
-    def start(_clicks, preset, overrides):
+    @app.callback([Output(field, "value") for field in FIELDS], Input(PRESET, "value"), State(PRESETS, "data"),
+                  prevent_initial_call=True)
+    def fill(preset, specs):
+        spec = (specs or {}).get(preset)
+        if not spec:
+            return [no_update] * len(FIELDS)
+        values = fields_from_spec(spec)
+        return [values[field] for field in FIELDS]
+
+    def start(preset: str | None, specs: dict | None, overrides: str | None, values: tuple) -> tuple[Any, Any]:
+        """POST the study of the form: (feedback, the new study's id or no_update)."""
         try:
             extra = json.loads(overrides or "{}")
             if not isinstance(extra, dict):
                 raise ValueError("overrides must be a JSON object")
         except ValueError as exc:
             return message(f"overrides: {exc}", "error"), no_update
+        form = form_overrides((specs or {}).get(preset) or {}, dict(zip(FIELDS, values, strict=True)))
         try:
-            study = client.post("/studies", json={"preset": preset, **extra})
+            study = client.post("/studies", json={"preset": preset, **merge(form, extra)})
         except ApiError as exc:
             return message(str(exc), "error"), no_update
         return message(f"study {study['name']} ({study['id']}): {study['state']}", "ok"), study["id"]
 
-    @app.callback(Output(SELECT, "options"), Input(TICK, "n_intervals"))
-    def studies(_tick):
+    # One callback owns the list and its value: the dropdown drops a value missing from its options, so a new
+    # study's id must arrive together with a list that holds it.
+    @app.callback(Output(SELECT, "options"), Output(SELECT, "value"), Output(FEEDBACK, "children"),
+                  Input(TICK, "n_intervals"), Input(START, "n_clicks"),
+                  State(PRESET, "value"), State(PRESETS, "data"), State(OVERRIDES, "value"),
+                  *[State(field, "value") for field in FIELDS])
+    def studies(_tick, _clicks, preset, specs, overrides, *values):
+        feedback, chosen = no_update, no_update
+        if ctx.triggered_id == START:
+            feedback, chosen = start(preset, specs, overrides, values)
         try:
             found = client.get("/studies")
         except ApiError:
-            return no_update
-        return [{"label": f"{s['name']} ({s['state']}, {100 * float(s.get('progress') or 0):.0f}%)",
-                 "value": s["id"]} for s in found]
+            return no_update, chosen, feedback
+        return ([{"label": f"{s['name']} ({s['state']}, {100 * float(s.get('progress') or 0):.0f}%)",
+                  "value": s["id"]} for s in found], chosen, feedback)
 
     @app.callback(Output(STATUS, "children"), Output(REPORT, "children"), Input(SELECT, "value"),
                   Input(TICK, "n_intervals"), State(REPORT, "children"))

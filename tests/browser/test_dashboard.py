@@ -284,3 +284,34 @@ def test_train_form_jobs_and_the_other_views(ui, tmp_path):
     assert "Kendall tau" in ui.inner_text("#flatness-tau")
     shoot(ui, tmp_path, "flatness")
     assert ui.errors == []
+
+
+def test_study_form_runs_a_study_and_shows_its_report(ui, api, tmp_path):
+    open_view(ui, "Studies")
+    ui.wait_for_function("() => document.getElementById('study-epochs')?.value === '200'", timeout=30_000)
+    assert ui.input_value("#study-seeds") == "2"  # the digits-mlp preset's values fill the form
+    ui.fill("#study-seeds", "1")
+    ui.fill("#study-epochs", "2")
+    ui.fill("#study-flat-samples", "2")
+    ui.fill("#study-points", "5")
+    ui.locator("#study-bend").get_by_text("on", exact=True).click()  # one-bend paths off
+    # adv's confusion phase takes minutes on so small a network: this study compares sgd and rsgd only
+    extra = {"name": "form-study", "config": CONFIG, "samplers": ["sgd", "rsgd"], "flatness": {"sigmas": [0, 0.5]}}
+    ui.fill("#study-overrides", json.dumps(extra))
+    ui.locator("#study-points").press("Tab")  # debounced number inputs commit on blur
+    ui.click("#study-start")
+    ui.wait_for_selector("#study-feedback .ok", timeout=30_000)
+    ui.wait_for_selector("#study-report iframe", timeout=180_000)
+    studies = [s for s in api.get("/studies").json() if s["name"] == "form-study"]
+    assert len(studies) == 1 and studies[0]["state"] == "succeeded"
+    spec = studies[0]["spec"]
+    # what the form said, and what it left at the preset's values
+    assert spec["seeds"] == [0] and spec["epochs"] == 2 and spec["paths"]["points"] == 5
+    assert spec["flatness"]["samples"] == 2 and spec["one_bend"]["enabled"] is False
+    assert spec["config"] == CONFIG and spec["paths"]["kinds"] == ["linear", "linear_aligned", "geodesic"]
+    record = api.get(f"/studies/{studies[0]['id']}").json()
+    assert record["steps_done"] == record["steps_total"] == 2 + 2 + 1 + 3  # 2 minima, 1 pair x 3 kinds
+    seeds = sorted(api.get(f"/minima/{m}").json()["seed"] for m in record["minimum_ids"])
+    assert seeds == [0, 1]  # independent initializations: one seed per sampler
+    shoot(ui, tmp_path, "study")
+    assert ui.errors == []
