@@ -34,8 +34,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from bench.common import train_quick
 from worker.landscape.data import Dataset
-from worker.landscape.nets import build_model
 from worker.landscape.paths import path_profile, prepare_endpoints
 from worker.landscape.results import PathProfile
 from worker.landscape.symmetry import sphere_blocks
@@ -62,19 +62,8 @@ def synthetic_mnist(n_train: int, n_test: int, seed: int = 0) -> Dataset:
 
 
 def train_mlp(data: Dataset, seed: int, epochs: int = 3) -> nn.Module:
-    """A 784-512-512-10 MLP trained with SGD + momentum, batch 128."""
-    model = build_model("mlp", {"widths": [512, 512]}, data, seed=seed)
-    opt = torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9, nesterov=True)
-    gen = torch.Generator().manual_seed(seed)
-    for _ in range(epochs):
-        perm = torch.randperm(len(data.y_train), generator=gen)
-        for i in range(0, len(perm), 128):
-            idx = perm[i : i + 128]
-            loss = F.cross_entropy(model(data.x_train[idx]), data.y_train[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return model.eval()
+    """A 784-512-512-10 MLP trained with SGD + Nesterov momentum, batch 128 (:func:`bench.common.train_quick`)."""
+    return train_quick("mlp", {"widths": [512, 512]}, data, seed=seed, epochs=epochs)
 
 
 def median_time(fn: Callable[[], object], repeats: int) -> tuple[float, object]:
