@@ -13,7 +13,7 @@ import hmac
 from fastapi import Depends, HTTPException, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from backend.settings import Settings, get_settings
+from toroid.store.settings import Settings, get_settings
 
 _bearer = HTTPBearer(auto_error=False, description="The value of TOROID_API_TOKEN, when the server sets one.")
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from backend.settings import get_settings
+from toroid.store.settings import get_settings
 
 app = typer.Typer(
     help="Toroid: error landscapes of neural networks without symmetries.",
@@ -25,7 +25,7 @@ def up(
     demo: bool = typer.Option(None, "--demo/--no-demo", help="Seed demo minima when the database is empty."),
 ) -> None:
     """Start everything: embedded Redis (unless TOROID_REDIS_URL is set), one worker, the API and the dashboard."""
-    from backend.supervisor import Supervisor, free_port
+    from toroid.backend.supervisor import Supervisor, free_port
 
     settings = get_settings()
     settings.ensure_dirs()
@@ -56,7 +56,7 @@ def up(
         base = supervisor.start_api(env, host, port)
         typer.echo(f"worker  started (logs in {settings.home / 'logs'})", err=True)
         if demo:
-            from backend.demo import request_demo
+            from toroid.backend.demo import request_demo
 
             started = request_demo(base, token=settings.api_token)
             if started:
@@ -85,7 +85,7 @@ def api(
     import uvicorn
 
     settings = get_settings()
-    uvicorn.run("backend.main:create_app", factory=True, host=host or settings.host, port=port or settings.port)
+    uvicorn.run("toroid.backend.main:create_app", factory=True, host=host or settings.host, port=port or settings.port)
 
 
 @app.command()
@@ -99,7 +99,7 @@ def worker(
         typer.echo("error: set TOROID_REDIS_URL to the Redis the API uses (e.g. redis://localhost:6379/0)", err=True)
         raise typer.Exit(2)
     argv = [
-        sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "--loglevel", "INFO",
+        sys.executable, "-m", "celery", "-A", "toroid.store.celery_app", "worker", "--loglevel", "INFO",
         "--concurrency", str(concurrency or settings.worker_concurrency),
         "--queues", queues or settings.worker_queues, "--without-gossip", "--without-mingle",
     ]
@@ -113,9 +113,9 @@ def list_registry(
     """List the architectures, datasets or samplers the core knows, with their defaults."""
     import json
 
-    from worker.landscape.data import DATASETS
-    from worker.landscape.nets import ARCHITECTURES
-    from worker.landscape.samplers import SAMPLERS
+    from toroid.worker.landscape.data import DATASETS
+    from toroid.worker.landscape.nets import ARCHITECTURES
+    from toroid.worker.landscape.samplers import SAMPLERS
 
     registries = {
         "architectures": {k: (v.description, v.defaults) for k, v in ARCHITECTURES.items()},
@@ -164,9 +164,9 @@ def train(
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from worker.landscape.data import load_dataset
-    from worker.landscape.io import save_minimum
-    from worker.landscape.samplers import train_minimum
+    from toroid.worker.landscape.data import load_dataset
+    from toroid.worker.landscape.io import save_minimum
+    from toroid.worker.landscape.samplers import train_minimum
 
     try:
         arch_config = json.loads(config)
@@ -208,7 +208,7 @@ def train(
     )
 
 
-from backend.cli_study import study_app  # noqa: E402  (registered after the commands above)
+from toroid.backend.cli_study import study_app  # noqa: E402  (registered after the commands above)
 
 app.add_typer(study_app, name="study")
 

@@ -42,7 +42,7 @@ def _overrides(pairs: list[str]) -> dict:
 @study_app.command("presets")
 def presets() -> None:
     """List the study presets."""
-    from backend.studies import PRESETS
+    from toroid.backend.studies import PRESETS
 
     for name, raw in PRESETS.items():
         typer.echo(f"{name:18s} {raw.get('description', '')}")
@@ -57,12 +57,12 @@ def run(
     """Run (or resume) a study here, with a progress bar, then write its report."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from backend.db import new_session
-    from backend.jobs import JobCancelled, JobRun, claim, stale_job_s
-    from backend.models import Job, utcnow
-    from backend.report import collect, write_report
-    from backend.settings import get_settings
-    from backend.studies import StudyError, open_study, resolve_spec, run_study_job
+    from toroid.backend.report import collect, write_report
+    from toroid.backend.studies import StudyError, open_study, resolve_spec, run_study_job
+    from toroid.store.db import new_session
+    from toroid.store.ledger import JobCancelled, JobRun, claim, stale_job_s
+    from toroid.store.models import Job, utcnow
+    from toroid.store.settings import get_settings
 
     get_settings().ensure_dirs()
     try:

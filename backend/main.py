@@ -9,9 +9,9 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
 
-from backend.api import analyses, demo, health, jobs, minima, registry, results, studies
-from backend.db import init_db
-from backend.settings import get_settings
+from toroid.backend.api import analyses, demo, health, jobs, minima, registry, results, studies
+from toroid.store.db import init_db
+from toroid.store.settings import get_settings
 
 DASHBOARD_PREFIX = "/dashboard/"
 
@@ -43,7 +43,7 @@ def create_app(*, with_dashboard: bool = True) -> FastAPI:
     if with_dashboard:
         from a2wsgi import WSGIMiddleware
 
-        from dashboard.app import create_dash
+        from toroid.dashboard.app import create_dash
 
         api_url = settings.dashboard_api_url or f"{settings.base_url}/api"
         dash_app = create_dash(api_url=api_url, prefix=DASHBOARD_PREFIX)

@@ -4,7 +4,7 @@ as CSV, and one static HTML file (plotly.js inline: it opens offline, no CDN).
 ``collect(study)`` gathers the study's minima and results into plain dicts (``ReportData``); the figure builders
 below are pure functions of those dicts; ``render_html``, ``csv_tables`` and ``write_report`` assemble the outputs.
 
-Figures (per variant of a sweep): local energy curves per sampler, mean +- std over seeds (PAPER.md sec. 6, fig. 1);
+Figures (per variant of a sweep): local energy curves per sampler, mean +- std over seeds (docs/method.md §6, fig. 1);
 local energy at the largest sigma against test error, with Kendall's tau; error profiles along each path kind, one
 curve per pair type with its mean +- std over pairs (sec. 7, fig. 2); barrier heights by pair type and kind; the
 distance matrices (Euclidean raw / aligned / normalized / normalized+aligned, geodesic; Hamming for binary
@@ -27,7 +27,7 @@ from typing import Any
 
 import plotly.graph_objects as go
 
-from dashboard.figures import KIND_COLORS, KIND_LABELS, kendall_tau, sampler_color
+from toroid.dashboard.figures import KIND_COLORS, KIND_LABELS, kendall_tau, sampler_color
 
 PCT = 100.0
 METRIC_LABELS = {
@@ -65,10 +65,10 @@ class ReportData:
 
 def collect(study_id: str) -> ReportData:
     """Read a study's minima and results from the database into ``ReportData``."""
-    from backend.db import new_session
-    from backend.models import Minimum, Result
-    from backend.studies import StudySpec, get_study, plan, study_record
-    from worker.landscape.nets import ARCHITECTURES
+    from toroid.backend.studies import StudySpec, get_study, plan, study_record
+    from toroid.store.db import new_session
+    from toroid.store.models import Minimum, Result
+    from toroid.worker.landscape.nets import ARCHITECTURES
 
     found = get_study(study_id)
     if found is None:
@@ -180,7 +180,7 @@ def _band(fig: go.Figure, x: list[float], mean: list[float], std: list[float], c
 
 
 def flatness_figure(variant: VariantData) -> go.Figure:
-    """Local energy dE_train(sigma) per sampler, mean +- std over seeds (PAPER.md sec. 6, fig. 1)."""
+    """Local energy dE_train(sigma) per sampler, mean +- std over seeds (docs/method.md §6, fig. 1)."""
     fig = go.Figure()
     for label in variant.labels:
         curves = [variant.flatness[m["tag"]] for m in variant.minima if m["label"] == label
@@ -217,7 +217,7 @@ def energy_vs_error_figure(variant: VariantData) -> tuple[go.Figure, tuple[float
 
 
 def barrier_profile_figure(variant: VariantData, kind: str) -> go.Figure:
-    """Train error along paths of ``kind``: per pair type, mean +- std over its pairs (PAPER.md fig. 2)."""
+    """Train error along paths of ``kind``: per pair type, mean +- std over its pairs (Fig. 2 of the paper)."""
     fig = go.Figure()
     paths = [p for p in variant.paths if p["kind"] == kind]
     for i, ptype in enumerate(_ordered_types(variant, paths)):
@@ -311,7 +311,7 @@ def summary_rows(variant: VariantData) -> list[dict[str, Any]]:
         passed = _order_check(le, paper_order)
         rows.append({"check": "local energy at the largest sigma: rsgd < sgd < adv",
                      "value": ", ".join(f"{k} {_pct(v)}" for k, v in le.items()), "passed": passed,
-                     "detail": "mean over seeds (PAPER.md sec. 6: flatter samplers have lower local energy)"})
+                     "detail": "mean over seeds (docs/method.md §6: flatter samplers have lower local energy)"})
     te = _by_label(variant, "test_error")
     if te:
         passed = _order_check(te, paper_order)
@@ -342,7 +342,7 @@ def summary_rows(variant: VariantData) -> list[dict[str, Any]]:
                 rows.append({"check": f"{metric} distance rsgd-rsgd < adv-adv",
                              "value": f"rsgd-rsgd {within['rsgd']:.4g}, adv-adv {within['adv']:.4g}",
                              "passed": within["rsgd"] < within["adv"],
-                             "detail": "normalized + aligned (PAPER.md sec. 5: flat minima lie closer together)"})
+                             "detail": "normalized + aligned (docs/method.md §5: flat minima lie closer together)"})
             elif within:
                 rows.append({"check": f"{metric} distance within samplers", "value": ", ".join(
                     f"{k}-{k} {v:.4g}" for k, v in within.items()), "passed": None, "detail": ""})
@@ -356,12 +356,12 @@ def summary_rows(variant: VariantData) -> list[dict[str, Any]]:
     if curved in barriers and "linear" in barriers:
         rows.append({"check": f"{curved} barriers lower than linear ones",
                      "value": f"{curved} {_pct(barriers[curved])}, linear {_pct(barriers['linear'])}",
-                     "passed": barriers[curved] < barriers["linear"], "detail": "mean over pairs (PAPER.md sec. 7)"})
+                     "passed": barriers[curved] < barriers["linear"], "detail": "mean over pairs (docs/method.md §7)"})
     bends = [p["data"]["barrier"] for p in variant.paths if p["kind"] == "one_bend"]
     if bends:
         rows.append({"check": "one-bend barriers below 1% train error", "value": f"max {_pct(max(bends))}, mean "
                      f"{_pct(statistics.fmean(bends))} over {len(bends)} pairs", "passed": max(bends) < 0.01,
-                     "detail": "PAPER.md sec. 7: minima connect through one retrained bend"})
+                     "detail": "docs/method.md §7: minima connect through one retrained bend"})
     return rows
 
 

@@ -2,7 +2,7 @@
 
 Requests are strict (unknown fields are an error, numbers are bounded) so a typo gives a 422 that names it instead
 of being ignored. Each analysis request's ``model_dump()`` is its parameter set with every default filled in: that
-normalized form is what the result key hashes (backend.jobs.result_key).
+normalized form is what the result key hashes (toroid.store.ledger.result_key).
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ class DemoResponse(BaseModel):
 
 # ----------------------------------------------------------------------------------------------- requests
 class TrainRequest(Strict):
-    """Train a minimum with one of the samplers of PAPER.md sec. 8 (GET /api/samplers)."""
+    """Train a minimum with one of the samplers of docs/method.md §8 (GET /api/samplers)."""
 
     architecture: str = Field("mlp", max_length=64, description="GET /api/architectures")
     config: dict[str, Any] = Field(default_factory=dict, description="Overrides of the architecture's defaults.")
@@ -128,7 +128,7 @@ class TrainRequest(Strict):
 
 
 class FlatnessRequest(Strict):
-    """Local energy dE_train(w, sigma) of one minimum (PAPER.md sec. 6)."""
+    """Local energy dE_train(w, sigma) of one minimum (docs/method.md §6)."""
 
     minimum_id: str = Id
     sigmas: list[float] | None = Field(
@@ -151,7 +151,7 @@ class FlatnessRequest(Strict):
 
 
 class PathRequest(Strict):
-    """Error profile along a path between two minima (PAPER.md sec. 7)."""
+    """Error profile along a path between two minima (docs/method.md §7)."""
 
     a: str = Id
     b: str = Id
@@ -174,13 +174,13 @@ class PathRequest(Strict):
 
 
 class DistancesRequest(Strict):
-    """Distances between every pair of minima (PAPER.md sec. 5)."""
+    """Distances between every pair of minima (docs/method.md §5)."""
 
     minimum_ids: list[str] = Field(min_length=2, max_length=32)
 
 
 class SectionRequest(Strict):
-    """Two-dimensional section through three minima (PAPER.md sec. 7, Gram-Schmidt plane)."""
+    """Two-dimensional section through three minima (docs/method.md §7, Gram-Schmidt plane)."""
 
     minimum_ids: list[str] = Field(min_length=3, max_length=3)
     space: Literal["raw", "normalized"] = "raw"

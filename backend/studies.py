@@ -1,4 +1,4 @@
-"""Studies: the paper's whole protocol (PAPER.md sec. 5-8, figures 1-2) as one resumable job.
+"""Studies: the paper's whole protocol (docs/method.md §5-8, figures 1-2) as one resumable job.
 
 A *study spec* (``StudySpec``, JSON or YAML) names an architecture (optionally a sweep over one of its config keys),
 a dataset, the samplers with their seeds and epoch budgets, and the analyses: local energy (sec. 6), the four
@@ -7,16 +7,17 @@ between pairs of minima (sec. 7) and one-bend paths (sec. 7).
 
 Running a study (``run_study``) walks a fixed plan of *steps* in a deterministic order: train every minimum, measure
 its local energy, compute the distance matrix, then every path and every one-bend path. Each step is an ordinary
-job of the per-kind tasks (``worker.tasks``): the study looks for the answer in the same caches the API uses
+job of the per-kind tasks (``toroid.worker.tasks``): the study looks for the answer in the same caches the API uses
 (a minimum trained with the same architecture, config, dataset, sampler, hyperparameters, seed and epochs; a result
-with the same ``backend.jobs.result_key``), and when it is missing it creates the job record *without publishing a
-message* and runs the task inline, in the study's own process. So a study works with ONE worker of concurrency 1
+with the same ``toroid.store.ledger.result_key``), and when it is missing it creates the job record *without
+publishing a message* and runs the task inline, in the study's own process. So a study works with ONE worker of
+concurrency 1
 (no task waits for another task of the same worker), its minima and analyses appear in the dashboard and the API
 like any other, and a study restarted after a crash (``recover_jobs`` re-enqueues its job, or the spec is posted
 again, or ``toroid study run`` is run again) redoes nothing that finished.
 
 A study record (``Study``, table ``studies``) is unique by the hash of its normalized spec; it remembers its job and
-the minimum / result id of every finished step (``outputs``), from which ``backend.report`` builds the report.
+the minimum / result id of every finished step (``outputs``), from which ``toroid.backend.report`` builds the report.
 """
 
 from __future__ import annotations
@@ -39,14 +40,14 @@ from sqlalchemy import JSON, DateTime, String, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from backend.db import Base, get_engine, new_session
-from backend.models import ACTIVE_STATES, Job, Minimum, Result, new_id, utcnow
+from toroid.store.db import Base, get_engine, new_session
+from toroid.store.models import ACTIVE_STATES, Job, Minimum, Result, new_id, utcnow
 
 PairChoice = Literal["all", "within", "across"]
 PathKindName = Literal["linear", "linear_aligned", "geodesic", "flip"]
 BendKindName = Literal["geodesic", "linear_aligned", "linear", "flip"]
 
-#: The task name of the study job (worker/study_tasks.py); backend.jobs.TASK_NAMES must map "study" to it.
+#: The task name of the study job (worker/study_tasks.py); toroid.store.ledger.TASK_NAMES must map "study" to it.
 STUDY_TASK = "toroid.study"
 
 
@@ -60,7 +61,7 @@ class _Spec(BaseModel):
 
 
 class SamplerEntry(_Spec):
-    """One sampler of the study (PAPER.md sec. 8). ``label`` names its minima and pair types (default: the sampler,
+    """One sampler of the study (docs/method.md §8). ``label`` names its minima and pair types (default: the sampler,
     or the binary sampler's variant)."""
 
     sampler: str = Field(description="A sampler of GET /api/samplers: sgd, rsgd, adv, sam, entropy_sgd, binary, ...")
@@ -76,7 +77,7 @@ class SamplerEntry(_Spec):
 
 
 class FlatnessSpec(_Spec):
-    """Local energy (PAPER.md sec. 6) of every minimum."""
+    """Local energy (docs/method.md §6) of every minimum."""
 
     enabled: bool = True
     sigmas: list[float] | None = Field(None, description="null: the architecture's default grid (flip fractions "
@@ -86,7 +87,7 @@ class FlatnessSpec(_Spec):
 
 
 class PathsSpec(_Spec):
-    """Error profiles along paths between pairs of minima (PAPER.md sec. 7)."""
+    """Error profiles along paths between pairs of minima (docs/method.md §7)."""
 
     kinds: list[PathKindName] = Field(default_factory=lambda: ["linear", "linear_aligned", "geodesic"])
     points: int = Field(33, ge=3, le=1025)
@@ -95,7 +96,7 @@ class PathsSpec(_Spec):
 
 
 class OneBendSpec(_Spec):
-    """One-bend paths (PAPER.md sec. 7): a retrained midpoint joined to both endpoints."""
+    """One-bend paths (docs/method.md §7): a retrained midpoint joined to both endpoints."""
 
     enabled: bool = True
     kind: BendKindName | None = Field(None, description="Segments: geodesic (flip for binary networks) by default.")
@@ -196,7 +197,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "name": "digits-mlp",
         "description": "The paper's protocol on scikit-learn digits with the default MLP (64-512-512-10): 2 minima "
         "each of sgd, rsgd and adv, each from its own initialization, trained until 0% train error (budget 200 "
-        "epochs; PAPER.md sec. 11), local energy at the default MLP sigmas, 17-point linear / linear_aligned / "
+        "epochs; docs/method.md §11), local energy at the default MLP sigmas, 17-point linear / linear_aligned / "
         "geodesic paths and one-bend paths between all 15 pairs. Runs on a 2-core CPU in under 10 minutes.",
         "architecture": "mlp", "dataset": "digits",
         "samplers": ["sgd", "rsgd", "adv"], "seeds": [0, 1], "epochs": 200, "target_error": 0.0,
@@ -206,7 +207,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     "hmm-committee": {
         "name": "hmm-committee",
-        "description": "Shallow check of PAPER.md sec. 10: binary committee machines on Hidden Manifold Model data, "
+        "description": "Shallow check of docs/method.md §10: binary committee machines on Hidden Manifold Model data, "
         "a sweep over the hidden width K, trained with the binary sampler's sgd / rsgd / adv variants; flip "
         "fractions as local energy, linear / linear_aligned / flip paths, Hamming distances.",
         "architecture": "committee", "sweep": {"hidden": [11, 31, 101]},
@@ -319,7 +320,7 @@ def resolve_spec(spec_or_preset: str | Path | dict[str, Any], overrides: dict[st
 
 def spec_key(spec: StudySpec) -> str:
     """sha256 of the normalized spec without its name, and the code version: equal studies share a record."""
-    from worker.landscape import CODE_VERSION
+    from toroid.worker.landscape import CODE_VERSION
 
     body = spec.model_dump()
     body.pop("name", None)
@@ -379,7 +380,7 @@ _SAMPLER_COST = {"sgd": 0.15, "rsgd": 1.0, "adv": 0.6, "sam": 0.3, "entropy_sgd"
 
 def plan(spec: StudySpec) -> list[Step]:
     """Every step of the study in execution order (the order is part of the resume contract: deterministic)."""
-    from worker.landscape.nets import ARCHITECTURES
+    from toroid.worker.landscape.nets import ARCHITECTURES
 
     if spec.architecture not in ARCHITECTURES:
         raise StudyError(f"unknown architecture {spec.architecture!r}; valid: {sorted(ARCHITECTURES)}")
@@ -440,8 +441,8 @@ def train_params(spec: StudySpec, step: Step) -> dict[str, Any]:
     """The params of the train job, exactly as POST /api/minima/train would store them."""
     from fastapi import HTTPException
 
-    from backend.api.minima import validate_train
-    from backend.schemas import TrainRequest
+    from toroid.backend.api.minima import validate_train
+    from toroid.backend.schemas import TrainRequest
 
     entry = next(e for e in spec.samplers if e.name == step.args["label"])
     seed = int(step.args["seed"])
@@ -461,14 +462,14 @@ def train_params(spec: StudySpec, step: Step) -> dict[str, Any]:
 
 def train_identity(params: dict[str, Any]) -> dict[str, Any]:
     """What identifies a trained minimum: (arch, config, dataset, sampler, hyperparameters, seed, epochs)."""
-    from backend.jobs import clean_json
+    from toroid.store.ledger import clean_json
 
     return clean_json({k: params[k] for k in ("architecture", "config", "dataset", "dataset_options", "sampler",
                                                "hyperparameters", "seed", "epochs", "target_error")})
 
 
 def train_key(params: dict[str, Any]) -> str:
-    from worker.landscape import CODE_VERSION
+    from toroid.worker.landscape import CODE_VERSION
 
     text = json.dumps({"kind": "train", "identity": train_identity(params), "code_version": CODE_VERSION},
                       sort_keys=True, separators=(",", ":"))
@@ -477,7 +478,7 @@ def train_key(params: dict[str, Any]) -> str:
 
 def find_trained_minimum(session: Session, params: dict[str, Any]) -> Minimum | None:
     """A minimum trained before with exactly these training params (from the API, the demo or a study)."""
-    from backend.jobs import clean_json
+    from toroid.store.ledger import clean_json
 
     want = train_identity(params)
     rows = session.scalars(
@@ -501,7 +502,7 @@ def find_trained_minimum(session: Session, params: dict[str, Any]) -> Minimum | 
 def analysis_request(spec: StudySpec, step: Step, minima: dict[tuple[str, int], Minimum]
                      ) -> tuple[str, list[Minimum], dict[str, Any], dict[str, Any]]:
     """(kind, input minima, job params, key params) exactly as POST /api/analyses/* builds them."""
-    from backend.schemas import DistancesRequest, FlatnessRequest, PathRequest
+    from toroid.backend.schemas import DistancesRequest, FlatnessRequest, PathRequest
 
     if step.kind == "flatness":
         m = minima[(step.args["label"], step.args["seed"])]
@@ -525,7 +526,7 @@ def analysis_request(spec: StudySpec, step: Step, minima: dict[tuple[str, int], 
 
 def validate_spec(spec: StudySpec) -> list[Step]:
     """Check a spec synchronously (names, options, budgets: the train requests of every minimum); its plan."""
-    from backend.api.deps import resolve_dataset
+    from toroid.backend.api.deps import resolve_dataset
 
     try:
         resolve_dataset(spec.dataset, spec.dataset_options)
@@ -554,7 +555,7 @@ class Study(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
     def to_record(self, job: Job | None, total_steps: int | None = None) -> dict[str, Any]:
-        from backend.models import iso
+        from toroid.store.models import iso
 
         outputs = self.outputs or {}
         return {
@@ -576,7 +577,7 @@ _tables_ready: set[str] = set()
 
 def ensure_tables() -> None:
     """Create the tables once per database (the CLI runs studies without the API's startup)."""
-    from backend.db import init_db
+    from toroid.store.db import init_db
 
     url = str(get_engine().url)
     if url not in _tables_ready:
@@ -586,7 +587,7 @@ def ensure_tables() -> None:
 
 def _insert_job(session: Session, kind: str, params: dict[str, Any], key: str | None, message: str) -> Job:
     """A queued job row WITHOUT a Celery message (a study runs it inline); the active one of ``key`` if any."""
-    from backend.jobs import clean_json, find_active_job, queue_for
+    from toroid.store.ledger import clean_json, find_active_job, queue_for
 
     if key:
         active = find_active_job(session, key)
@@ -639,8 +640,8 @@ def open_study(spec: StudySpec, *, preset: str | None = None, publish: bool = Tr
 
 
 def _publish(session: Session, job: Job) -> None:
-    from backend.jobs import BrokerUnavailable
-    from worker.celery_app import celery_app
+    from toroid.store.celery_app import celery_app
+    from toroid.store.ledger import BrokerUnavailable
 
     task_id = f"{job.id}-{new_id()[:8]}"
     try:
@@ -685,7 +686,7 @@ JobRunner = Callable[[str, str], Any]  # (kind, job id) -> runs the job's task i
 
 def inline_runner(kind: str, job_id: str) -> Any:
     """Run one job through its Celery task's own code (claim, compute, store), in this process."""
-    import worker.tasks as tasks
+    import toroid.worker.tasks as tasks
 
     task = getattr(tasks, kind)
     return task(job_id)
@@ -734,7 +735,7 @@ class StudyRunner:
         queued: run it inline (its task claims it). running elsewhere with a live heartbeat: wait, following its
         progress. running with a stale heartbeat (its worker died): take it over, then run it.
         """
-        from backend.jobs import stale_job_s
+        from toroid.store.ledger import stale_job_s
 
         while True:
             with new_session() as session:
@@ -762,7 +763,7 @@ class StudyRunner:
     def _run_inline(self, index: int, step: Step, job: Job) -> None:
         """Run the job's task in this process; a monitor thread mirrors its progress into the study's job and
         cancels it when the study is cancelled."""
-        from backend.jobs import JobCancelled, JobSuperseded, cancel_job
+        from toroid.store.ledger import JobCancelled, JobSuperseded, cancel_job
 
         stop = threading.Event()
         lost: list[BaseException] = []
@@ -813,8 +814,8 @@ class StudyRunner:
         return minimum
 
     def _result_for(self, index: int, step: Step, minima: dict[tuple[str, int], Minimum]) -> Result:
-        from backend.api.analyses import local_energy_at_largest_sigma
-        from backend.jobs import find_result, result_key
+        from toroid.backend.api.analyses import local_energy_at_largest_sigma
+        from toroid.store.ledger import find_result, result_key
 
         kind, inputs, params, key_params = analysis_request(self.spec, step, minima)
         key = result_key(kind, inputs, key_params)
@@ -872,7 +873,7 @@ class StudyRunner:
 
 def run_study_job(run: Any, *, runner: JobRunner = inline_runner,
                   on_step: Callable[[int, int, Step, str], None] | None = None) -> dict[str, Any]:
-    """The body of a study job (``run`` is its ``backend.jobs.JobRun``): execute the plan, then succeed the job.
+    """The body of a study job (``run`` is its ``toroid.store.ledger.JobRun``): execute the plan, then succeed the job.
 
     The study's job stores no ``Result`` row (its outputs live in the study record); ``finish_minimum`` and
     ``finish_result`` do not apply, so completion uses the same ownership-guarded write (``JobRun.finish``).

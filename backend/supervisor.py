@@ -93,7 +93,7 @@ class Supervisor:
 
     def start_worker(self, env: dict[str, str], concurrency: int, queues: str) -> Child:
         argv = [
-            sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "--loglevel", "INFO",
+            sys.executable, "-m", "celery", "-A", "toroid.store.celery_app", "worker", "--loglevel", "INFO",
             "--concurrency", str(concurrency), "--queues", queues, "--without-gossip", "--without-mingle",
             "--hostname", f"toroid-{os.getpid()}@%h",
         ]
@@ -101,7 +101,7 @@ class Supervisor:
 
     def start_api(self, env: dict[str, str], host: str, port: int) -> str:
         argv = [
-            sys.executable, "-m", "uvicorn", "backend.main:create_app", "--factory", "--host", host,
+            sys.executable, "-m", "uvicorn", "toroid.backend.main:create_app", "--factory", "--host", host,
             "--port", str(port), "--log-level", "info",
         ]
         self.spawn("api", argv, env, grace_s=10.0)

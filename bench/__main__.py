@@ -11,7 +11,7 @@ Usage::
 
 Workloads (each method measured side by side in this one process, medians of ``--repeats``):
 
-* ``paths``: 33-point linear and geodesic error profiles (PAPER.md sec. 7) of a 784-512-512-10
+* ``paths``: 33-point linear and geodesic error profiles (docs/method.md §7) of a 784-512-512-10
   MLP on 10,000 + 10,000 synthetic MNIST-shaped inputs and of LeNet on 10,000 + 10,000
   32x32x3 inputs: Toroid's ``path_profile`` vs a straightforward loop (deep copy per point,
   DataLoader batch 128) vs the ``loss-landscapes`` package's ``linear_interpolation``.
@@ -68,7 +68,7 @@ def _path_case(
     input_shape: tuple[int, ...],
 ) -> list[Row]:
     from bench.paths import loop_geodesic, loop_linear, loss_landscapes_linear
-    from worker.landscape.paths import path_profile, prepare_endpoints
+    from toroid.worker.landscape.paths import path_profile, prepare_endpoints
 
     reps, dev = settings.repeats, settings.device
     layers = layer_shapes(a, input_shape)
@@ -127,7 +127,7 @@ def run_flatness(settings: Settings) -> list[Row]:
     """Local energy 8 sigmas x 32 samples: the exact loop, Toroid exact, Toroid fast (stderr reported)."""
     from bench.flatness import SAMPLES, exact_loop
     from bench.paths import synthetic_mnist, train_mlp
-    from worker.landscape.flatness import DEFAULT_SIGMAS, local_energy
+    from toroid.worker.landscape.flatness import DEFAULT_SIGMAS, local_energy
 
     n = 1000 if settings.quick else 10_000
     data = synthetic_mnist(n, n)
@@ -167,9 +167,9 @@ def run_flatness(settings: Settings) -> list[Row]:
 # ------------------------------------------------------------------------------------ align
 def run_align(settings: Settings) -> list[Row]:
     """Wall time of ``align`` between two independently initialized networks (normalize timed too)."""
-    from worker.landscape.distances import geodesic_distance, hamming_distance
-    from worker.landscape.nets import build_model
-    from worker.landscape.symmetry import align, normalize
+    from toroid.worker.landscape.distances import geodesic_distance, hamming_distance
+    from toroid.worker.landscape.nets import build_model
+    from toroid.worker.landscape.symmetry import align, normalize
 
     reps = settings.repeats
     rows = []
@@ -217,7 +217,7 @@ RUNNERS: dict[str, Callable[[Settings], list[Row]]] = {
 
 def limit_shapes(settings: Settings) -> list[Row]:
     """Rows carrying only the layer shapes of the CPU workloads (for ``limit`` run on its own)."""
-    from worker.landscape.nets import build_model
+    from toroid.worker.landscape.nets import build_model
 
     mlp = build_model("mlp", {"widths": [512, 512]}, ((1, 28, 28), 10), seed=0)
     lenet = build_model("lenet", None, ((3, 32, 32), 10), seed=0)

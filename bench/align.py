@@ -1,6 +1,6 @@
 """Benchmark: how long symmetry removal takes on paper-sized networks (CPU by default).
 
-Times ``align`` (PAPER.md sec. 3 / 4) between two independently initialized networks, plus
+Times ``align`` (docs/method.md §3 / 4) between two independently initialized networks, plus
 ``normalize`` (sec. 2) and the one-off unit-graph trace, as the median of several runs:
 
 * VGG16-BN, CIFAR-10 input 3x32x32, 10 classes (target: align < 0.5 s on the 2-core CPU)
@@ -22,9 +22,9 @@ from collections.abc import Callable
 
 import torch
 
-from worker.landscape.distances import geodesic_distance, hamming_distance
-from worker.landscape.nets import build_model
-from worker.landscape.symmetry import _GRAPH_CACHE, align, normalize, unit_graph
+from toroid.worker.landscape.distances import geodesic_distance, hamming_distance
+from toroid.worker.landscape.nets import build_model
+from toroid.worker.landscape.symmetry import _GRAPH_CACHE, align, normalize, unit_graph
 
 
 def median_time(fn: Callable[[], object], repeats: int) -> float:

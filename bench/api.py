@@ -3,14 +3,14 @@
 A real ``toroid up`` (embedded Redis, a Celery worker process, the API; ``TOROID_DEMO=false``)
 is started in a temporary ``TOROID_HOME`` with :class:`tests.conftest.Stack`.  Two digits MLP
 minima per repetition are trained in this process beforehand with the core's
-:func:`~worker.landscape.samplers.train_minimum` (a few epochs of SGD; different seeds per
+:func:`~toroid.worker.landscape.samplers.train_minimum` (a few epochs of SGD; different seeds per
 repetition, so the results cache never answers a repetition).  The clock covers
 
     POST /api/minima (A)  ->  POST /api/minima (B)  ->  POST /api/analyses/path (geodesic, 17 points)
     ->  poll GET /api/jobs/<id> every 20 ms  ->  state "succeeded"
 
 i.e. what a user waits for from uploading two checkpoints to a finished geodesic profile
-(PAPER.md sec. 7).  Stack start-up is reported separately and not counted.  Target: < 10 s.
+(docs/method.md §7).  Stack start-up is reported separately and not counted.  Target: < 10 s.
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ import httpx
 import torch
 
 from bench.common import Row, Settings
-from worker.landscape.data import load_dataset
-from worker.landscape.io import state_dict_bytes
-from worker.landscape.samplers import train_minimum
+from toroid.worker.landscape.data import load_dataset
+from toroid.worker.landscape.io import state_dict_bytes
+from toroid.worker.landscape.samplers import train_minimum
 
 __all__ = ["run_api", "upload_to_geodesic"]
 

@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from worker.landscape.data import Dataset
-from worker.landscape.nets import build_model
+from toroid.worker.landscape.data import Dataset
+from toroid.worker.landscape.nets import build_model
 
 __all__ = [
     "Row",

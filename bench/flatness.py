@@ -1,4 +1,4 @@
-"""Benchmark: local energy (PAPER.md sec. 6), 8 sigmas x 32 noise samples, 784-512-512-10 MLP.
+"""Benchmark: local energy (docs/method.md §6), 8 sigmas x 32 noise samples, 784-512-512-10 MLP.
 
 Same data and minimum as ``bench.paths`` (synthetic MNIST-shaped inputs, 10,000 train).
 
@@ -29,8 +29,8 @@ import torch
 from torch import nn
 
 from bench.paths import _loader_eval, median_time, synthetic_mnist, train_mlp
-from worker.landscape.data import Dataset
-from worker.landscape.flatness import DEFAULT_SIGMAS, local_energy
+from toroid.worker.landscape.data import Dataset
+from toroid.worker.landscape.flatness import DEFAULT_SIGMAS, local_energy
 
 SAMPLES = 32
 

@@ -64,7 +64,7 @@ def _attempt(fn: Callable[[], Any], reps: int, device: torch.device) -> tuple[fl
 
 
 def _compiled_evaluator(template: torch.nn.Module, data, device: torch.device):
-    from worker.landscape.evaluate import Evaluator
+    from toroid.worker.landscape.evaluate import Evaluator
 
     ev = Evaluator(template, data, device)
     ev.model.compile(dynamic=False)
@@ -89,8 +89,8 @@ def _network_rows(
     settings: Settings, data, reduced: list[str], label: str, arch: str, config: dict[str, Any]
 ) -> list[Row]:
     """Path and local-energy rows of one network of the suite."""
-    from worker.landscape.flatness import DEFAULT_SIGMAS, local_energy
-    from worker.landscape.paths import path_profile, prepare_endpoints
+    from toroid.worker.landscape.flatness import DEFAULT_SIGMAS, local_energy
+    from toroid.worker.landscape.paths import path_profile, prepare_endpoints
 
     dev, reps = settings.device, settings.repeats
     n_train, n_test = len(data.y_train), len(data.y_test)

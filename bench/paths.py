@@ -1,4 +1,4 @@
-"""Benchmark: 33-point path profiles (PAPER.md sec. 7) on a 784-512-512-10 MLP.
+"""Benchmark: 33-point path profiles (docs/method.md §7) on a 784-512-512-10 MLP.
 
 Data: synthetic MNIST-shaped inputs (1 x 28 x 28, standard normal pixels), 10,000 train and
 10,000 test, labels from a random linear teacher (argmax of x T); two minima trained for a
@@ -35,10 +35,10 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from bench.common import train_quick
-from worker.landscape.data import Dataset
-from worker.landscape.paths import path_profile, prepare_endpoints
-from worker.landscape.results import PathProfile
-from worker.landscape.symmetry import sphere_blocks
+from toroid.worker.landscape.data import Dataset
+from toroid.worker.landscape.paths import path_profile, prepare_endpoints
+from toroid.worker.landscape.results import PathProfile
+from toroid.worker.landscape.symmetry import sphere_blocks
 
 POINTS = 33
 

@@ -1,4 +1,4 @@
-"""Run the dashboard on its own against a remote API: ``python -m dashboard --api-url http://host:8000/api``.
+"""Run the dashboard on its own against a remote API: ``python -m toroid.dashboard --api-url http://host:8000/api``.
 
 `toroid up` and `toroid api` already serve the dashboard next to the API (under /dashboard/); this entry point is for
 running it in its own process or container. It uses Flask's server, fine for a handful of users; behind a production
@@ -10,11 +10,11 @@ from __future__ import annotations
 import argparse
 import os
 
-from dashboard.app import create_dash
+from toroid.dashboard.app import create_dash
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m dashboard", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m toroid.dashboard", description=__doc__.splitlines()[0])
     parser.add_argument("--api-url", default=os.environ.get("TOROID_DASHBOARD_API_URL", "http://127.0.0.1:8000/api"),
                         help="API base URL as the dashboard server reaches it (default TOROID_DASHBOARD_API_URL)")
     parser.add_argument("--public-api-url", default=None,

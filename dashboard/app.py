@@ -16,10 +16,10 @@ import dash
 from dash import Input, Output, State, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
-from dashboard.client import ApiClient, ApiError
-from dashboard.views import distances, flatness, jobs, paths, study, torus, upload
-from dashboard.views import map as minima_map
-from dashboard.views.common import CATALOG, DISTANCES, JOBS, MINIMA, REFRESH, SELECTION, TABS
+from toroid.dashboard.client import ApiClient, ApiError
+from toroid.dashboard.views import distances, flatness, jobs, paths, study, torus, upload
+from toroid.dashboard.views import map as minima_map
+from toroid.dashboard.views.common import CATALOG, DISTANCES, JOBS, MINIMA, REFRESH, SELECTION, TABS
 
 FAST_POLL_MS = 1000
 SLOW_POLL_MS = 4000

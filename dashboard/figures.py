@@ -1,7 +1,8 @@
 """Pure Plotly figure builders: API records and result JSON in, ``go.Figure`` out (no HTTP, no Dash).
 
 Errors arrive as fractions in [0, 1] (the API's convention) and are shown in percent. The builders follow the paper's
-plots (PAPER.md): paths against the distance along the path rescaled to [0, 1] with the barrier (highest train error,
+plots (docs/method.md):
+paths against the distance along the path rescaled to [0, 1] with the barrier (highest train error,
 raw max) in the legend (sec. 7); local-energy curves dE_train(sigma) with the std over noise samples as error bars and
 local energy vs test error (sec. 6); distance matrices (sec. 5); the torus slice through two minima on a 3-D torus and
 unrolled, and the Gram-Schmidt section through three minima (sec. 7).
@@ -17,7 +18,7 @@ import numpy as np
 import plotly.graph_objects as go
 from scipy import stats
 
-from dashboard.mds import classical_mds, procrustes_align
+from toroid.dashboard.mds import classical_mds, procrustes_align
 
 __all__ = [
     "KIND_COLORS",
@@ -458,7 +459,7 @@ def barrier_figure(
 def flatness_curves(curves: Sequence[Mapping[str, Any]]) -> go.Figure:
     """Local energy dE_train(sigma) (percent) with the std over noise samples as error bars, one trace per minimum.
 
-    ``curves``: [{"label", "color", "data": LocalEnergy dict}] (PAPER.md sec. 6).
+    ``curves``: [{"label", "color", "data": LocalEnergy dict}] (docs/method.md §6).
     """
     fig = go.Figure()
     binary = False
@@ -690,7 +691,7 @@ def torus_heatmap(slice_data: Mapping[str, Any], labels: Mapping[str, str] | Non
 
 def section_contour(section: Mapping[str, Any], labels: Mapping[str, str] | None = None,
                     error: str = "train") -> go.Figure:
-    """Error (%) on the Gram-Schmidt plane through three minima (PAPER.md sec. 7), as filled contours."""
+    """Error (%) on the Gram-Schmidt plane through three minima (docs/method.md §7), as filled contours."""
     z = np.asarray(section[f"{error}_error"], dtype=np.float64)
     x, y = section["x"], section["y"]
     if z.shape != (len(y), len(x)):

@@ -1,7 +1,7 @@
 """Two-dimensional maps of minima from their distance matrix: classical (Torgerson) multidimensional scaling.
 
 The minima map places every minimum so that planar distances approximate the normalized + aligned geodesic
-distances of PAPER.md section 5 (or the raw Euclidean ones). Classical MDS is exact when the distances are Euclidean
+distances of docs/method.md §5 (or the raw Euclidean ones). Classical MDS is exact when the distances are Euclidean
 and the best rank-2 approximation of the double-centred Gram matrix otherwise. An embedding is only defined up to a
 rotation, a reflection and a translation, so :func:`procrustes_align` turns a new embedding to match the previous one
 on the minima both share: the map stays still when one more minimum arrives.

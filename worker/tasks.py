@@ -1,14 +1,14 @@
 """Celery tasks: thin glue between job records, the artifact store and the science core.
 
-Every task takes one argument, the job id. It claims the job (``backend.jobs.claim``; a duplicate message finds
+Every task takes one argument, the job id. It claims the job (``toroid.store.ledger.claim``; a duplicate message finds
 the job taken or finished and does nothing), loads the minima's checkpoints from the artifact store, calls one
-function of ``worker.landscape`` with the job's progress callback (which reports partial results, heartbeats, and
+function of ``toroid.worker.landscape`` with the job's progress callback (which reports partial results, heartbeats, and
 raises to stop the computation when the job is cancelled), and stores the result idempotently. A task that fails
 marks its job failed with the error message; nothing half-written remains (results are written in one transaction,
 artifacts atomically).
 
 Reliability signals: a starting worker (``worker_ready``) re-enqueues jobs that a dead worker left behind and
-keeps checking every ``TOROID_STALE_JOB_S`` seconds (``backend.jobs.recover_jobs``).
+keeps checking every ``TOROID_STALE_JOB_S`` seconds (``toroid.store.ledger.recover_jobs``).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 from celery import signals
 from celery.utils.log import get_task_logger
 
-from worker.celery_app import celery_app
+from toroid.store.celery_app import celery_app
 
 log = get_task_logger("toroid.worker")
 
@@ -30,15 +30,15 @@ log = get_task_logger("toroid.worker")
 @celery_app.task(name="toroid.ping")
 def ping() -> dict:
     """Answer with the device this worker computes on (used by /api/health)."""
-    from worker.landscape.device import default_device
+    from toroid.worker.landscape.device import default_device
 
     return {"device": str(default_device())}
 
 
 # --------------------------------------------------------------------------------------------- loading inputs
 def _minimum(minimum_id: str):
-    from backend.db import new_session
-    from backend.models import Minimum
+    from toroid.store.db import new_session
+    from toroid.store.models import Minimum
 
     with new_session() as session:
         minimum = session.get(Minimum, minimum_id)
@@ -48,13 +48,13 @@ def _minimum(minimum_id: str):
 
 
 def _dataset(minimum):
-    from worker.landscape.data import load_dataset
+    from toroid.worker.landscape.data import load_dataset
 
     return load_dataset(minimum.dataset, **(minimum.dataset_options or {}))
 
 
 def _model(minimum, dataset):
-    from backend.storage import get_store, load_model
+    from toroid.store.artifacts import get_store, load_model
 
     state = get_store().get_state_dict(minimum.checkpoint_sha256)
     return load_model(minimum.architecture, minimum.config or {}, dataset.input_shape, dataset.num_classes, state)
@@ -62,7 +62,7 @@ def _model(minimum, dataset):
 
 # --------------------------------------------------------------------------------------------- the job runner
 def _execute(task, job_id: str, compute: Callable[[Any], None]) -> str:
-    from backend.jobs import JobCancelled, JobRun, JobSuperseded, claim
+    from toroid.store.ledger import JobCancelled, JobRun, JobSuperseded, claim
 
     job = claim(job_id, worker=f"{task.request.hostname or 'worker'} pid {os.getpid()}")
     if job is None:
@@ -100,12 +100,12 @@ def _job_task(kind: str):
 
 @_job_task("train")
 def train(run) -> None:
-    """Train a minimum with a sampler (PAPER.md sec. 8) and store it as a new minimum."""
-    from backend.jobs import clean_json
-    from backend.models import Minimum, new_id, utcnow
-    from backend.storage import get_store
-    from worker.landscape import load_dataset, train_minimum
-    from worker.landscape.evaluate import Evaluator
+    """Train a minimum with a sampler (docs/method.md §8) and store it as a new minimum."""
+    from toroid.store.artifacts import get_store
+    from toroid.store.ledger import clean_json
+    from toroid.store.models import Minimum, new_id, utcnow
+    from toroid.worker.landscape import load_dataset, train_minimum
+    from toroid.worker.landscape.evaluate import Evaluator
 
     p = run.params
     dataset = load_dataset(p["dataset"], **p["dataset_options"])
@@ -129,10 +129,10 @@ def train(run) -> None:
 
 @_job_task("flatness")
 def flatness(run) -> None:
-    """Local energy of one minimum (PAPER.md sec. 6); the minimum records its value at the largest sigma."""
-    from backend.api.analyses import local_energy_at_largest_sigma
-    from backend.models import Minimum
-    from worker.landscape import local_energy
+    """Local energy of one minimum (docs/method.md §6); the minimum records its value at the largest sigma."""
+    from toroid.backend.api.analyses import local_energy_at_largest_sigma
+    from toroid.store.models import Minimum
+    from toroid.worker.landscape import local_energy
 
     p = run.params
     minimum = _minimum(p["minimum_id"])
@@ -154,8 +154,8 @@ def flatness(run) -> None:
 
 @_job_task("path")
 def path(run) -> None:
-    """Error along a path between two minima (PAPER.md sec. 7): linear, linear_aligned, geodesic, one_bend, flip."""
-    from worker.landscape import one_bend, path_profile
+    """Error along a path between two minima (docs/method.md §7): linear, linear_aligned, geodesic, one_bend, flip."""
+    from toroid.worker.landscape import one_bend, path_profile
 
     p = run.params
     a, b = _minimum(p["a"]), _minimum(p["b"])
@@ -174,10 +174,10 @@ def path(run) -> None:
 
 @_job_task("distances")
 def distances(run) -> None:
-    """Pairwise distances (PAPER.md sec. 5): geodesic after normalize + align, RMS Euclidean in four variants;
+    """Pairwise distances (docs/method.md §5): geodesic after normalize + align, RMS Euclidean in four variants;
     binary networks: Hamming distance (raw and aligned) instead of the geodesic and normalized forms."""
-    from worker.landscape import align, euclidean_distances, geodesic_distance, hamming_distance, normalize
-    from worker.landscape.symmetry import is_binary
+    from toroid.worker.landscape import align, euclidean_distances, geodesic_distance, hamming_distance, normalize
+    from toroid.worker.landscape.symmetry import is_binary
 
     ids = run.params["minimum_ids"]
     minima = [_minimum(i) for i in ids]
@@ -209,7 +209,7 @@ def _dataset_shape(minimum):
     """Distances need no data, only the input shape and class count (read without loading the dataset)."""
     from types import SimpleNamespace
 
-    from worker.landscape.data import dataset_info
+    from toroid.worker.landscape.data import dataset_info
 
     input_shape, num_classes = dataset_info(minimum.dataset, **(minimum.dataset_options or {}))
     return SimpleNamespace(input_shape=input_shape, num_classes=num_classes)
@@ -217,8 +217,8 @@ def _dataset_shape(minimum):
 
 @_job_task("section")
 def section(run) -> None:
-    """Error on the Gram-Schmidt plane through three minima (PAPER.md sec. 7)."""
-    from worker.landscape import section_2d
+    """Error on the Gram-Schmidt plane through three minima (docs/method.md §7)."""
+    from toroid.worker.landscape import section_2d
 
     p = run.params
     minima = [_minimum(i) for i in p["minimum_ids"]]
@@ -233,7 +233,7 @@ def section(run) -> None:
 @_job_task("torus")
 def torus(run) -> None:
     """Error on a torus slice through two or three normalized, aligned minima (docs/method.md)."""
-    from worker.landscape import torus_slice
+    from toroid.worker.landscape import torus_slice
 
     p = run.params
     minima = [_minimum(i) for i in p["minimum_ids"]]
@@ -250,7 +250,7 @@ _recovery: dict[str, threading.Thread] = {}
 
 
 def _recover_once() -> None:
-    from backend.jobs import recover_jobs
+    from toroid.store.ledger import recover_jobs
 
     try:
         recovered = recover_jobs()
@@ -261,7 +261,7 @@ def _recover_once() -> None:
 
 
 def _recovery_loop() -> None:
-    from backend.jobs import stale_job_s
+    from toroid.store.ledger import stale_job_s
 
     while True:
         _recover_once()
@@ -272,7 +272,7 @@ def _recovery_loop() -> None:
 def _on_worker_ready(**_: Any) -> None:
     """A starting worker creates the tables if needed and recovers jobs a dead worker left behind, then keeps
     checking every TOROID_STALE_JOB_S seconds in a daemon thread of its main process."""
-    from backend.db import init_db
+    from toroid.store.db import init_db
 
     init_db()
     if "thread" not in _recovery:
@@ -283,6 +283,6 @@ def _on_worker_ready(**_: Any) -> None:
 @signals.worker_process_init.connect
 def _on_child_start(**_: Any) -> None:
     """A forked pool process must not share the parent's database connections."""
-    from backend.db import get_engine
+    from toroid.store.db import get_engine
 
     get_engine().dispose(close=False)

@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Response
 from sqlalchemy.orm import Session
 
-from backend.api.deps import (
+from toroid.backend.api.deps import (
     AUTH_RESPONSES,
     BODY_RESPONSES,
     get_minima,
@@ -21,12 +21,9 @@ from backend.api.deps import (
     require_same_family,
     unprocessable,
 )
-from backend.api.minima import queue_job
-from backend.auth import require_write
-from backend.db import get_session
-from backend.jobs import find_active_job, find_result, result_key
-from backend.models import Job, Minimum, Result
-from backend.schemas import (
+from toroid.backend.api.minima import queue_job
+from toroid.backend.auth import require_write
+from toroid.backend.schemas import (
     AnalysisResponse,
     DistancesRequest,
     FlatnessRequest,
@@ -34,6 +31,9 @@ from backend.schemas import (
     SectionRequest,
     TorusRequest,
 )
+from toroid.store.db import get_session
+from toroid.store.ledger import find_active_job, find_result, result_key
+from toroid.store.models import Job, Minimum, Result
 
 router = APIRouter(
     prefix="/analyses", tags=["analyses"], dependencies=[Depends(require_write)],
@@ -89,7 +89,7 @@ def _record_flatness(session: Session, minimum: Minimum, result: Result) -> None
 
 
 @router.post("/flatness", status_code=202, response_model=AnalysisResponse, responses=RESPONSES,
-             summary="Local energy of one minimum (PAPER.md sec. 6)")
+             summary="Local energy of one minimum (docs/method.md §6)")
 def flatness(request: FlatnessRequest, response: Response, session: Session = Depends(get_session)) -> dict:
     minimum = get_minimum(session, request.minimum_id)
     if request.sigmas is not None and is_binary_architecture(minimum.architecture):
@@ -102,7 +102,7 @@ def flatness(request: FlatnessRequest, response: Response, session: Session = De
 
 
 @router.post("/path", status_code=202, response_model=AnalysisResponse, responses=RESPONSES,
-             summary="Error along a path between two minima (PAPER.md sec. 7)")
+             summary="Error along a path between two minima (docs/method.md §7)")
 def path(request: PathRequest, response: Response, session: Session = Depends(get_session)) -> dict:
     a, b = get_minimum(session, request.a), get_minimum(session, request.b)
     require_same_family([a, b], "a path")
@@ -118,7 +118,7 @@ def path(request: PathRequest, response: Response, session: Session = Depends(ge
 
 
 @router.post("/distances", status_code=202, response_model=AnalysisResponse, responses=RESPONSES,
-             summary="Pairwise distances: geodesic, Euclidean raw/aligned/normalized (PAPER.md sec. 5)")
+             summary="Pairwise distances: geodesic, Euclidean raw/aligned/normalized (docs/method.md §5)")
 def distances(request: DistancesRequest, response: Response, session: Session = Depends(get_session)) -> dict:
     minima = get_minima(session, request.minimum_ids, what="distances")
     require_same_family(minima, "distances")
@@ -126,7 +126,7 @@ def distances(request: DistancesRequest, response: Response, session: Session = 
 
 
 @router.post("/section", status_code=202, response_model=AnalysisResponse, responses=RESPONSES,
-             summary="Error on the plane through three minima (PAPER.md sec. 7)")
+             summary="Error on the plane through three minima (docs/method.md §7)")
 def section(request: SectionRequest, response: Response, session: Session = Depends(get_session)) -> dict:
     minima = get_minima(session, request.minimum_ids, what="a section")
     require_same_family(minima, "a section")

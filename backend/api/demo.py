@@ -6,14 +6,14 @@ from fastapi import APIRouter, Depends
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from backend.api.deps import AUTH_RESPONSES
-from backend.api.minima import queue_job, validate_train
-from backend.auth import require_write
-from backend.db import get_session
-from backend.demo import DEMO_SAMPLERS, DEMO_SEEDS
-from backend.models import Job, Minimum
-from backend.schemas import DemoResponse, TrainRequest
-from backend.settings import get_settings
+from toroid.backend.api.deps import AUTH_RESPONSES
+from toroid.backend.api.minima import queue_job, validate_train
+from toroid.backend.auth import require_write
+from toroid.backend.demo import DEMO_SAMPLERS, DEMO_SEEDS
+from toroid.backend.schemas import DemoResponse, TrainRequest
+from toroid.store.db import get_session
+from toroid.store.models import Job, Minimum
+from toroid.store.settings import get_settings
 
 router = APIRouter(tags=["demo"], responses=AUTH_RESPONSES)
 

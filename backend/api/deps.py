@@ -14,8 +14,8 @@ from typing import Any
 from fastapi import HTTPException, status
 from sqlalchemy.orm import Session
 
-from backend.models import Minimum
-from backend.settings import get_settings
+from toroid.store.models import Minimum
+from toroid.store.settings import get_settings
 
 VISION_DATASETS = ("mnist", "fashion_mnist", "cifar10")
 
@@ -63,7 +63,7 @@ def require_same_family(minima: Sequence[Minimum], what: str) -> None:
 
 
 def is_binary_architecture(name: str) -> bool:
-    from worker.landscape.nets import ARCHITECTURES
+    from toroid.worker.landscape.nets import ARCHITECTURES
 
     return bool(ARCHITECTURES[name].binary) if name in ARCHITECTURES else False
 
@@ -89,7 +89,7 @@ def resolve_dataset(name: Any, options: Any) -> tuple[dict[str, Any], tuple[int,
     Through the API, files are read only from ``<TOROID_HOME>/datasets``: the ``npz`` option ``path`` and the
     torchvision option ``root`` must point there, and ``download`` is refused (the server never downloads).
     """
-    from worker.landscape.data import DATASETS, dataset_info
+    from toroid.worker.landscape.data import DATASETS, dataset_info
 
     if not isinstance(name, str) or name not in DATASETS:
         raise unprocessable(f"unknown dataset {name!r}; valid datasets: {sorted(DATASETS)}")
@@ -129,8 +129,8 @@ def resolve_architecture(
     name: Any, config: Any, input_shape: tuple[int, ...], num_classes: int
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Validate an architecture and config for a dataset shape; returns (template state_dict, full config)."""
-    from backend.storage import template_state
-    from worker.landscape.nets import ARCHITECTURES
+    from toroid.store.artifacts import template_state
+    from toroid.worker.landscape.nets import ARCHITECTURES
 
     if not isinstance(name, str) or name not in ARCHITECTURES:
         raise unprocessable(f"unknown architecture {name!r}; valid architectures: {sorted(ARCHITECTURES)}")

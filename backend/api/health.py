@@ -6,8 +6,8 @@ import time
 
 from fastapi import APIRouter
 
-from backend.db import get_engine, ping_database
-from backend.settings import get_settings
+from toroid.store.db import get_engine, ping_database
+from toroid.store.settings import get_settings
 
 router = APIRouter(tags=["health"])
 
@@ -39,7 +39,7 @@ def _redis() -> dict:
 
 
 def _workers() -> dict:
-    from worker.celery_app import celery_app
+    from toroid.store.celery_app import celery_app
 
     replies = celery_app.control.ping(timeout=1.0)
     if not replies:

@@ -6,12 +6,12 @@ from fastapi import APIRouter, Depends, HTTPException, Query, status
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from backend.api.deps import AUTH_RESPONSES
-from backend.auth import require_read, require_write
-from backend.db import get_session
-from backend.jobs import cancel_job
-from backend.models import Job
-from backend.schemas import JobKind, JobRecord, JobState
+from toroid.backend.api.deps import AUTH_RESPONSES
+from toroid.backend.auth import require_read, require_write
+from toroid.backend.schemas import JobKind, JobRecord, JobState
+from toroid.store.db import get_session
+from toroid.store.ledger import cancel_job
+from toroid.store.models import Job
 
 router = APIRouter(prefix="/jobs", tags=["jobs"], responses=AUTH_RESPONSES)
 

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from backend.api.deps import (
+from toroid.backend.api.deps import (
     AUTH_RESPONSES,
     BODY_RESPONSES,
     get_minimum,
@@ -28,13 +28,13 @@ from backend.api.deps import (
     resolve_dataset,
     unprocessable,
 )
-from backend.auth import require_read, require_write
-from backend.db import get_session, new_session
-from backend.jobs import BrokerUnavailable, clean_json, create_job
-from backend.models import Minimum, new_id, utcnow
-from backend.schemas import JobRecord, MinimumRecord, TrainRequest
-from backend.settings import get_settings
-from backend.storage import CheckpointError, check_state_dict, get_store, load_model, read_checkpoint
+from toroid.backend.auth import require_read, require_write
+from toroid.backend.schemas import JobRecord, MinimumRecord, TrainRequest
+from toroid.store.artifacts import CheckpointError, check_state_dict, get_store, load_model, read_checkpoint
+from toroid.store.db import get_session, new_session
+from toroid.store.ledger import BrokerUnavailable, clean_json, create_job
+from toroid.store.models import Minimum, new_id, utcnow
+from toroid.store.settings import get_settings
 
 router = APIRouter(tags=["minima"], responses=AUTH_RESPONSES)
 
@@ -122,7 +122,7 @@ def _upload_spec(fields: dict[str, str], sidecar: bytes | None, filename: str | 
     """What the upload claims to be: from the form fields, or from the sidecar of `toroid train`."""
     name = fields.get("name", "").strip()
     if sidecar is not None:
-        from worker.landscape.io import parse_sidecar
+        from toroid.worker.landscape.io import parse_sidecar
 
         try:
             meta = parse_sidecar(sidecar)
@@ -164,8 +164,8 @@ def _upload_spec(fields: dict[str, str], sidecar: bytes | None, filename: str | 
 
 def _evaluate(spec: dict[str, Any], config: dict, input_shape: tuple[int, ...], num_classes: int, state: dict
               ) -> tuple[float, float]:
-    from worker.landscape.data import load_dataset
-    from worker.landscape.evaluate import Evaluator
+    from toroid.worker.landscape.data import load_dataset
+    from toroid.worker.landscape.evaluate import Evaluator
 
     try:
         dataset = load_dataset(spec["dataset"], **spec["dataset_options"])
@@ -255,8 +255,8 @@ async def upload_minimum(request: Request) -> dict:
 
 def validate_train(request: TrainRequest, source: str = "train") -> dict[str, Any]:
     """Check a training request synchronously; returns the job params with every default filled in."""
-    from worker.landscape.nets import ARCHITECTURES
-    from worker.landscape.samplers import SAMPLERS, resolve_hparams
+    from toroid.worker.landscape.nets import ARCHITECTURES
+    from toroid.worker.landscape.samplers import SAMPLERS, resolve_hparams
 
     options, input_shape, num_classes = resolve_dataset(request.dataset, request.dataset_options)
     _template, config = resolve_architecture(request.architecture, request.config, input_shape, num_classes)
@@ -333,7 +333,7 @@ def _download_name(minimum: Minimum, form: str) -> str:
 
 @router.get(
     "/minima/{minimum_id}/checkpoint", dependencies=[Depends(require_read)],
-    summary="The checkpoint as safetensors; form=canonical gives the normalized network (PAPER.md sec. 2)",
+    summary="The checkpoint as safetensors; form=canonical gives the normalized network (docs/method.md §2)",
     responses={200: {"content": {"application/octet-stream": {}}, "description": "safetensors bytes"},
                404: {"description": "unknown minimum or missing file"}},
 )
@@ -361,10 +361,10 @@ def download_checkpoint(
 
 
 def _canonical_bytes(minimum: Minimum) -> bytes:
-    """The normalized network (scale symmetry removed; PAPER.md sec. 2) as safetensors bytes."""
-    from backend.storage import state_dict_bytes
-    from worker.landscape.data import dataset_info
-    from worker.landscape.symmetry import normalize
+    """The normalized network (scale symmetry removed; docs/method.md §2) as safetensors bytes."""
+    from toroid.store.artifacts import state_dict_bytes
+    from toroid.worker.landscape.data import dataset_info
+    from toroid.worker.landscape.symmetry import normalize
 
     input_shape, num_classes = dataset_info(minimum.dataset, **(minimum.dataset_options or {}))
     state = get_store().get_state_dict(minimum.checkpoint_sha256)

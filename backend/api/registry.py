@@ -6,16 +6,16 @@ import copy
 
 from fastapi import APIRouter, Depends
 
-from backend.api.deps import AUTH_RESPONSES, dataset_available
-from backend.auth import require_read
-from backend.schemas import ArchitectureInfo, DatasetInfo, SamplerInfo
+from toroid.backend.api.deps import AUTH_RESPONSES, dataset_available
+from toroid.backend.auth import require_read
+from toroid.backend.schemas import ArchitectureInfo, DatasetInfo, SamplerInfo
 
 router = APIRouter(tags=["registries"], dependencies=[Depends(require_read)], responses=AUTH_RESPONSES)
 
 
 @router.get("/architectures", response_model=list[ArchitectureInfo], summary="Network architectures")
 def architectures() -> list[dict]:
-    from worker.landscape.nets import ARCHITECTURES
+    from toroid.worker.landscape.nets import ARCHITECTURES
 
     return [
         {"name": name, "description": spec.description, "defaults": copy.deepcopy(spec.defaults),
@@ -26,7 +26,7 @@ def architectures() -> list[dict]:
 
 @router.get("/datasets", response_model=list[DatasetInfo], summary="Datasets")
 def datasets() -> list[dict]:
-    from worker.landscape.data import DATASETS
+    from toroid.worker.landscape.data import DATASETS
 
     return [
         {"name": name, "description": spec.description, "options": copy.deepcopy(spec.options),
@@ -35,9 +35,9 @@ def datasets() -> list[dict]:
     ]
 
 
-@router.get("/samplers", response_model=list[SamplerInfo], summary="Samplers of minima (PAPER.md sec. 8)")
+@router.get("/samplers", response_model=list[SamplerInfo], summary="Samplers of minima (docs/method.md §8)")
 def samplers() -> list[dict]:
-    from worker.landscape.samplers import SAMPLERS, sampler_schema
+    from toroid.worker.landscape.samplers import SAMPLERS, sampler_schema
 
     out = []
     for name, spec in SAMPLERS.items():

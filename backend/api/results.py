@@ -10,11 +10,11 @@ from typing import Any
 from fastapi import APIRouter, Depends, HTTPException, Response, status
 from sqlalchemy.orm import Session
 
-from backend.api.deps import AUTH_RESPONSES
-from backend.auth import require_read
-from backend.db import get_session
-from backend.models import Result
-from backend.schemas import ResultRecord
+from toroid.backend.api.deps import AUTH_RESPONSES
+from toroid.backend.auth import require_read
+from toroid.backend.schemas import ResultRecord
+from toroid.store.db import get_session
+from toroid.store.models import Result
 
 router = APIRouter(
     prefix="/results", tags=["results"], dependencies=[Depends(require_read)], responses=AUTH_RESPONSES

@@ -13,9 +13,9 @@ from fastapi import APIRouter, Body, Depends, HTTPException, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse
 
-from backend.api.deps import AUTH_RESPONSES, BODY_RESPONSES, unprocessable
-from backend.auth import require_read, require_write
-from backend.jobs import BrokerUnavailable
+from toroid.backend.api.deps import AUTH_RESPONSES, BODY_RESPONSES, unprocessable
+from toroid.backend.auth import require_read, require_write
+from toroid.store.ledger import BrokerUnavailable
 
 router = APIRouter(prefix="/studies", tags=["studies"], responses=AUTH_RESPONSES)
 
@@ -23,7 +23,7 @@ NOT_FOUND = {404: {"description": "unknown study"}}
 
 
 def _record(study_id: str) -> dict[str, Any]:
-    from backend.studies import get_study, study_record
+    from toroid.backend.studies import get_study, study_record
 
     found = get_study(study_id)
     if found is None:
@@ -33,7 +33,7 @@ def _record(study_id: str) -> dict[str, Any]:
 
 @router.get("/presets", dependencies=[Depends(require_read)], summary="The study presets and their specs")
 def presets() -> list[dict[str, Any]]:
-    from backend.studies import PRESETS, preset_spec
+    from toroid.backend.studies import PRESETS, preset_spec
 
     return [{"name": name, "description": raw.get("description", ""), "spec": preset_spec(name).model_dump()}
             for name, raw in PRESETS.items()]
@@ -45,7 +45,7 @@ def presets() -> list[dict[str, Any]]:
              summary="Start (or resume) a study: a spec, or {'preset': name, ...overrides}")
 def create_study(response: Response, body: dict[str, Any] = Body(..., examples=[{"preset": "digits-mlp"}])
                  ) -> dict[str, Any]:
-    from backend.studies import StudyError, open_study, resolve_spec
+    from toroid.backend.studies import StudyError, open_study, resolve_spec
 
     preset = body.get("preset") if isinstance(body.get("preset"), str) else None
     try:
@@ -61,7 +61,7 @@ def create_study(response: Response, body: dict[str, Any] = Body(..., examples=[
 
 @router.get("", dependencies=[Depends(require_read)], summary="Studies, newest first")
 def list_all() -> list[dict[str, Any]]:
-    from backend.studies import list_studies, study_record
+    from toroid.backend.studies import list_studies, study_record
 
     return [study_record(s, j) for s, j in list_studies()]
 
@@ -73,7 +73,7 @@ def read(study_id: str) -> dict[str, Any]:
 
 
 async def _data(study_id: str):
-    from backend.report import collect
+    from toroid.backend.report import collect
 
     _record(study_id)
     return await run_in_threadpool(collect, study_id)
@@ -82,7 +82,7 @@ async def _data(study_id: str):
 @router.get("/{study_id}/report.html", dependencies=[Depends(require_read)], response_class=HTMLResponse,
             responses=NOT_FOUND, summary="The report as one static HTML page (plotly.js inline, works offline)")
 async def report_html(study_id: str) -> HTMLResponse:
-    from backend.report import render_html
+    from toroid.backend.report import render_html
 
     data = await _data(study_id)
     page, _ = await run_in_threadpool(render_html, data)
@@ -92,7 +92,7 @@ async def report_html(study_id: str) -> HTMLResponse:
 @router.get("/{study_id}/report.csv", dependencies=[Depends(require_read)], responses=NOT_FOUND,
             summary="Every number of the report in one CSV (first column: the table)")
 async def report_csv(study_id: str) -> Response:
-    from backend.report import combined_csv
+    from toroid.backend.report import combined_csv
 
     data = await _data(study_id)
     return Response(combined_csv(data), media_type="text/csv",
@@ -102,7 +102,7 @@ async def report_csv(study_id: str) -> Response:
 @router.get("/{study_id}/report.zip", dependencies=[Depends(require_read)], responses=NOT_FOUND,
             summary="report.html and every CSV table, zipped")
 async def report_zip(study_id: str) -> Response:
-    from backend.report import report_zip as build
+    from toroid.backend.report import report_zip as build
 
     data = await _data(study_id)
     return Response(await run_in_threadpool(build, data), media_type="application/zip",

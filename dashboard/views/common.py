@@ -19,8 +19,8 @@ from typing import Any
 
 from dash import dcc, html
 
-from dashboard.client import ApiClient, ApiError
-from dashboard.state import advance_entry, entry_from_answer, entry_from_error, is_active
+from toroid.dashboard.client import ApiClient, ApiError
+from toroid.dashboard.state import advance_entry, entry_from_answer, entry_from_error, is_active
 
 MINIMA = "minima-store"
 JOBS = "jobs-store"

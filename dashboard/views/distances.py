@@ -1,4 +1,5 @@
-"""Distances (PAPER.md sec. 5): the distance matrix of the landscape shown on the map, as a heatmap ordered by sampler.
+"""Distances (docs/method.md §5): the distance matrix of the landscape shown on the map, as a heatmap ordered by
+sampler.
 
 Variants: the geodesic distance between normalized + aligned networks, and the per-parameter Euclidean distance raw,
 aligned, normalized, normalized + aligned. The data is the distances analysis the map requested.
@@ -8,9 +9,9 @@ from __future__ import annotations
 
 from dash import Input, Output, dcc, html
 
-from dashboard import figures
-from dashboard.client import ApiClient
-from dashboard.views.common import (
+from toroid.dashboard import figures
+from toroid.dashboard.client import ApiClient
+from toroid.dashboard.views.common import (
     DISTANCES,
     MINIMA,
     card,

@@ -1,4 +1,4 @@
-"""Flatness (PAPER.md sec. 6): local-energy curves dE_train(sigma) of chosen minima with error bars, and the local
+"""Flatness (docs/method.md §6): local-energy curves dE_train(sigma) of chosen minima with error bars, and the local
 energy at the largest sigma against test error over all minima with Kendall's tau.
 
 Curves are requested (``POST /api/analyses/flatness``) for the minima picked here (the selected pair by default)
@@ -10,10 +10,10 @@ from __future__ import annotations
 from dash import Input, Output, State, ctx, dcc, html
 from dash.exceptions import PreventUpdate
 
-from dashboard import figures
-from dashboard.client import ApiClient, ApiError
-from dashboard.state import selection_ids
-from dashboard.views.common import (
+from toroid.dashboard import figures
+from toroid.dashboard.client import ApiClient, ApiError
+from toroid.dashboard.state import selection_ids
+from toroid.dashboard.views.common import (
     JOBS,
     MINIMA,
     SELECTION,

@@ -8,9 +8,9 @@ from datetime import datetime
 from dash import ALL, Input, Output, State, ctx, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
-from dashboard.client import ApiClient, ApiError
-from dashboard.state import ACTIVE_STATES
-from dashboard.views.common import JOBS, MINIMA, REFRESH, card, message, minima_by_id, progress_bar, result_links
+from toroid.dashboard.client import ApiClient, ApiError
+from toroid.dashboard.state import ACTIVE_STATES
+from toroid.dashboard.views.common import JOBS, MINIMA, REFRESH, card, message, minima_by_id, progress_bar, result_links
 
 TABLE = "jobs-table"
 FILTER = "jobs-filter"

@@ -1,5 +1,5 @@
 """The home view: every minimum on a 2-D map (classical MDS of the normalized + aligned geodesic distances,
-PAPER.md sec. 5), colored by sampler and sized by flatness; click two minima to select a pair.
+docs/method.md §5), colored by sampler and sized by flatness; click two minima to select a pair.
 
 The distances of the displayed family (minima of one architecture/config/dataset, the only ones that can be aligned
 with each other) are requested from ``POST /api/analyses/distances`` whenever the family's membership changes and
@@ -12,10 +12,10 @@ from __future__ import annotations
 from dash import Input, Output, State, ctx, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
-from dashboard import figures
-from dashboard.client import ApiClient
-from dashboard.state import families, next_selection
-from dashboard.views.common import (
+from toroid.dashboard import figures
+from toroid.dashboard.client import ApiClient
+from toroid.dashboard.state import families, next_selection
+from toroid.dashboard.views.common import (
     CATALOG,
     DISTANCES,
     JOBS,

@@ -1,4 +1,4 @@
-"""Paths between the selected pair (PAPER.md sec. 7): linear, linear aligned and geodesic, plus one-bend on request.
+"""Paths between the selected pair (docs/method.md §7): linear, linear aligned and geodesic, plus one-bend on request.
 
 Selecting a pair on the map requests the three path analyses at once (cached results appear immediately); while a
 worker evaluates a path its points stream in from the job's ``partial`` record. The barrier of each path (the highest
@@ -10,10 +10,10 @@ from __future__ import annotations
 from dash import Input, Output, State, ctx, dcc, html
 from dash.exceptions import PreventUpdate
 
-from dashboard import figures
-from dashboard.client import ApiClient
-from dashboard.state import PATH_KINDS, is_active
-from dashboard.views.common import (
+from toroid.dashboard import figures
+from toroid.dashboard.client import ApiClient
+from toroid.dashboard.state import PATH_KINDS, is_active
+from toroid.dashboard.views.common import (
     CATALOG,
     JOBS,
     MINIMA,
@@ -59,7 +59,7 @@ def layout() -> html.Section:
 
 def path_kinds(minimum: dict | None, catalog: dict | None) -> tuple[str, ...]:
     """The paths compared for every pair: linear, linear aligned and geodesic; binary networks (no normalization,
-    PAPER.md sec. 4 and 7) get the flip path instead of the geodesic."""
+    docs/method.md §4 and 7) get the flip path instead of the geodesic."""
     arch = (minimum or {}).get("architecture")
     binary = any(a.get("binary") for a in (catalog or {}).get("architectures", []) if a["name"] == arch)
     return ("linear", "linear_aligned", "flip") if binary else PATH_KINDS

@@ -14,8 +14,8 @@ from typing import Any
 
 from dash import Input, Output, State, ctx, dcc, html, no_update
 
-from dashboard.client import ApiClient, ApiError
-from dashboard.views.common import card, message, progress_bar
+from toroid.dashboard.client import ApiClient, ApiError
+from toroid.dashboard.views.common import card, message, progress_bar
 
 PRESET = "study-preset"
 OVERRIDES = "study-overrides"

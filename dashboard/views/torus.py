@@ -1,6 +1,6 @@
 """The torus view: the error on a two-dimensional torus through the selected pair (normalized + aligned; every unit
 on its own great circle, docs/method.md), drawn on a 3-D torus and unrolled, with the geodesic between A and B; and
-the Gram-Schmidt plane through A, B and a third minimum C as a contour plot (PAPER.md sec. 7).
+the Gram-Schmidt plane through A, B and a third minimum C as a contour plot (docs/method.md §7).
 
 Analyses are requested while this view is open: ``POST /api/analyses/torus`` with [A, B] (or [A, B, C] when "C as
 the second torus axis" is ticked) and ``POST /api/analyses/section`` with [A, B, C] once C is chosen.
@@ -11,9 +11,9 @@ from __future__ import annotations
 from dash import Input, Output, State, dcc, html
 from dash.exceptions import PreventUpdate
 
-from dashboard import figures
-from dashboard.client import ApiClient
-from dashboard.views.common import (
+from toroid.dashboard import figures
+from toroid.dashboard.client import ApiClient
+from toroid.dashboard.views.common import (
     JOBS,
     MINIMA,
     SELECTION,

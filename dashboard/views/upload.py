@@ -4,7 +4,7 @@ Upload: drop a ``.safetensors`` / ``.pt`` state_dict and choose its architecture
 together with the sidecar ``.json`` written by ``toroid train`` (which carries all of that). The backend validates
 the checkpoint; its message is shown verbatim in ``#upload-message``.
 
-Train: ``POST /api/minima/train`` with architecture, dataset, sampler (PAPER.md sec. 8), seed and epochs; the curves
+Train: ``POST /api/minima/train`` with architecture, dataset, sampler (docs/method.md §8), seed and epochs; the curves
 of the watched training job come from its ``partial`` record while it runs.
 """
 
@@ -16,9 +16,9 @@ from pathlib import PurePath
 from dash import Input, Output, State, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
-from dashboard import figures
-from dashboard.client import ApiClient, ApiError
-from dashboard.views.common import CATALOG, JOBS, REFRESH, card, decode_upload, graph, message
+from toroid.dashboard import figures
+from toroid.dashboard.client import ApiClient, ApiError
+from toroid.dashboard.views.common import CATALOG, JOBS, REFRESH, card, decode_upload, graph, message
 
 DROP = "upload-drop"
 FILES = "upload-files"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from backend.studies import PRESETS, StudyError, plan, resolve_spec
+from toroid.backend.studies import PRESETS, StudyError, plan, resolve_spec
 
 
 def train_seeds(spec) -> dict[str, list[int]]:

@@ -53,8 +53,8 @@ def api(stack):
 
 def make_minimum(directory: Path, seed: int, name: str) -> tuple[Path, Path]:
     """A minimum trained in this process by the core's sampler (a few epochs), saved with its sidecar."""
-    from worker.landscape import load_dataset, train_minimum
-    from worker.landscape.io import save_minimum
+    from toroid.worker.landscape import load_dataset, train_minimum
+    from toroid.worker.landscape.io import save_minimum
 
     dataset = load_dataset("digits")
     model, provenance = train_minimum("mlp", CONFIG, dataset, sampler="sgd", seed=seed, epochs=EPOCHS)

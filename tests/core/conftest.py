@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from worker.landscape.data import Dataset, load_dataset
-from worker.landscape.nets import build_model
+from toroid.worker.landscape.data import Dataset, load_dataset
+from toroid.worker.landscape.nets import build_model
 
 # The test machine has 2 cores shared by several processes: keep torch to one thread.
 torch.set_num_threads(1)

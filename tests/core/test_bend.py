@@ -1,4 +1,4 @@
-"""One-bend paths (PAPER.md sec. 7): construction of the bend, the two segments, the barrier, and
+"""One-bend paths (docs/method.md §7): construction of the bend, the two segments, the barrier, and
 the acceptance check that the bend removes the geodesic barrier between two SGD minima on digits."""
 
 from __future__ import annotations
@@ -10,12 +10,12 @@ import pytest
 import torch
 from torch import nn
 
-from worker.landscape.bend import midpoint, one_bend
-from worker.landscape.distances import euclidean_distances, geodesic_angles, geodesic_distance
-from worker.landscape.paths import path_profile
-from worker.landscape.results import BendResult
-from worker.landscape.samplers import train_minimum
-from worker.landscape.symmetry import align, normalize, sphere_blocks
+from toroid.worker.landscape.bend import midpoint, one_bend
+from toroid.worker.landscape.distances import euclidean_distances, geodesic_angles, geodesic_distance
+from toroid.worker.landscape.paths import path_profile
+from toroid.worker.landscape.results import BendResult
+from toroid.worker.landscape.samplers import train_minimum
+from toroid.worker.landscape.symmetry import align, normalize, sphere_blocks
 
 TINY = {"widths": [32]}
 
@@ -161,7 +161,7 @@ def test_binary_networks_bend_along_flip_paths(digits):
 
 @pytest.mark.slow
 def test_one_bend_removes_the_geodesic_barrier_between_sgd_minima(digits):
-    """PAPER.md sec. 7/11: the one-bend barrier is lower than the geodesic one and ~0 (< 2%)."""
+    """docs/method.md §7/11: the one-bend barrier is lower than the geodesic one and ~0 (< 2%)."""
     a, pa = train_minimum("mlp", None, digits, "sgd", seed=0, epochs=60)  # stops at 0 train error
     b, pb = train_minimum("mlp", None, digits, "sgd", seed=1, epochs=60)
     assert pa["train_error"] == 0.0 and pb["train_error"] == 0.0

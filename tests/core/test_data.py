@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from worker.landscape.data import DATASETS, clear_cache, dataset_info, load_dataset
+from toroid.worker.landscape.data import DATASETS, clear_cache, dataset_info, load_dataset
 
 
 def test_digits_split_shapes_and_standardization():

@@ -1,4 +1,4 @@
-"""Distances (PAPER.md sec. 5 and 10): geodesic, per-parameter Euclidean, Hamming."""
+"""Distances (docs/method.md §5 and 10): geodesic, per-parameter Euclidean, Hamming."""
 
 from __future__ import annotations
 
@@ -11,15 +11,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.core.conftest import make
-from worker.landscape.distances import (
+from toroid.worker.landscape.distances import (
     euclidean_distances,
     geodesic_angles,
     geodesic_distance,
     hamming_distance,
     unit_angles,
 )
-from worker.landscape.nets import build_model
-from worker.landscape.symmetry import align, normalize, random_symmetry, sphere_blocks
+from toroid.worker.landscape.nets import build_model
+from toroid.worker.landscape.symmetry import align, normalize, random_symmetry, sphere_blocks
 
 DATA = ((1, 8, 8), 10)
 

@@ -10,14 +10,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from worker.landscape.evaluate import (
+from toroid.worker.landscape.evaluate import (
     CombinationEvaluator,
     Evaluator,
     combine_states,
     load_state,
     recalibrate_bn,
 )
-from worker.landscape.nets import build_model
+from toroid.worker.landscape.nets import build_model
 
 torch.set_num_threads(1)
 

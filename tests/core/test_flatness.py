@@ -1,4 +1,4 @@
-"""Local energy (PAPER.md section 6): zero at sigma 0, growing with sigma, fast mode ~ exact mode."""
+"""Local energy (docs/method.md §6): zero at sigma 0, growing with sigma, fast mode ~ exact mode."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tests.core.conftest import quick_sgd
-from worker.landscape.flatness import (
+from toroid.worker.landscape.flatness import (
     DEFAULT_SIGMAS,
     _flipped,
     architecture_family,
@@ -19,8 +19,8 @@ from worker.landscape.flatness import (
     noise_keys,
     stratified_indices,
 )
-from worker.landscape.nets import build_model
-from worker.landscape.results import LocalEnergy
+from toroid.worker.landscape.nets import build_model
+from toroid.worker.landscape.results import LocalEnergy
 
 torch.set_num_threads(1)
 

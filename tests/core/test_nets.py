@@ -9,10 +9,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from tests.core.conftest import SMALL_BINARY, SMALL_CONTINUOUS, case_id, inputs
-from worker.landscape import ARCHITECTURES, build_model
-from worker.landscape.data import load_dataset
-from worker.landscape.device import default_device
-from worker.landscape.nets import BinaryLinear, architecture_schema, binarize, model_spec, sign_ste
+from toroid.worker.landscape import ARCHITECTURES, build_model
+from toroid.worker.landscape.data import load_dataset
+from toroid.worker.landscape.device import default_device
+from toroid.worker.landscape.nets import BinaryLinear, architecture_schema, binarize, model_spec, sign_ste
 
 
 def count(model: nn.Module) -> int:
@@ -41,7 +41,7 @@ def test_every_architecture_builds_for_its_datasets_with_defaults_or_small_confi
 
 
 def test_paper_sized_architectures():
-    """PAPER.md sec. 9: MLP 2x512, LeNet 20-50-500, VGG16-BN, CIFAR ResNet-18, 3x1001 binary MLP."""
+    """docs/method.md §9: MLP 2x512, LeNet 20-50-500, VGG16-BN, CIFAR ResNet-18, 3x1001 binary MLP."""
     mlp = build_model("mlp", None, ((1, 28, 28), 10))
     assert [m.out_features for m in mlp.modules() if isinstance(m, nn.Linear)] == [512, 512, 10]
     lenet = build_model("lenet", None, ((1, 28, 28), 10))
@@ -104,7 +104,7 @@ def test_models_are_fx_traceable_and_state_dict_is_the_checkpoint(case, tmp_path
     name, config, data = case
     model = build_model(name, config, data, seed=0).eval()
     x = inputs(data, n=8)
-    from worker.landscape.symmetry import unit_graph
+    from toroid.worker.landscape.symmetry import unit_graph
 
     assert unit_graph(model).groups  # traced by the symmetry module's tracer
     save_file(model.state_dict(), str(tmp_path / "m.safetensors"))

@@ -1,4 +1,4 @@
-"""Paths and barriers (PAPER.md section 7): endpoints, factorization, symmetry, sections."""
+"""Paths and barriers (docs/method.md §7): endpoints, factorization, symmetry, sections."""
 
 from __future__ import annotations
 
@@ -9,17 +9,17 @@ import pytest
 import torch
 
 from tests.core.conftest import quick_sgd
-from worker.landscape.distances import geodesic_distance, unit_angles
-from worker.landscape.evaluate import Evaluator
-from worker.landscape.nets import build_model
-from worker.landscape.paths import (
+from toroid.worker.landscape.distances import geodesic_distance, unit_angles
+from toroid.worker.landscape.evaluate import Evaluator
+from toroid.worker.landscape.nets import build_model
+from toroid.worker.landscape.paths import (
     interpolate,
     path_profile,
     prepare_endpoints,
     section_2d,
 )
-from worker.landscape.results import BendResult, PathProfile, Section
-from worker.landscape.symmetry import random_symmetry, sphere_blocks
+from toroid.worker.landscape.results import BendResult, PathProfile, Section
+from toroid.worker.landscape.symmetry import random_symmetry, sphere_blocks
 
 torch.set_num_threads(1)
 

@@ -1,5 +1,5 @@
-"""Samplers of minima (PAPER.md sec. 8): registry, determinism, progress, provenance, each sampler
-learning, and the flatness ordering rsgd <= sgd < adv on digits (PAPER.md sec. 11)."""
+"""Samplers of minima (docs/method.md §8): registry, determinism, progress, provenance, each sampler
+learning, and the flatness ordering rsgd <= sgd < adv on digits (docs/method.md §11)."""
 
 from __future__ import annotations
 
@@ -11,15 +11,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from worker.landscape import CODE_VERSION
-from worker.landscape.evaluate import Evaluator
-from worker.landscape.flatness import local_energy
-from worker.landscape.nets import build_model
-from worker.landscape.samplers import SAMPLERS, resolve_hparams, sampler_schema, train_minimum
-from worker.landscape.samplers.adv import confusion_data
-from worker.landscape.samplers.base import TrainRun, cosine_lr
-from worker.landscape.samplers.rsgd import center_of, gamma_at
-from worker.landscape.samplers.sam import frozen_bn_statistics
+from toroid.worker.landscape import CODE_VERSION
+from toroid.worker.landscape.evaluate import Evaluator
+from toroid.worker.landscape.flatness import local_energy
+from toroid.worker.landscape.nets import build_model
+from toroid.worker.landscape.samplers import SAMPLERS, resolve_hparams, sampler_schema, train_minimum
+from toroid.worker.landscape.samplers.adv import confusion_data
+from toroid.worker.landscape.samplers.base import TrainRun, cosine_lr
+from toroid.worker.landscape.samplers.rsgd import center_of, gamma_at
+from toroid.worker.landscape.samplers.sam import frozen_bn_statistics
 
 TINY = {"widths": [32]}
 BINARY_TINY = {"widths": [128]}
@@ -336,7 +336,7 @@ FLATNESS_BUDGETS = {"sgd": 25, "rsgd": 30, "adv": 35}
 
 @pytest.mark.slow
 def test_flatness_ordering_rsgd_sgd_adv_on_digits(digits):
-    """PAPER.md sec. 9/11: local energy at the largest sigma (0.5 for the MLP) ranks rsgd <= sgd < adv."""
+    """docs/method.md §9/11: local energy at the largest sigma (0.5 for the MLP) ranks rsgd <= sgd < adv."""
     energy = {}
     for sampler, epochs in FLATNESS_BUDGETS.items():
         model, prov = train_minimum("mlp", None, digits, sampler, seed=0, epochs=epochs, target_error=None)

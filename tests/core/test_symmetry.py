@@ -1,4 +1,4 @@
-"""Symmetry removal (PAPER.md sec. 2-4): normalize keeps the function and puts units on spheres,
+"""Symmetry removal (docs/method.md §2-4): normalize keeps the function and puts units on spheres,
 align undoes any permutation (and, for binary networks, sign flips) exactly."""
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 from torch import nn
 
 from tests.core.conftest import SMALL_BINARY, SMALL_CONTINUOUS, case_id, inputs, make
-from worker.landscape.distances import geodesic_distance, hamming_distance
-from worker.landscape.nets import BinaryConv2d, BinaryLinear, Sign, build_model
-from worker.landscape.symmetry import (
+from toroid.worker.landscape.distances import geodesic_distance, hamming_distance
+from toroid.worker.landscape.nets import BinaryConv2d, BinaryLinear, Sign, build_model
+from toroid.worker.landscape.symmetry import (
     align,
     align_permutations,
     apply_symmetry,
@@ -224,7 +224,7 @@ def test_apply_symmetry_rejects_moves_that_are_not_symmetries(make_model):
 
 @pytest.mark.parametrize("case", SMALL_CONTINUOUS, ids=case_id)
 def test_a_shuffled_copy_aligns_back_exactly(case):
-    """PAPER.md sec. 3: permute every hidden layer (ResNet: consistently per stream) -> same function;
+    """docs/method.md §3: permute every hidden layer (ResNet: consistently per stream) -> same function;
     normalize + align brings it back to geodesic distance 0 and identical predictions."""
     name, config, data = case
     model = make(name, config, data)
@@ -246,7 +246,7 @@ def test_a_shuffled_copy_aligns_back_exactly(case):
 
 @pytest.mark.parametrize("case", SMALL_BINARY, ids=case_id)
 def test_a_shuffled_and_flipped_binary_copy_aligns_back_to_hamming_zero(case):
-    """PAPER.md sec. 4: random permutations and sign flips are undone by align (Hamming 0)."""
+    """docs/method.md §4: random permutations and sign flips are undone by align (Hamming 0)."""
     name, config, data = case
     model = make(name, config, data)
     shuffled, moves = random_symmetry(model, seed=3)

@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from tests.core.conftest import quick_sgd
-from worker.landscape.distances import unit_angles
-from worker.landscape.evaluate import Evaluator
-from worker.landscape.nets import build_model
-from worker.landscape.paths import interpolate, prepare_endpoints, torus_point, torus_slice
-from worker.landscape.results import TorusSlice
-from worker.landscape.symmetry import align, normalize, sphere_blocks
+from toroid.worker.landscape.distances import unit_angles
+from toroid.worker.landscape.evaluate import Evaluator
+from toroid.worker.landscape.nets import build_model
+from toroid.worker.landscape.paths import interpolate, prepare_endpoints, torus_point, torus_slice
+from toroid.worker.landscape.results import TorusSlice
+from toroid.worker.landscape.symmetry import align, normalize, sphere_blocks
 
 torch.set_num_threads(1)
 TWO_PI = 2 * math.pi

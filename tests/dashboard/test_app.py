@@ -6,7 +6,7 @@ from collections import Counter
 
 from dash.development.base_component import Component
 
-from dashboard.app import VIEWS, create_dash, slim_job
+from toroid.dashboard.app import VIEWS, create_dash, slim_job
 
 
 def layout_ids(component) -> set[str]:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from dashboard import figures
+from toroid.dashboard import figures
 
 
 def minimum(mid: str, sampler: str | None, train: float, test: float, local_energy: float | None = None) -> dict:

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from dashboard.mds import classical_mds, procrustes_align, stress
+from toroid.dashboard.mds import classical_mds, procrustes_align, stress
 
 
 def pairwise(points: np.ndarray) -> np.ndarray:

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-from dashboard.client import format_detail
-from dashboard.state import advance_entry, entry_from_answer, entry_from_error, families, is_active, next_selection
-from dashboard.views.upload import parse_json_field, split_files
+from toroid.dashboard.client import format_detail
+from toroid.dashboard.state import (
+    advance_entry,
+    entry_from_answer,
+    entry_from_error,
+    families,
+    is_active,
+    next_selection,
+)
+from toroid.dashboard.views.upload import parse_json_field, split_files
 
 
 def test_two_clicks_select_a_pair_and_a_third_starts_over():
@@ -83,7 +90,7 @@ def test_form_json_fields_and_dropped_files():
 
 
 def test_binary_pairs_compare_flip_paths_instead_of_geodesics():
-    from dashboard.views.paths import path_kinds, path_request
+    from toroid.dashboard.views.paths import path_kinds, path_request
 
     catalog = {"architectures": [{"name": "mlp", "binary": False}, {"name": "binary_mlp", "binary": True}]}
     assert path_kinds({"architecture": "mlp"}, catalog) == ("linear", "linear_aligned", "geodesic")
@@ -93,7 +100,7 @@ def test_binary_pairs_compare_flip_paths_instead_of_geodesics():
 
 
 def test_training_curves_follow_the_chosen_else_the_running_job():
-    from dashboard.views.upload import watched_train_job
+    from toroid.dashboard.views.upload import watched_train_job
 
     jobs = [{"id": "q", "kind": "train", "state": "queued", "partial": {}},
             {"id": "r", "kind": "train", "state": "running", "partial": {"epoch": [1]}},

@@ -1,5 +1,5 @@
 """Fixtures of the API integration tests: real Redis, a real Celery worker process and the API, as separate
-processes (``backend.supervisor.Supervisor``, the same code `toroid up` uses), so a test can kill the worker's
+processes (``toroid.backend.supervisor.Supervisor``, the same code `toroid up` uses), so a test can kill the worker's
 whole process group and start a new one; plus small digits minima trained in the test process."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import pytest
 import torch
 from sqlalchemy import create_engine, text
 
-from backend.supervisor import Child, Supervisor, free_port
+from toroid.backend.supervisor import Child, Supervisor, free_port
 
 MINIMUM_CONFIG = {"widths": [32]}
 
@@ -51,7 +51,7 @@ class ApiStack:
                 self.start_worker()
             # the same command Supervisor.start_api runs; waiting is separate so that several stacks boot at once
             self.supervisor.spawn("api", [
-                sys.executable, "-m", "uvicorn", "backend.main:create_app", "--factory", "--host", "127.0.0.1",
+                sys.executable, "-m", "uvicorn", "toroid.backend.main:create_app", "--factory", "--host", "127.0.0.1",
                 "--port", str(port), "--log-level", "info",
             ], self.env)
             if wait:
@@ -165,7 +165,7 @@ def wait_job(url: str, job_id: str, timeout_s: float = 120, headers: dict | None
 @pytest.fixture(scope="session")
 def digits_minima() -> list[torch.nn.Module]:
     """Two small digits MLP minima (widths [32], seeds 0 and 1), trained here with the core's SGD sampler."""
-    from worker.landscape import load_dataset, train_minimum
+    from toroid.worker.landscape import load_dataset, train_minimum
 
     torch.set_num_threads(1)
     data = load_dataset("digits")

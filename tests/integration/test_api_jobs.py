@@ -17,8 +17,8 @@ import pytest
 import redis
 
 from tests.integration.conftest import MINIMUM_CONFIG, ApiStack, postgres_or_none, wait_job
-from worker.landscape import build_model, load_dataset, path_profile
-from worker.landscape.io import state_dict_bytes
+from toroid.worker.landscape import build_model, load_dataset, path_profile
+from toroid.worker.landscape.io import state_dict_bytes
 
 pytestmark = pytest.mark.integration
 

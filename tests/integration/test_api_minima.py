@@ -16,9 +16,9 @@ import torch
 from safetensors.torch import load as load_safetensors
 
 from tests.integration.conftest import MINIMUM_CONFIG, wait_job
-from worker.landscape import load_dataset, normalize
-from worker.landscape.evaluate import Evaluator
-from worker.landscape.io import save_minimum, state_dict_bytes
+from toroid.worker.landscape import load_dataset, normalize
+from toroid.worker.landscape.evaluate import Evaluator
+from toroid.worker.landscape.io import save_minimum, state_dict_bytes
 
 pytestmark = pytest.mark.integration
 

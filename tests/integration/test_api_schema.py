@@ -10,8 +10,8 @@ import sys
 import httpx
 import pytest
 
-from backend.demo import request_demo
 from tests.integration.conftest import ApiStack
+from toroid.backend.demo import request_demo
 
 pytestmark = pytest.mark.integration
 

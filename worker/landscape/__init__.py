@@ -3,7 +3,7 @@
 
 Pure functions over torch modules and tensors; imports torch, numpy, scipy, scikit-learn and
 the standard library only. The public names below are re-exported lazily (PEP 562), so
-``import worker.landscape`` is cheap and each submodule is imported on first use.
+``import toroid.worker.landscape`` is cheap and each submodule is imported on first use.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 CODE_VERSION = "0.1.0+core1"
 
 _EXPORTS: dict[str, str] = {
-    # symmetry removal (PAPER.md sec. 2-4)
+    # symmetry removal (docs/method.md §2-4)
     "normalize": "symmetry",
     "align": "symmetry",
     # distances (sec. 5)

@@ -1,18 +1,18 @@
-"""One-bend paths between two minima (PAPER.md sec. 7, "One-bend path").
+"""One-bend paths between two minima (docs/method.md §7, "One-bend path").
 
 A straight or geodesic path from A to B may cross a barrier even when A and B lie in one
 connected low-error region.  The one-bend path goes through a retrained midpoint:
 
-1. align B to A; the geodesic variant normalizes both first (PAPER.md sec. 2-3);
+1. align B to A; the geodesic variant normalizes both first (docs/method.md §2-3);
 2. the bend starts at the midpoint: for ``geodesic`` the normalized mean of the aligned
-   normalized endpoints (mean, then :func:`~worker.landscape.symmetry.normalize`), for the linear
+   normalized endpoints (mean, then :func:`~toroid.worker.landscape.symmetry.normalize`), for the linear
    kinds the raw mean of the (aligned) endpoints;
 3. the bend is retrained with SGD (Nesterov 0.9, lr 0.02, cosine, batch 128; the paper runs 300
    epochs, Toroid's default budget is small) until its train error reaches ``target_error``
    (~0) or the budget runs out;
 4. ``geodesic``: the bend is normalized again;
 5. the error is profiled along A -> bend and bend -> B with
-   :func:`~worker.landscape.paths.path_profile`: two geodesics (``geodesic``) or two straight
+   :func:`~toroid.worker.landscape.paths.path_profile`: two geodesics (``geodesic``) or two straight
    segments (``linear``, ``linear_aligned``) in the frame aligned to A.  Binary networks use
    ``kind="flip"``: the bend starts from the mean latent weights of A and aligned B, is retrained
    with the binary SGD variant, and each segment is a flip path.
@@ -31,16 +31,16 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from worker.landscape.data import Dataset
-from worker.landscape.device import resolve_device
-from worker.landscape.distances import euclidean_distances, geodesic_distance, hamming_distance
-from worker.landscape.evaluate import Evaluator, as_state, combine_states, load_state
-from worker.landscape.paths import path_profile
-from worker.landscape.results import BendResult
-from worker.landscape.samplers import resolve_hparams
-from worker.landscape.samplers.base import TrainRun
-from worker.landscape.samplers.sgd import sgd_epochs
-from worker.landscape.symmetry import align, is_binary, normalize
+from toroid.worker.landscape.data import Dataset
+from toroid.worker.landscape.device import resolve_device
+from toroid.worker.landscape.distances import euclidean_distances, geodesic_distance, hamming_distance
+from toroid.worker.landscape.evaluate import Evaluator, as_state, combine_states, load_state
+from toroid.worker.landscape.paths import path_profile
+from toroid.worker.landscape.results import BendResult
+from toroid.worker.landscape.samplers import resolve_hparams
+from toroid.worker.landscape.samplers.base import TrainRun
+from toroid.worker.landscape.samplers.sgd import sgd_epochs
+from toroid.worker.landscape.symmetry import align, is_binary, normalize
 
 __all__ = ["BEND_KINDS", "midpoint", "one_bend"]
 
@@ -106,7 +106,7 @@ def one_bend(
     hparams: dict[str, Any] | None = None,
     bn: Literal["recompute", "interpolate"] = "recompute",
 ) -> BendResult:
-    """One-bend path A -> bend -> B and its barrier (PAPER.md sec. 7; steps in the module docstring).
+    """One-bend path A -> bend -> B and its barrier (docs/method.md §7; steps in the module docstring).
 
     Args:
         a, b: two minima of one architecture (not modified).
@@ -120,14 +120,14 @@ def one_bend(
         progress: called with ``(fraction, info)``; ``info["stage"]`` is ``"retrain"`` (with the sampler
             keys ``epoch, epochs, train_loss, train_error, test_error``) or ``"segment"`` (with
             ``segment`` 0 or 1 and the path point's values).  An exception raised by it stops the run.
-        device: defaults to :func:`worker.landscape.device.default_device`.
+        device: defaults to :func:`toroid.worker.landscape.device.default_device`.
         target_error: stop retraining once the bend's train error is <= this (``None``: full budget).
         hparams: overrides of the retraining SGD hyperparameters (``sgd`` sampler keys; ``binary``
             sampler keys for binary networks).
-        bn: BatchNorm statistics along the segments (see :func:`~worker.landscape.paths.path_profile`).
+        bn: BatchNorm statistics along the segments (see :func:`~toroid.worker.landscape.paths.path_profile`).
 
     Returns:
-        :class:`~worker.landscape.results.BendResult` with the two segment profiles, the barrier
+        :class:`~toroid.worker.landscape.results.BendResult` with the two segment profiles, the barrier
         (max train error over both), the bend's distances to A and B, its train error and the epochs
         run; ``extra`` holds the bend's test error, the retraining history and hyperparameters.
     """

@@ -1,14 +1,14 @@
 """Dataset registry: the one place where Toroid's datasets are defined.
 
 Each dataset is built from a registry name and JSON-able options. All inputs are
-standardized as in the paper (PAPER.md sec. 8: "inputs standardized"), with statistics
+standardized as in the paper (docs/method.md §8: "inputs standardized"), with statistics
 computed on the training split only, so the test split never leaks into the scaling.
 
 Datasets (``DATASETS``):
 
 * ``digits``   scikit-learn's 8x8 digits, fixed stratified 80/20 split (seed 0), per-pixel
   standardization; ``input_shape`` ``(1, 8, 8)``, 10 classes.
-* ``hmm``      Hidden Manifold Model (PAPER.md sec. 9, shallow check): latent
+* ``hmm``      Hidden Manifold Model (docs/method.md §9, shallow check): latent
   ``xi ~ N(0, I_D)``, features ``F`` (N x D, i.i.d. N(0, 1)), inputs ``sign(F xi / sqrt(D))``,
   labels from a teacher perceptron ``sign(w* . xi)``; 2 classes, ``input_shape`` ``(N,)``.
 * ``npz``      a user file with arrays ``x_train, y_train, x_test, y_test`` (validated).
@@ -81,7 +81,7 @@ class DatasetSpec:
 
 
 def standardize(x_train: np.ndarray, x_test: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray]:
-    """Standardize inputs with training-set statistics (PAPER.md sec. 8).
+    """Standardize inputs with training-set statistics (docs/method.md §8).
 
     ``mode``: ``"feature"`` (every input coordinate to mean 0 / std 1; constant coordinates are
     only centred), ``"channel"`` (one mean / std per channel, dim 1, for images) or ``"none"``.
@@ -170,7 +170,7 @@ def _standardize_opt(name: str, x_train: np.ndarray, x_test: np.ndarray, mode: A
 
 
 def _load_hmm(D: int = 501, N: int = 1001, P_train: int = 1503, P_test: int = 2000, seed: int = 0) -> Dataset:
-    """Hidden Manifold Model (Goldt et al. 2020), as used in PAPER.md sec. 9.
+    """Hidden Manifold Model (Goldt et al. 2020), as used in docs/method.md §9.
 
     ``F`` (N x D), the teacher ``w*`` (D) and the latent vectors come from one
     ``numpy.random.default_rng(seed)``, drawn in that order, so a seed fixes the dataset.

@@ -1,4 +1,4 @@
-"""Distances between networks (PAPER.md sec. 5 and the numerical notes of sec. 10).
+"""Distances between networks (docs/method.md §5 and the numerical notes of sec. 10).
 
 * :func:`geodesic_distance` on the product of spheres of normalized, aligned networks:
   ``D^2 = sum_k phi_k^2 + H_L * phi_L^2`` (hidden units on unit spheres, the last layer on the
@@ -43,7 +43,7 @@ def unit_angles(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Angles (float64, radians) between the rows of ``a`` and ``b`` (shape ``(n, d)``).
 
     Rows are rescaled to unit norm in float64 and the angle is ``2 asin(||a - b|| / 2)``
-    (PAPER.md sec. 10): exactly 0 for identical rows, accurate for nearly equal ones.
+    (docs/method.md §10): exactly 0 for identical rows, accurate for nearly equal ones.
     Rows with zero norm get angle 0 against an identical zero row, pi/2 otherwise.
     """
     a64 = a.detach().to(torch.float64)
@@ -66,7 +66,7 @@ def _blocks(a: ModelOrState, b: ModelOrState, blocks: Sequence[SphereBlock] | No
             if is_binary(x):
                 raise ValueError(
                     "geodesic distances are for continuous networks; binary networks have no sphere "
-                    "geometry (PAPER.md sec. 4): use hamming_distance"
+                    "geometry (docs/method.md §4): use hamming_distance"
                 )
             return sphere_blocks(x)
     raise ValueError("pass at least one nn.Module, or the sphere blocks via blocks=")
@@ -78,7 +78,7 @@ def geodesic_angles(
     """Per sphere block (keyed by its ``param``), the angles ``phi`` between ``a`` and ``b`` (float64).
 
     Per-unit blocks give one angle per hidden unit (``phi_k``); the last layer gives one angle
-    ``phi_L`` between the whole weight tensors (PAPER.md sec. 5). Expects normalized, aligned
+    ``phi_L`` between the whole weight tensors (docs/method.md §5). Expects normalized, aligned
     networks (the angle itself does not depend on the norms; alignment is the caller's choice).
     """
     sa, sb = _state(a), _state(b)
@@ -98,7 +98,7 @@ def geodesic_angles(
 
 
 def geodesic_distance(a: ModelOrState, b: ModelOrState, *, blocks: Sequence[SphereBlock] | None = None) -> float:
-    """Geodesic distance on the product of spheres (PAPER.md sec. 5):
+    """Geodesic distance on the product of spheres (docs/method.md §5):
 
     ``D = sqrt(sum_k phi_k^2 + H_L * phi_L^2)``, i.e. ``sum_blocks radius^2 * phi^2`` with radius 1
     for hidden units and ``sqrt(H_L)`` for the last layer. Inputs: normalized and aligned networks
@@ -131,7 +131,7 @@ def _rms(a: nn.Module, b: nn.Module) -> float:
 def euclidean_distances(
     a: nn.Module, b: nn.Module, *, variants: Sequence[str] = EUCLIDEAN_VARIANTS
 ) -> dict[str, float]:
-    """Per-parameter Euclidean distance ``||A - B|| / sqrt(N_params)`` (PAPER.md sec. 5) in the
+    """Per-parameter Euclidean distance ``||A - B|| / sqrt(N_params)`` (docs/method.md §5) in the
     variants ``raw`` (as given), ``aligned`` (``b`` aligned to ``a``), ``normalized`` (both
     normalized) and ``normalized_aligned`` (both normalized, then aligned). Over the trainable
     parameters (weights, biases, BatchNorm affine); buffers do not count. The paper does not state
@@ -155,7 +155,7 @@ def euclidean_distances(
 
 
 def hamming_distance(a: nn.Module, b: nn.Module) -> float:
-    """Fraction of differing +-1 weights between two binary networks (PAPER.md sec. 5), over all
+    """Fraction of differing +-1 weights between two binary networks (docs/method.md §5), over all
     binary layers. Align first (``align(a, b)``) for the symmetry-free distance."""
     if not (is_binary(a) and is_binary(b)):
         raise ValueError("hamming_distance needs two binary networks (e.g. binary_mlp, binary_conv, committee)")

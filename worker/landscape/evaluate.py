@@ -1,4 +1,4 @@
-"""The one fast evaluator of the error landscape (PAPER.md sections 6-7).
+"""The one fast evaluator of the error landscape (docs/method.md §§6-7).
 
 Every measure of Toroid (path profiles, sections, tori, local energy, one-bend paths) asks
 the same question many times: what are the train and test error (fraction misclassified)
@@ -32,10 +32,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from worker.landscape.device import default_device
+from toroid.worker.landscape.device import default_device
 
 if TYPE_CHECKING:
-    from worker.landscape.data import Dataset
+    from toroid.worker.landscape.data import Dataset
 
 __all__ = [
     "CombinationEvaluator",
@@ -132,7 +132,7 @@ def _model_device(model: nn.Module) -> torch.device:
 def recalibrate_bn(model: nn.Module, x_train: Tensor, batch_size: int | None = None) -> nn.Module:
     """Recompute the BatchNorm running statistics of ``model`` from training inputs, in place.
 
-    PAPER.md section 7 leaves BN statistics along paths open; Toroid recomputes them.  Every
+    docs/method.md §7 leaves BN statistics along paths open; Toroid recomputes them.  Every
     BN layer's statistics are reset and re-estimated in one deterministic pass over
     ``x_train`` (in its order) with ``momentum=None``, i.e. the cumulative average of the
     per-batch statistics.  Batches have (almost) equal sizes, so with a single batch the
@@ -322,7 +322,7 @@ class Evaluator:
             x, y = getattr(dataset, f"x_{split}"), getattr(dataset, f"y_{split}")
         except AttributeError as exc:
             raise ValueError(
-                f"dataset must have x_{split} and y_{split} tensors (use worker.landscape.data.load_dataset)"
+                f"dataset must have x_{split} and y_{split} tensors (use toroid.worker.landscape.data.load_dataset)"
             ) from exc
         x, y = torch.as_tensor(x), torch.as_tensor(y)
         if x.shape[0] != y.shape[0]:

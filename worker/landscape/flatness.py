@@ -1,4 +1,4 @@
-"""Flatness of a minimum: the local energy (PAPER.md section 6).
+"""Flatness of a minimum: the local energy (docs/method.md §6).
 
     dE_train(w, sigma) = E_z[ E_train(w + sigma * z (.) w) ] - E_train(w),   z ~ N(0, I)
 
@@ -6,7 +6,7 @@ The noise is multiplicative (each parameter is perturbed in proportion to itself
 measure is invariant under the per-unit rescaling symmetry and needs no normalization.
 E_train is the training *error* (fraction misclassified).  BatchNorm running statistics stay
 fixed and the network is in eval mode.  For binary networks a random fraction eps of the
-binary weights is flipped instead (PAPER.md section 6, last line).
+binary weights is flipped instead (docs/method.md §6, last line).
 
 Two modes:
 
@@ -28,14 +28,14 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from worker.landscape.device import resolve_device
-from worker.landscape.evaluate import Evaluator, load_state
-from worker.landscape.nets import model_spec
-from worker.landscape.results import LocalEnergy
-from worker.landscape.symmetry import is_binary
+from toroid.worker.landscape.device import resolve_device
+from toroid.worker.landscape.evaluate import Evaluator, load_state
+from toroid.worker.landscape.nets import model_spec
+from toroid.worker.landscape.results import LocalEnergy
+from toroid.worker.landscape.symmetry import is_binary
 
 if TYPE_CHECKING:
-    from worker.landscape.data import Dataset
+    from toroid.worker.landscape.data import Dataset
 
 __all__ = [
     "DEFAULT_SIGMAS",
@@ -49,7 +49,7 @@ __all__ = [
 
 Progress = Callable[[float, dict[str, Any]], None]
 
-#: Default sigma grids (8 values including 0) per architecture family, PAPER.md section 6:
+#: Default sigma grids (8 values including 0) per architecture family, docs/method.md §6:
 #: MLP 0-0.5, LeNet 0-0.25, VGG16-BN 0-0.05 (also used for other BatchNorm conv nets such as
 #: ResNets).  Binary networks: flip fractions 0-0.1 (the paper does not state its range).
 DEFAULT_SIGMAS: dict[str, list[float]] = {
@@ -66,7 +66,7 @@ _FAMILY_OF_ARCHITECTURE = {"mlp": "mlp", "lenet": "lenet", "vgg": "vgg", "resnet
 def architecture_family(model: nn.Module) -> str:
     """The sigma family of ``model``: ``binary``, ``mlp``, ``lenet`` or ``vgg``.
 
-    Models built by :func:`worker.landscape.nets.build_model` are classified by their
+    Models built by :func:`toroid.worker.landscape.nets.build_model` are classified by their
     architecture name (ResNets use the VGG range, both being BatchNorm conv nets); other
     modules by structure: conv with BatchNorm -> vgg, conv -> lenet, otherwise mlp.
     """
@@ -170,7 +170,7 @@ def local_energy(
     stack: int | None = None,
     batch_size: int | None = None,
 ) -> LocalEnergy:
-    """Local energy dE_train(w, sigma) of ``model`` for each sigma (PAPER.md section 6).
+    """Local energy dE_train(w, sigma) of ``model`` for each sigma (docs/method.md §6).
 
     Parameters
     ----------

@@ -3,10 +3,10 @@
 A model is built from a registry name, a JSON-able config and a dataset (which fixes the
 input shape and the number of classes): ``build_model(name, config, dataset)``. Models are
 plain ``nn.Module`` objects whose ``state_dict`` is the checkpoint format, and every model is
-``torch.fx``-traceable so that :mod:`worker.landscape.symmetry` derives its unit graph by
+``torch.fx``-traceable so that :mod:`toroid.worker.landscape.symmetry` derives its unit graph by
 tracing instead of by a hand-written spec per architecture.
 
-Architectures (``ARCHITECTURES``), PAPER.md sec. 9 and 4:
+Architectures (``ARCHITECTURES``), docs/method.md §9 and 4:
 
 * ``mlp``         Flatten, hidden Linear + ReLU layers (default 2 x 512), Linear output.
 * ``lenet``       conv 20 5x5, 2x2 max-pool, conv 50 5x5, 2x2 max-pool, FC 500, output; on small
@@ -15,13 +15,13 @@ Architectures (``ARCHITECTURES``), PAPER.md sec. 9 and 4:
 * ``resnet``      CIFAR ResNet-18 style: 3x3 stem, BasicBlocks with BN and residual streams.
 * ``binary_mlp``  sign activations, +-1 weights, binary output layer (default 3 x 1001).
 * ``binary_conv`` binary ConvNet; average pooling (max-pooling does not commute with the sign
-                  flips of PAPER.md sec. 4: ``max(-x) = -min(x)``, whereas ``avg(-x) = -avg(x)``).
+                  flips of docs/method.md §4: ``max(-x) = -min(x)``, whereas ``avg(-x) = -avg(x)``).
 * ``committee``   binary committee machine: one binary hidden layer of K units whose outputs are
                   summed with fixed +1 weights; permutation is its only symmetry; 2 classes.
 
 Binary modules keep real-valued *latent* weights as their parameters (what an optimizer
 updates); the forward pass uses ``sign(latent)`` with a straight-through gradient (BinaryNet,
-Courbariaux et al. 2016), so they train with any torch optimizer (PAPER.md sec. 8).
+Courbariaux et al. 2016), so they train with any torch optimizer (docs/method.md §8).
 """
 
 from __future__ import annotations
@@ -370,7 +370,7 @@ def _build_binary_conv(config: dict, input_shape: tuple[int, ...], num_classes: 
     for i, ch in enumerate(channels, start=1):
         layers[f"conv{i}"] = BinaryConv2d(c, ch, kernel, padding=kernel // 2)
         if min(h, w) >= 2:
-            # average pooling: max-pooling does not commute with sign flips (PAPER.md sec. 4)
+            # average pooling: max-pooling does not commute with sign flips (docs/method.md §4)
             layers[f"pool{i}"] = nn.AvgPool2d(2)
             h, w = h // 2, w // 2
         layers[f"sign_conv{i}"] = Sign()
@@ -486,7 +486,7 @@ def build_model(
 ) -> nn.Module:
     """Build architecture ``name`` with ``config`` (missing keys take the defaults) for ``dataset``.
 
-    ``dataset`` is a :class:`~worker.landscape.data.Dataset` or a tuple ``(input_shape, num_classes)``.
+    ``dataset`` is a :class:`~toroid.worker.landscape.data.Dataset` or a tuple ``(input_shape, num_classes)``.
     ``seed`` fixes the initialization without touching the global RNG state (``None``: global RNG).
     The model gets an attribute ``toroid_spec`` = ``{"name", "config", "input_shape", "num_classes",
     "binary"}`` describing how it was built.

@@ -1,4 +1,4 @@
-"""Paths, barriers, planes and tori between minima (PAPER.md section 7).
+"""Paths, barriers, planes and tori between minima (docs/method.md §7).
 
 Path kinds (all three continuous ones are computed for every pair in the paper):
 
@@ -14,7 +14,7 @@ Path kinds (all three continuous ones are computed for every pair in the paper):
 
 Every point of these paths (and of :func:`section_2d` planes and :func:`torus_slice` tori) is a
 per-unit linear combination of two or three anchor networks, evaluated with
-:class:`~worker.landscape.evaluate.CombinationEvaluator`, which computes the first layer's
+:class:`~toroid.worker.landscape.evaluate.CombinationEvaluator`, which computes the first layer's
 products X W^T once per anchor instead of once per point.
 """
 
@@ -30,8 +30,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from worker.landscape.distances import geodesic_distance, unit_angles
-from worker.landscape.evaluate import (
+from toroid.worker.landscape.distances import geodesic_distance, unit_angles
+from toroid.worker.landscape.evaluate import (
     CombinationEvaluator,
     Evaluator,
     as_state,
@@ -40,12 +40,12 @@ from worker.landscape.evaluate import (
     load_state,
     recalibrate_bn,
 )
-from worker.landscape.flatness import binary_weight_keys
-from worker.landscape.results import PathProfile, Section, TorusSlice
-from worker.landscape.symmetry import SphereBlock, align, is_binary, normalize, sphere_blocks
+from toroid.worker.landscape.flatness import binary_weight_keys
+from toroid.worker.landscape.results import PathProfile, Section, TorusSlice
+from toroid.worker.landscape.symmetry import SphereBlock, align, is_binary, normalize, sphere_blocks
 
 if TYPE_CHECKING:
-    from worker.landscape.data import Dataset
+    from toroid.worker.landscape.data import Dataset
 
 __all__ = [
     "PATH_KINDS",
@@ -63,7 +63,7 @@ PathKind = Literal["linear", "linear_aligned", "geodesic", "flip"]
 PATH_KINDS: tuple[str, ...] = ("linear", "linear_aligned", "geodesic", "flip")
 
 #: Angles below this (radians) count as zero: slerp falls back to lerp + renormalization
-#: (PAPER.md section 10) and a unit's torus circle is degenerate.
+#: (docs/method.md §10) and a unit's torus circle is degenerate.
 SMALL_ANGLE = 1e-6
 
 
@@ -122,8 +122,8 @@ class _UnitPair:
     """Per-unit geometry of one sphere block between two prepared networks (float64).
 
     ``phi`` holds the angle of each unit (one entry for a whole-tensor block), computed by
-    :func:`~worker.landscape.distances.unit_angles` in the stable form 2 asin(||a - b|| / 2) of
-    the unit directions (PAPER.md section 10); ``aa, bb, ab`` the dot products used for the
+    :func:`~toroid.worker.landscape.distances.unit_angles` in the stable form 2 asin(||a - b|| / 2) of
+    the unit directions (docs/method.md §10); ``aa, bb, ab`` the dot products used for the
     small-angle fallback.
     """
 
@@ -152,7 +152,7 @@ class _UnitPair:
         )
 
     def slerp(self, x: float) -> tuple[Tensor, Tensor]:
-        """Coefficients (c_a, c_b) with p(x) = c_a a + c_b b per unit (PAPER.md section 7)."""
+        """Coefficients (c_a, c_b) with p(x) = c_a a + c_b b per unit (docs/method.md §7)."""
         phi = self.phi
         small = phi < SMALL_ANGLE
         safe = torch.where(small, torch.ones_like(phi), phi)
@@ -200,7 +200,7 @@ def path_coefficients(a: nn.Module, b: nn.Module, x: float, kind: PathKind = "ge
     """Per-key combination coefficients of the point x of a path between prepared A and B.
 
     The point's state is sum_m coefs[key][m] (.) state_m[key] over (A, B); see
-    :class:`~worker.landscape.evaluate.CombinationEvaluator`.  Keys not listed (integer
+    :class:`~toroid.worker.landscape.evaluate.CombinationEvaluator`.  Keys not listed (integer
     buffers) are A's.
     """
     if kind not in ("linear", "linear_aligned", "geodesic"):
@@ -221,7 +221,7 @@ def prepare_endpoints(a: nn.Module, b: nn.Module, kind: PathKind = "geodesic") -
     """The endpoints as the path ``kind`` uses them (inputs untouched).
 
     linear: (A, B) as given; linear_aligned and flip: (A, align(A, B)); geodesic:
-    (normalize(A), align(normalize(A), normalize(B))) (PAPER.md sections 2-4, 7).
+    (normalize(A), align(normalize(A), normalize(B))) (docs/method.md §§2-4, 7).
     """
     _check_kind(kind, is_binary(a))
     if kind == "linear":
@@ -266,7 +266,7 @@ def interpolate(
 
 # ----------------------------------------------------------------------------------- flip paths
 class _FlipPath:
-    """Binary flip path (PAPER.md section 7): flip A's differing binary weights to B's one at a time."""
+    """Binary flip path (docs/method.md §7): flip A's differing binary weights to B's one at a time."""
 
     def __init__(self, a: nn.Module, sa: Mapping[str, Tensor], sb: Mapping[str, Tensor]) -> None:
         self.keys = binary_weight_keys(a)
@@ -319,7 +319,7 @@ def path_profile(
     evaluator: Evaluator | None = None,
     factorize: bool = True,
 ) -> PathProfile:
-    """Train/test error and loss along the path ``kind`` from A to B (PAPER.md section 7).
+    """Train/test error and loss along the path ``kind`` from A to B (docs/method.md §7).
 
     Parameters
     ----------
@@ -335,7 +335,7 @@ def path_profile(
     orders:
         ``flip`` paths: number of random flip orders averaged.
     evaluator:
-        Reuse an :class:`~worker.landscape.evaluate.Evaluator` (data already on the device).
+        Reuse an :class:`~toroid.worker.landscape.evaluate.Evaluator` (data already on the device).
     progress:
         Called after each point with the fraction done and the point's values.
 
@@ -435,7 +435,7 @@ def section_2d(
     evaluator: Evaluator | None = None,
     factorize: bool = True,
 ) -> Section:
-    """Error on the plane through three networks (PAPER.md section 7, Garipov et al.).
+    """Error on the plane through three networks (docs/method.md §7, Garipov et al.).
 
     u = w2 - w1, v = (w3 - w1) minus its projection on u, grid w1 + x u_hat + y v_hat over
     all floating parameters.  ``space="normalized"``: normalize all three and align w2, w3 to

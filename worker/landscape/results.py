@@ -1,4 +1,4 @@
-"""Result records of the geometry measures (PAPER.md sections 5-7).
+"""Result records of the geometry measures (docs/method.md §§5-7).
 
 Every record is a small dataclass of plain Python numbers and lists, never tensors, so that
 ``to_dict()`` is directly JSON-able and ``from_dict(to_dict())`` round-trips.  Errors are
@@ -71,7 +71,7 @@ class _Record:
 
 @dataclass
 class PathProfile(_Record):
-    """Errors and losses along a path between two networks (PAPER.md section 7).
+    """Errors and losses along a path between two networks (docs/method.md §7).
 
     ``x`` is the interpolation fraction of each point (an evenly spaced grid on [0, 1]),
     ``distance`` the distance travelled along the path up to each point rescaled to [0, 1]
@@ -101,7 +101,7 @@ class PathProfile(_Record):
 
 @dataclass
 class LocalEnergy(_Record):
-    """Local energy curve dE_train(w, sigma) of one network (PAPER.md section 6).
+    """Local energy curve dE_train(w, sigma) of one network (docs/method.md §6).
 
     ``mean[i]`` is the mean over noise samples of E_train(w + sigma_i z (.) w) - E_train(w),
     ``std[i]`` the standard deviation over samples (the paper's error bars) and ``stderr[i]``
@@ -126,7 +126,7 @@ class LocalEnergy(_Record):
 
 @dataclass
 class Section(_Record):
-    """Error on a two-dimensional plane through three networks (PAPER.md section 7).
+    """Error on a two-dimensional plane through three networks (docs/method.md §7).
 
     The plane is w1 + x u_hat + y v_hat with u = w2 - w1 and v = (w3 - w1) minus its
     projection on u (Gram-Schmidt).  ``train_error[j][i]`` is the error at (x[i], y[j]):
@@ -166,7 +166,7 @@ class TorusSlice(_Record):
 
 @dataclass
 class BendResult(_Record):
-    """One-bend path A -> bend -> B (PAPER.md section 7): two path segments and their barrier."""
+    """One-bend path A -> bend -> B (docs/method.md §7): two path segments and their barrier."""
 
     profiles: list[PathProfile]
     barrier: float

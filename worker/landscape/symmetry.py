@@ -1,6 +1,6 @@
 """Symmetry removal: the unit graph, scale removal (normalize) and permutation / sign removal (align).
 
-PAPER.md sec. 2 (Algorithm 1, normalization), sec. 3 (Algorithm 2, alignment), sec. 4 (binary
+docs/method.md §2 (Algorithm 1, normalization), sec. 3 (Algorithm 2, alignment), sec. 4 (binary
 networks). The implementation is architecture-agnostic:
 
 1. **Unit graph.** The model is traced with ``torch.fx``. Every node is handled by ONE table of
@@ -121,7 +121,7 @@ class UnitGraph:
 
 @dataclass(frozen=True)
 class SphereBlock:
-    """A weight tensor living on spheres after :func:`normalize` (PAPER.md sec. 2).
+    """A weight tensor living on spheres after :func:`normalize` (docs/method.md §2).
 
     ``per_unit``: each slice along dim 0, flattened, is one hidden unit on the unit sphere.
     Otherwise the whole tensor is one vector on the sphere of radius ``sqrt(H_L)`` (the last layer).
@@ -484,7 +484,7 @@ def unit_graph(model: nn.Module) -> UnitGraph:
 
 
 def is_binary(model: nn.Module) -> bool:
-    """True when ``model`` has binary (sign-of-latent-weight) layers (PAPER.md sec. 4)."""
+    """True when ``model`` has binary (sign-of-latent-weight) layers (docs/method.md §4)."""
     return any(getattr(m, "binary", False) for m in model.modules())
 
 
@@ -508,7 +508,7 @@ def _block(model: nn.Module, consumer: Consumer, size: int) -> int:
 
 @torch.no_grad()
 def _permute_group(model: nn.Module, group: UnitGroup, perm: torch.Tensor) -> None:
-    """Unit ``k`` of the group becomes old unit ``perm[k]`` everywhere (PAPER.md sec. 3)."""
+    """Unit ``k`` of the group becomes old unit ``perm[k]`` everywhere (docs/method.md §3)."""
     for p in group.producers:
         for attr in ("weight", "bias"):
             t = _tensor(model, p.module, attr)
@@ -536,7 +536,7 @@ def _unit_shape(t: torch.Tensor, dim: int) -> list[int]:
 
 @torch.no_grad()
 def _flip_group(model: nn.Module, group: UnitGroup, signs: torch.Tensor) -> None:
-    """Multiply unit ``k``'s incoming and outgoing weights by ``signs[k]`` (PAPER.md sec. 4)."""
+    """Multiply unit ``k``'s incoming and outgoing weights by ``signs[k]`` (docs/method.md §4)."""
     for p in group.producers:
         for attr in ("weight", "bias"):
             t = _tensor(model, p.module, attr)
@@ -555,7 +555,7 @@ def _rescale_group(model: nn.Module, group: UnitGroup, c: torch.Tensor, bn_mode:
 
     Incoming weights and bias scale by ``c``. A BatchNorm right after the producer gets
     running_mean * c, running_var * c^2 (its normalized output is unchanged, exactly up to eps);
-    with ``bn_mode="push"`` (PAPER.md sec. 2) its affine weight and bias also scale by ``c``, so the
+    with ``bn_mode="push"`` (docs/method.md §2) its affine weight and bias also scale by ``c``, so the
     unit's output is multiplied by ``c`` and the consumers' input columns by ``1 / c``; with
     ``bn_mode="absorb"`` (or a BatchNorm without affine parameters) the BatchNorm absorbs the scale
     and the consumers are left alone. Without BatchNorm the consumers always get ``1 / c``.
@@ -586,7 +586,7 @@ def _rescale_group(model: nn.Module, group: UnitGroup, c: torch.Tensor, bn_mode:
 
 
 # --------------------------------------------------------------------------------------------------
-# normalize (PAPER.md sec. 2, Algorithm 1)
+# normalize (docs/method.md §2, Algorithm 1)
 
 
 def _unit_norms(model: nn.Module, group: UnitGroup) -> torch.Tensor:
@@ -600,7 +600,7 @@ BN_MODES = ("push", "absorb")
 
 
 def normalize(model: nn.Module, *, bn_mode: str = "push") -> nn.Module:
-    """Remove the positive-rescaling symmetry (PAPER.md sec. 2, Algorithm 1). Returns a new model.
+    """Remove the positive-rescaling symmetry (docs/method.md §2, Algorithm 1). Returns a new model.
 
     Bottom-up over the unit groups: every rescalable hidden unit ``k`` gets ``n_k = ||w_k||`` (its
     incoming weights, bias excluded) and is rescaled by ``c = 1 / n_k``: incoming weights and bias
@@ -611,10 +611,10 @@ def normalize(model: nn.Module, *, bn_mode: str = "push") -> nn.Module:
 
     Residual streams and units behind a nonlinearity-then-BatchNorm are not rescaled (their scale
     cannot legally move); they stay free parameters (see :func:`sphere_blocks`). Binary networks
-    have no scale symmetry (PAPER.md sec. 4): they are returned as an unchanged copy.
+    have no scale symmetry (docs/method.md §4): they are returned as an unchanged copy.
     Units with an all-zero weight vector (n_k = 0) are left as they are.
 
-    ``bn_mode`` (the paper is silent on the detail): ``"push"`` (default, PAPER.md sec. 2) scales a
+    ``bn_mode`` (the paper is silent on the detail): ``"push"`` (default, docs/method.md §2) scales a
     following BatchNorm's affine weight and bias with the unit and pushes ``n_k`` into the next
     layer; ``"absorb"`` lets the BatchNorm absorb the scale (only its running statistics change), so
     the BatchNorm affine parameters and the next layer stay as they are.
@@ -648,12 +648,12 @@ def normalize(model: nn.Module, *, bn_mode: str = "push") -> nn.Module:
 
 
 def sphere_blocks(model: nn.Module) -> list[SphereBlock]:
-    """The weight tensors that live on spheres after :func:`normalize` (PAPER.md sec. 2).
+    """The weight tensors that live on spheres after :func:`normalize` (docs/method.md §2).
 
     One per-unit block (radius 1) for the producer weight of every rescalable hidden group, and
     one whole-tensor block of radius ``sqrt(H_L)`` for the last layer's weight. Every other floating
     ``state_dict`` entry (biases, BatchNorm affine, residual-stream convolutions) is a free
-    parameter. Binary networks return ``[]`` (they are not normalized; PAPER.md sec. 4).
+    parameter. Binary networks return ``[]`` (they are not normalized; docs/method.md §4).
     """
     graph = unit_graph(model)
     if graph.binary:
@@ -670,7 +670,7 @@ def sphere_blocks(model: nn.Module) -> list[SphereBlock]:
 
 
 # --------------------------------------------------------------------------------------------------
-# align (PAPER.md sec. 3, Algorithm 2; sec. 4 for binary networks)
+# align (docs/method.md §3, Algorithm 2; sec. 4 for binary networks)
 
 
 def _unit_rows(model: nn.Module, p: Producer) -> tuple[torch.Tensor, torch.Tensor]:
@@ -686,7 +686,7 @@ def _unit_rows(model: nn.Module, p: Producer) -> tuple[torch.Tensor, torch.Tenso
 
 
 def _similarity(reference: nn.Module, model: nn.Module, p: Producer) -> torch.Tensor:
-    """Cosine similarity ``C[i, j]`` of reference unit ``i`` and model unit ``j`` (PAPER.md sec. 3)."""
+    """Cosine similarity ``C[i, j]`` of reference unit ``i`` and model unit ``j`` (docs/method.md §3)."""
     ra, fa = _unit_rows(reference, p)
     rb, fb = _unit_rows(model, p)
     return (ra @ rb.T) * fa[:, None] * fb.to(fa)[None, :]
@@ -704,7 +704,7 @@ def _check_same_structure(a: nn.Module, b: nn.Module) -> None:
 def align_permutations(
     reference: nn.Module, model: nn.Module, *, max_sweeps: int = 5
 ) -> tuple[nn.Module, dict[str, UnitMatch]]:
-    """Align ``model`` to ``reference`` (PAPER.md sec. 3, Algorithm 2; sec. 4). Returns a new model
+    """Align ``model`` to ``reference`` (docs/method.md §3, Algorithm 2; sec. 4). Returns a new model
     and, per unit group, the :class:`UnitMatch` applied.
 
     Bottom-up over the hidden groups: ``C[i, j]`` = cosine similarity between the flattened

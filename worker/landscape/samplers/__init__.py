@@ -1,4 +1,4 @@
-"""Samplers of minima with different flatness (PAPER.md sec. 8): the one sampler registry.
+"""Samplers of minima with different flatness (docs/method.md §8): the one sampler registry.
 
 ``SAMPLERS`` maps a name to a :class:`SamplerSpec` (description, hyperparameters with defaults
 and docs, the paper's values, whether binary networks are accepted, the training function):
@@ -30,12 +30,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from worker.landscape import CODE_VERSION
-from worker.landscape.data import Dataset, load_dataset
-from worker.landscape.device import resolve_device
-from worker.landscape.nets import ARCHITECTURES, build_model, model_spec
-from worker.landscape.samplers import adam, adv, binary, entropy_sgd, rsgd, sam, sgd
-from worker.landscape.samplers.base import Progress, SamplerSpec, TrainRun, validate_hparams
+from toroid.worker.landscape import CODE_VERSION
+from toroid.worker.landscape.data import Dataset, load_dataset
+from toroid.worker.landscape.device import resolve_device
+from toroid.worker.landscape.nets import ARCHITECTURES, build_model, model_spec
+from toroid.worker.landscape.samplers import adam, adv, binary, entropy_sgd, rsgd, sam, sgd
+from toroid.worker.landscape.samplers.base import Progress, SamplerSpec, TrainRun, validate_hparams
 
 __all__ = ["SAMPLERS", "SamplerSpec", "resolve_hparams", "sampler_schema", "train_minimum"]
 
@@ -99,7 +99,7 @@ def _as_dataset(dataset: Dataset | str | tuple[str, Mapping[str, Any]]) -> Datas
     if all(hasattr(dataset, a) for a in ("x_train", "y_train", "x_test", "y_test", "num_classes")):
         return dataset  # type: ignore[return-value]
     raise ValueError(
-        "dataset must be a Dataset from worker.landscape.data.load_dataset, a dataset name such as 'digits', "
+        "dataset must be a Dataset from toroid.worker.landscape.data.load_dataset, a dataset name such as 'digits', "
         f"or a tuple (name, options); got {type(dataset).__name__}"
     )
 
@@ -122,11 +122,11 @@ def train_minimum(
     progress: Progress | None = None,
     device: torch.device | str | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """Train a minimum of architecture ``arch`` on ``dataset`` with ``sampler`` (PAPER.md sec. 8).
+    """Train a minimum of architecture ``arch`` on ``dataset`` with ``sampler`` (docs/method.md §8).
 
     Args:
         arch, config: architecture registry name and config (missing keys take the defaults).
-        dataset: a loaded :class:`~worker.landscape.data.Dataset`, a dataset name, or ``(name, options)``.
+        dataset: a loaded :class:`~toroid.worker.landscape.data.Dataset`, a dataset name, or ``(name, options)``.
         sampler: a key of :data:`SAMPLERS`.
         hparams: sampler hyperparameters; missing ones take the sampler's defaults.
         seed: fixes the initialization and every random stream of the run.
@@ -137,7 +137,7 @@ def train_minimum(
         progress: called after every epoch with ``(fraction, {"epoch", "epochs", "train_loss",
             "train_error", "test_error"})`` (errors are fractions; ``train_loss`` is the full-pass
             cross-entropy); an exception raised by it stops training and propagates.
-        device: defaults to :func:`worker.landscape.device.default_device`.
+        device: defaults to :func:`toroid.worker.landscape.device.default_device`.
 
     Returns:
         ``(model, provenance)``: the minimizer on the CPU in eval mode, and a JSON-able dict with

@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from worker.landscape.samplers.base import Hyper, SamplerSpec, TrainRun, common_hyper
-from worker.landscape.samplers.sgd import sgd_epochs
+from toroid.worker.landscape.samplers.base import Hyper, SamplerSpec, TrainRun, common_hyper
+from toroid.worker.landscape.samplers.sgd import sgd_epochs
 
 __all__ = ["SPEC", "train_adam"]
 

@@ -1,4 +1,4 @@
-"""ADV: the sampler of sharp minima by adversarial initialization (PAPER.md sec. 8; Liu et al.,
+"""ADV: the sampler of sharp minima by adversarial initialization (docs/method.md §8; Liu et al.,
 "Bad global minima exist and SGD can reach them", NeurIPS 2020).
 
 1. Confusion pre-training: a copy of the training set with random labels (uniform over the
@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from worker.landscape.samplers.base import (
+from toroid.worker.landscape.samplers.base import (
     Hyper,
     SamplerSpec,
     TrainRun,
@@ -27,7 +27,7 @@ from worker.landscape.samplers.base import (
     common_hyper,
     sgd_optimizer,
 )
-from worker.landscape.samplers.sgd import sgd_epochs
+from toroid.worker.landscape.samplers.sgd import sgd_epochs
 
 __all__ = ["SPEC", "adv_train", "confusion_data", "train_adv"]
 
@@ -145,7 +145,7 @@ SPEC = SamplerSpec(
     description=(
         "Adversarial initialization (Liu et al. 2020): memorize a confusion copy of the data (random labels, "
         "10% of each input zeroed), then plain SGD (no momentum), lr 0.02, cosine: sharp minima "
-        "(PAPER.md sec. 8)."
+        "(docs/method.md §8)."
     ),
     hyper=adv_hyper(lr=0.02, confusion_lr=0.02, epochs=40),
     binary_ok=False,

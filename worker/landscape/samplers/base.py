@@ -1,4 +1,4 @@
-"""Shared machinery of the samplers of minima (PAPER.md sec. 8).
+"""Shared machinery of the samplers of minima (docs/method.md §8).
 
 Everything a sampler needs besides its update rule lives here, so that each sampler module
 reads like its paper:
@@ -8,7 +8,7 @@ reads like its paper:
   function;
 * :class:`TrainRun` - what a training function receives (initialized model, data, validated
   hyperparameters, seed, budget, callbacks) and the per-epoch bookkeeping: evaluation with the
-  one fast evaluator (:class:`worker.landscape.evaluate.Evaluator`), the progress callback,
+  one fast evaluator (:class:`toroid.worker.landscape.evaluate.Evaluator`), the progress callback,
   the stop at a target train error, the history;
 * seeded mini-batch shuffling (``torch.Generator``, so the same seed gives bit-identical
   weights on CPU), the cosine annealing schedule, optimizers, the latent-weight clip of
@@ -26,10 +26,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from worker.landscape.evaluate import Evaluator
+from toroid.worker.landscape.evaluate import Evaluator
 
 if TYPE_CHECKING:
-    from worker.landscape.data import Dataset
+    from toroid.worker.landscape.data import Dataset
 
 __all__ = [
     "Hyper",
@@ -68,7 +68,7 @@ class Hyper:
 
 @dataclass(frozen=True)
 class SamplerSpec:
-    """A registry entry of :data:`worker.landscape.samplers.SAMPLERS`.
+    """A registry entry of :data:`toroid.worker.landscape.samplers.SAMPLERS`.
 
     ``fn(run: TrainRun) -> nn.Module`` trains ``run.model`` (or replicas of it) and returns the
     minimizer.  ``binary_ok``: accepts binary architectures; ``binary_only``: accepts nothing else.
@@ -155,7 +155,7 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
 
 
 def binary_latent_weights(model: nn.Module) -> list[Tensor]:
-    """The latent real weights of the binary layers (modules with ``binary = True``, PAPER.md sec. 8)."""
+    """The latent real weights of the binary layers (modules with ``binary = True``, docs/method.md §8)."""
     return [
         m.weight
         for m in model.modules()
@@ -187,7 +187,7 @@ class TrainRun:
             it in place and return it, or return another module such as RSGD's center).
         build: ``build(seed) -> nn.Module`` makes a freshly initialized network of the same
             architecture on ``device`` (used for RSGD's independently initialized replicas).
-        dataset: the data (inputs already standardized by :mod:`worker.landscape.data`).
+        dataset: the data (inputs already standardized by :mod:`toroid.worker.landscape.data`).
         hp: validated hyperparameters, defaults filled.
         seed: the run's seed; every random stream derives from it (:func:`derive_seed`).
         epochs: the epoch budget.
@@ -303,7 +303,7 @@ def common_hyper(epochs: int, lr: float, momentum: float, nesterov: bool, schedu
 
 
 def sgd_optimizer(params: Any, hp: Mapping[str, Any], lr: float | None = None) -> torch.optim.SGD:
-    """``torch.optim.SGD`` with the run's momentum / Nesterov settings (no weight decay, PAPER.md sec. 8)."""
+    """``torch.optim.SGD`` with the run's momentum / Nesterov settings (no weight decay, docs/method.md §8)."""
     momentum = float(hp["momentum"])
     nesterov = bool(hp["nesterov"]) and momentum > 0
     return torch.optim.SGD(params, lr=hp["lr"] if lr is None else lr, momentum=momentum, nesterov=nesterov)

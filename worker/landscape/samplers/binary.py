@@ -1,6 +1,6 @@
-"""Binary networks: SGD, RSGD and ADV on BinaryNet-style latent weights (PAPER.md sec. 8-9).
+"""Binary networks: SGD, RSGD and ADV on BinaryNet-style latent weights (docs/method.md §8-9).
 
-The binary architectures of :mod:`worker.landscape.nets` (``binary_mlp``, ``binary_conv``,
+The binary architectures of :mod:`toroid.worker.landscape.nets` (``binary_mlp``, ``binary_conv``,
 ``committee``) keep real latent weights; the forward pass uses their sign (binary output layer
 included) and the backward pass a straight-through gradient.  This sampler trains them with
 the paper's three samplers, chosen by the ``variant`` hyperparameter:
@@ -24,10 +24,10 @@ from dataclasses import replace
 
 from torch import nn
 
-from worker.landscape.samplers.adv import adv_hyper, adv_train
-from worker.landscape.samplers.base import Hyper, SamplerSpec, TrainRun
-from worker.landscape.samplers.rsgd import rsgd_hyper, rsgd_train
-from worker.landscape.samplers.sgd import sgd_epochs
+from toroid.worker.landscape.samplers.adv import adv_hyper, adv_train
+from toroid.worker.landscape.samplers.base import Hyper, SamplerSpec, TrainRun
+from toroid.worker.landscape.samplers.rsgd import rsgd_hyper, rsgd_train
+from toroid.worker.landscape.samplers.sgd import sgd_epochs
 
 __all__ = ["SPEC", "VARIANTS", "train_binary"]
 
@@ -81,7 +81,7 @@ def _binary_hyper() -> dict[str, Hyper]:
 SPEC = SamplerSpec(
     description=(
         "Binary networks (sign weights and activations, straight-through gradient on clipped latent weights) "
-        "trained with the paper's sgd, rsgd or adv sampler, chosen by 'variant' (PAPER.md sec. 8)."
+        "trained with the paper's sgd, rsgd or adv sampler, chosen by 'variant' (docs/method.md §8)."
     ),
     hyper=_binary_hyper(),
     binary_ok=True,

@@ -1,5 +1,5 @@
 """Entropy-SGD (Chaudhari et al., ICLR 2017, Algorithm 1), a further sampler of flat minima
-(PAPER.md sec. 8 cites it; Toroid adds it).
+(docs/method.md §8 cites it; Toroid adds it).
 
 Gradient descent on the local entropy.  Each outer step starts a Langevin chain at the current
 weights ``x``: ``x' = mu = x``; for ``L`` inner steps (each on a fresh mini-batch)
@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from worker.landscape.samplers.base import Hyper, SamplerSpec, TrainRun, common_hyper, set_lr, sgd_optimizer
+from toroid.worker.landscape.samplers.base import Hyper, SamplerSpec, TrainRun, common_hyper, set_lr, sgd_optimizer
 
 __all__ = ["SPEC", "train_entropy_sgd"]
 

@@ -1,4 +1,4 @@
-"""Replicated SGD (RSGD): the sampler of flat minima (PAPER.md sec. 8; Pittorino et al. 2021,
+"""Replicated SGD (RSGD): the sampler of flat minima (docs/method.md §8; Pittorino et al. 2021,
 "Entropic gradient descent algorithms and wide flat minima").
 
 ``y`` replicas ``w_a`` (default 5), independently initialized, each on its own shuffled
@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from worker.landscape.samplers.base import (
+from toroid.worker.landscape.samplers.base import (
     Hyper,
     SamplerSpec,
     TrainRun,
@@ -208,7 +208,7 @@ def rsgd_hyper(lr: float, epochs: int) -> dict[str, Hyper]:
 SPEC = SamplerSpec(
     description=(
         "Replicated SGD: 5 independently initialized replicas on their own mini-batches, coupled to their "
-        "center with a geometrically growing gamma; returns the center. Flat minima (PAPER.md sec. 8)."
+        "center with a geometrically growing gamma; returns the center. Flat minima (docs/method.md §8)."
     ),
     hyper=rsgd_hyper(lr=0.05, epochs=30),
     binary_ok=False,

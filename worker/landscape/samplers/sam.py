@@ -1,5 +1,5 @@
 """SAM: Sharpness-Aware Minimization (Foret et al., ICLR 2021), a further sampler of flat minima
-(PAPER.md sec. 8 cites it; Toroid adds it).
+(docs/method.md §8 cites it; Toroid adds it).
 
 Each step: gradient ``g`` at ``w``; ascend to ``w + e`` with ``e = rho g / ||g||`` (the norm
 over all parameters); take the gradient at ``w + e``; return to ``w`` and let the base optimizer
@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from worker.landscape.samplers.base import Hyper, SamplerSpec, TrainRun, common_hyper, set_lr, sgd_optimizer
+from toroid.worker.landscape.samplers.base import Hyper, SamplerSpec, TrainRun, common_hyper, set_lr, sgd_optimizer
 
 __all__ = ["SPEC", "frozen_bn_statistics", "train_sam"]
 

@@ -1,8 +1,8 @@
-"""SGD: the sampler of typical minima (PAPER.md sec. 8).
+"""SGD: the sampler of typical minima (docs/method.md §8).
 
 Nesterov momentum 0.9, learning rate 0.02 with cosine annealing, batch 128, cross-entropy, no
 weight decay, no augmentation.  :func:`sgd_epochs` is the plain training loop that ADV's clean
-phase and the one-bend retraining (:mod:`worker.landscape.bend`) reuse.
+phase and the one-bend retraining (:mod:`toroid.worker.landscape.bend`) reuse.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from worker.landscape.samplers.base import (
+from toroid.worker.landscape.samplers.base import (
     SamplerSpec,
     TrainRun,
     binary_latent_weights,
@@ -61,7 +61,7 @@ def train_sgd(run: TrainRun) -> nn.Module:
 SPEC = SamplerSpec(
     description=(
         "SGD with Nesterov momentum 0.9, lr 0.02, cosine annealing, batch 128, cross-entropy, no weight "
-        "decay: minima of typical flatness (PAPER.md sec. 8)."
+        "decay: minima of typical flatness (docs/method.md §8)."
     ),
     hyper=common_hyper(epochs=30, lr=0.02, momentum=0.9, nesterov=True),
     binary_ok=False,

@@ -9,7 +9,7 @@ from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
-from backend.settings import get_settings
+from toroid.store.settings import get_settings
 
 
 class Base(DeclarativeBase):
@@ -52,8 +52,8 @@ def get_session() -> Iterator[Session]:
 
 def init_db() -> None:
     """Create the tables (idempotent)."""
-    import backend.models  # noqa: F401  (registers the tables on Base.metadata)
-    import backend.studies  # noqa: F401  (the studies table)
+    import toroid.backend.studies  # noqa: F401  (the studies table)
+    import toroid.store.models  # noqa: F401  (registers the tables on Base.metadata)
 
     Base.metadata.create_all(get_engine())
 

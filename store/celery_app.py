@@ -1,6 +1,6 @@
 """The Celery application: broker and result channel on Redis, reliable delivery settings.
 
-Start a worker with ``toroid worker`` (or ``celery -A worker.celery_app worker -Q cpu,gpu``).
+Start a worker with ``toroid worker`` (or ``celery -A toroid.store.celery_app worker -Q cpu,gpu``).
 
 Delivery is deliberate (see docs/operations.md): ``acks_late`` + ``reject_on_worker_lost`` so a task whose process
 dies goes back to the queue; one task at a time per process (prefetch 1); the Redis visibility timeout is
@@ -13,13 +13,13 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Exchange, Queue
 
-from backend.settings import get_settings
+from toroid.store.settings import get_settings
 
 
 def make_celery() -> Celery:
     settings = get_settings()
     broker = settings.redis_url or "redis://127.0.0.1:6379/0"
-    app = Celery("toroid", broker=broker, backend=None, include=["worker.tasks", "worker.study_tasks"])
+    app = Celery("toroid", broker=broker, backend=None, include=["toroid.worker.tasks", "toroid.worker.study_tasks"])
     app.conf.update(
         task_acks_late=True,
         task_reject_on_worker_lost=True,

@@ -35,9 +35,9 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from backend.db import new_session
-from backend.models import ACTIVE_STATES, Job, Minimum, Result, new_id, utcnow
-from backend.settings import get_settings
+from toroid.store.db import new_session
+from toroid.store.models import ACTIVE_STATES, Job, Minimum, Result, new_id, utcnow
+from toroid.store.settings import get_settings
 
 log = logging.getLogger("toroid.jobs")
 
@@ -110,7 +110,7 @@ def input_descriptor(minimum: Minimum) -> dict[str, Any]:
 
 def result_key(kind: str, minima: Sequence[Minimum], params: dict[str, Any]) -> str:
     """sha256 of (kind, input checkpoint hashes and descriptions, normalized params, CODE_VERSION)."""
-    from worker.landscape import CODE_VERSION
+    from toroid.worker.landscape import CODE_VERSION
 
     payload = {
         "kind": kind,
@@ -154,7 +154,7 @@ def create_job(
 
 def enqueue(session: Session, job: Job) -> None:
     """Publish the job's Celery message (after the row is committed, so the worker finds it)."""
-    from worker.celery_app import celery_app
+    from toroid.store.celery_app import celery_app
 
     task_id = f"{job.id}-{new_id()[:8]}"
     try:
@@ -315,7 +315,7 @@ class JobRun:
     ) -> str:
         """Mark the job succeeded and store its result (idempotent by key) in one transaction; returns the result
         id. ``also(session, result_id)`` runs in the same transaction (e.g. to update the minimum's flatness)."""
-        from worker.landscape import CODE_VERSION
+        from toroid.worker.landscape import CODE_VERSION
 
         if not key:
             raise ValueError(f"job {self.job_id} has no result key")
@@ -412,7 +412,7 @@ def _broker_task_ids_present(task_ids: Iterable[str], queues: Iterable[str]) -> 
     """Which of ``task_ids`` still have a message in Redis (waiting in a queue, or delivered and not acked)."""
     import redis
 
-    from worker.celery_app import celery_app
+    from toroid.store.celery_app import celery_app
 
     wanted = set(task_ids)
     if not wanted:

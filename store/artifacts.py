@@ -7,7 +7,7 @@ renamed into place with ``os.replace``; a reader sees either no file or the comp
 Names supplied by users are never used to build paths: the only path component that varies is a validated
 hexadecimal digest.
 
-Checkpoints are safetensors files of a model's ``state_dict`` (the format of ``worker.landscape.nets``).
+Checkpoints are safetensors files of a model's ``state_dict`` (the format of ``toroid.worker.landscape.nets``).
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ class ArtifactStore:
 
 def state_dict_bytes(state: Mapping[str, torch.Tensor]) -> bytes:
     """Serialize a state_dict to safetensors bytes (deterministic for equal tensors)."""
-    from worker.landscape.io import state_dict_bytes as serialize
+    from toroid.worker.landscape.io import state_dict_bytes as serialize
 
     return serialize(state)
 
@@ -131,12 +131,12 @@ class CheckpointError(ValueError):
 def read_checkpoint(data: bytes) -> dict[str, torch.Tensor]:
     """Parse an uploaded checkpoint: safetensors, or a torch ``state_dict`` read with ``weights_only=True``.
 
-    The format is recognized from the bytes, never from a file name (``worker.landscape.io.parse_checkpoint``).
+    The format is recognized from the bytes, never from a file name (``toroid.worker.landscape.io.parse_checkpoint``).
     ``torch.load(weights_only=True)`` refuses any pickle that references code (``os.system``, arbitrary classes)
     *before* anything is executed, so a malicious ``.pt`` file is rejected without side effects.
     Raises ``CheckpointError`` with the reason.
     """
-    from worker.landscape.io import parse_checkpoint
+    from toroid.worker.landscape.io import parse_checkpoint
 
     if not data:
         raise CheckpointError("the checkpoint file is empty")
@@ -153,7 +153,7 @@ def template_state(architecture: str, config: Mapping[str, Any], input_shape: tu
     Raises ``ValueError`` (from the architecture registry, naming valid choices) for unknown names or config keys,
     and for networks above ``MAX_PARAMETERS``.
     """
-    from worker.landscape.nets import build_model, model_spec
+    from toroid.worker.landscape.nets import build_model, model_spec
 
     with torch.device("meta"):
         model = build_model(architecture, dict(config), (tuple(input_shape), int(num_classes)))
@@ -214,7 +214,7 @@ def check_state_dict(state: Mapping[str, torch.Tensor], template: Mapping[str, t
 def load_model(architecture: str, config: Mapping[str, Any], input_shape: tuple[int, ...], num_classes: int,
                state: Mapping[str, torch.Tensor]) -> nn.Module:
     """Build the architecture on the CPU and load ``state`` (strict); eval mode."""
-    from worker.landscape.nets import build_model
+    from toroid.worker.landscape.nets import build_model
 
     model = build_model(architecture, dict(config), (tuple(input_shape), int(num_classes)))
     model.load_state_dict(dict(state), strict=True)
@@ -223,6 +223,6 @@ def load_model(architecture: str, config: Mapping[str, Any], input_shape: tuple[
 
 def get_store() -> ArtifactStore:
     """The store of the current settings (``TOROID_HOME``/artifacts)."""
-    from backend.settings import get_settings
+    from toroid.store.settings import get_settings
 
     return ArtifactStore(get_settings().artifacts_dir)

@@ -4,11 +4,11 @@
   dataset, sampler provenance, its train/test error and, once measured, its local energy).
 * ``Job``: one unit of background work and its live state (progress, partial results, heartbeat).
 * ``Result``: the outcome of an analysis, unique by ``key`` = sha256 of (kind, input checkpoint hashes and
-  descriptions, parameters normalized with their defaults, ``worker.landscape.CODE_VERSION``), so the same
-  question is answered once (see ``backend.jobs.result_key``).
+  descriptions, parameters normalized with their defaults, ``toroid.worker.landscape.CODE_VERSION``), so the same
+  question is answered once (see ``toroid.store.ledger.result_key``).
 
-Large arrays never live here: checkpoints are files in the artifact store (``backend.storage``), rows hold their
-sha256; results hold the small JSON dicts of ``worker.landscape.results``.
+Large arrays never live here: checkpoints are files in the artifact store (``toroid.store.artifacts``), rows hold their
+sha256; results hold the small JSON dicts of ``toroid.worker.landscape.results``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import JSON, DateTime, Float, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from backend.db import Base
+from toroid.store.db import Base
 
 JOB_KINDS = ("train", "flatness", "path", "distances", "section", "torus", "study")
 JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
@@ -114,7 +114,7 @@ class Job(Base):
     minimum_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     # Reliability: each claim by a worker increments ``attempts``; progress writes carry the attempt number, so
-    # a worker whose job was re-enqueued after its heartbeat went stale can no longer write (see backend.jobs).
+    # a worker whose job was re-enqueued after its heartbeat went stale can no longer write (see toroid.store.ledger).
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     worker: Mapped[str | None] = mapped_column(String(200), nullable=True)
     task_id: Mapped[str | None] = mapped_column(String(64), nullable=True)

@@ -1,0 +1,37 @@
+"""Toroid: the error landscape of neural networks with their parameter symmetries removed, after Pittorino et al.,
+"Deep Networks on Toroids" (ICML 2022).
+
+The distribution claims this one import name. Its parts live in folders at the top of the repository and are
+mapped under it by pyproject.toml (docs/architecture.md has the layers and the allowed import directions):
+
+* ``toroid.worker.landscape``: the science core, pure functions over torch modules (usable from a notebook);
+* ``toroid.store``: settings, database, migrations, artifact store, job ledger, the Celery app;
+* ``toroid.backend``: the FastAPI app, request services and the ``toroid`` CLI;
+* ``toroid.worker``: the Celery tasks; ``toroid.dashboard``: the Dash UI (HTTP only).
+
+The core's public API is re-exported here, lazily (PEP 562): ``from toroid import normalize, align,
+geodesic_distance, path_profile, local_energy`` imports only the core modules it needs, and ``import toroid`` alone
+imports no torch (the dashboard's container does not need it).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.2.0"
+
+_CORE = "toroid.worker.landscape"
+
+
+def __getattr__(name: str) -> Any:
+    core = importlib.import_module(_CORE)
+    if name not in core.__all__:
+        raise AttributeError(f"module 'toroid' has no attribute {name!r}; the core's API: {sorted(core.__all__)}")
+    value = getattr(core, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(importlib.import_module(_CORE).__all__))
