@@ -31,17 +31,17 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from sqlalchemy import JSON, DateTime, String, select, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy.orm import Session
 
-from toroid.store.db import Base, get_engine, new_session
-from toroid.store.models import ACTIVE_STATES, Job, Minimum, Result, new_id, utcnow
+from toroid.store.db import get_engine, new_session
+from toroid.store.models import ACTIVE_STATES, Job, Minimum, Result, Study, new_id, utcnow
 
 PairChoice = Literal["all", "within", "across"]
 PathKindName = Literal["linear", "linear_aligned", "geodesic", "flip"]
@@ -540,38 +540,6 @@ def validate_spec(spec: StudySpec) -> list[Step]:
 
 
 # ============================================================================================= the study record
-class Study(Base):
-    """One study: its spec, the job that runs it, and the minimum / result id of every finished step."""
-
-    __tablename__ = "studies"
-
-    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
-    key: Mapped[str] = mapped_column(String(64), unique=True)
-    name: Mapped[str] = mapped_column(String(200))
-    preset: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    spec: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    job_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
-    outputs: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
-
-    def to_record(self, job: Job | None, total_steps: int | None = None) -> dict[str, Any]:
-        from toroid.store.models import iso
-
-        outputs = self.outputs or {}
-        return {
-            "id": self.id, "name": self.name, "preset": self.preset, "key": self.key, "spec": self.spec or {},
-            "job_id": self.job_id, "job": job.to_record() if job is not None else None,
-            "state": job.state if job is not None else "queued",
-            "progress": float(job.progress or 0.0) if job is not None else 0.0,
-            "message": (job.message or "") if job is not None else "",
-            "error": job.error if job is not None else None,
-            "minimum_ids": [v["minimum_id"] for v in outputs.values() if v.get("minimum_id")],
-            "result_ids": [v["result_id"] for v in outputs.values() if v.get("result_id")],
-            "steps_done": len(outputs), "steps_total": total_steps,
-            "outputs": outputs, "created_at": iso(self.created_at),
-        }
-
-
 _tables_ready: set[str] = set()
 
 

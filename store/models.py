@@ -1,8 +1,10 @@
-"""Database tables (SQLAlchemy 2): minima, jobs and results.
+"""Database tables (SQLAlchemy 2): minima, jobs, results and studies.
 
 * ``Minimum``: a trained network (a checkpoint in the artifact store plus what it is: architecture, config,
   dataset, sampler provenance, its train/test error and, once measured, its local energy).
 * ``Job``: one unit of background work and its live state (progress, partial results, heartbeat).
+* ``Study``: a study (the paper's protocol as one job, docs/studies.md): its spec, its job, and the minimum /
+  result id of every finished step.
 * ``Result``: the outcome of an analysis, unique by ``key`` = sha256 of (kind, input checkpoint hashes and
   descriptions, parameters normalized with their defaults, ``toroid.worker.landscape.CODE_VERSION``), so the same
   question is answered once (see ``toroid.store.ledger.result_key``).
@@ -165,4 +167,34 @@ class Result(Base):
             "data": self.data or {},
             "created_at": iso(self.created_at),
             "key": self.key,
+        }
+
+
+class Study(Base):
+    """One study: its spec, the job that runs it, and the minimum / result id of every finished step."""
+
+    __tablename__ = "studies"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    key: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    preset: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    job_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    outputs: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+    def to_record(self, job: Job | None, total_steps: int | None = None) -> dict[str, Any]:
+        outputs = self.outputs or {}
+        return {
+            "id": self.id, "name": self.name, "preset": self.preset, "key": self.key, "spec": self.spec or {},
+            "job_id": self.job_id, "job": job.to_record() if job is not None else None,
+            "state": job.state if job is not None else "queued",
+            "progress": float(job.progress or 0.0) if job is not None else 0.0,
+            "message": (job.message or "") if job is not None else "",
+            "error": job.error if job is not None else None,
+            "minimum_ids": [v["minimum_id"] for v in outputs.values() if v.get("minimum_id")],
+            "result_ids": [v["result_id"] for v in outputs.values() if v.get("result_id")],
+            "steps_done": len(outputs), "steps_total": total_steps,
+            "outputs": outputs, "created_at": iso(self.created_at),
         }
