@@ -23,8 +23,9 @@ from collections.abc import Callable
 import torch
 
 from toroid.worker.landscape.distances import geodesic_distance, hamming_distance
+from toroid.worker.landscape.graph import _GRAPH_CACHE, unit_graph
 from toroid.worker.landscape.nets import build_model
-from toroid.worker.landscape.symmetry import _GRAPH_CACHE, align, normalize, unit_graph
+from toroid.worker.landscape.symmetry import align, normalize
 
 
 def median_time(fn: Callable[[], object], repeats: int) -> float:

@@ -9,9 +9,11 @@ mapped under it by pyproject.toml (docs/architecture.md has the layers and the a
 * ``toroid.backend``: the FastAPI app, request services and the ``toroid`` CLI;
 * ``toroid.worker``: the Celery tasks; ``toroid.dashboard``: the Dash UI (HTTP only).
 
-The core's public API is re-exported here, lazily (PEP 562): ``from toroid import normalize, align,
-geodesic_distance, path_profile, local_energy`` imports only the core modules it needs, and ``import toroid`` alone
-imports no torch (the dashboard's container does not need it).
+The core's public API (``toroid.worker.landscape.__all__``) is re-exported here, lazily (PEP 562): ``from toroid
+import normalize, align, geodesic_distance, path_profile, local_energy, torus_slice`` imports only the core modules it
+needs, and ``import toroid`` alone imports no torch (the dashboard's container does not need it); neither do the
+torch-free names (``path_kinds``, ``check_path_kind``, ``bend_kinds``, ``check_bend_kind``, ``to_json``,
+``local_energy_at_largest_sigma``). The names resolve to the core's own objects.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ _CORE = "toroid.worker.landscape"
 
 def __getattr__(name: str) -> Any:
     core = importlib.import_module(_CORE)
+    if name == "__all__":  # ``from toroid import *``: the core's API
+        return list(core.__all__)
     if name not in core.__all__:
         raise AttributeError(f"module 'toroid' has no attribute {name!r}; the core's API: {sorted(core.__all__)}")
     value = getattr(core, name)

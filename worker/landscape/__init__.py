@@ -4,6 +4,14 @@
 Pure functions over torch modules and tensors; imports torch, numpy, scipy, scikit-learn and
 the standard library only. The public names below are re-exported lazily (PEP 562), so
 ``import toroid.worker.landscape`` is cheap and each submodule is imported on first use.
+
+Modules, bottom up: ``nets`` (architectures), ``data`` (datasets), ``device``; ``graph`` (the unit
+graph: which units move together), ``symmetry`` (the moves: normalize, align); ``distances``;
+``states`` (state dicts, combinations, BatchNorm recalibration), ``combination`` (combinations of
+anchor networks, first-layer factorization), ``evaluate`` (the evaluator); ``flatness`` (local
+energy); ``kinds`` (path kinds and the binary rule), ``paths`` (paths, barriers, planes), ``torus``
+(torus slices), ``bend`` (one-bend paths); ``samplers`` (training); ``results`` (result records,
+JSON); ``io`` (checkpoints).
 """
 
 from __future__ import annotations
@@ -25,14 +33,25 @@ _EXPORTS: dict[str, str] = {
     "interpolate": "paths",
     "path_profile": "paths",
     "section_2d": "paths",
-    "torus_slice": "paths",
+    # torus slices (docs/method.md (part 2) §5)
+    "torus_slice": "torus",
+    # path kinds and the binary rule (sec. 4, 7); plain Python, no torch
+    "ALL_PATH_KINDS": "kinds",
+    "path_kinds": "kinds",
+    "check_path_kind": "kinds",
+    "bend_kinds": "kinds",
+    "check_bend_kind": "kinds",
     # flatness (sec. 6)
     "local_energy": "flatness",
     # one-bend paths (sec. 7)
     "one_bend": "bend",
+    # results as JSON (no torch)
+    "to_json": "results",
+    "local_energy_at_largest_sigma": "results",
     # registries
     "build_model": "nets",
     "ARCHITECTURES": "nets",
+    "is_binary_architecture": "nets",
     "load_dataset": "data",
     "DATASETS": "data",
     "SAMPLERS": "samplers",

@@ -34,19 +34,21 @@ from torch import nn
 from toroid.worker.landscape.data import Dataset
 from toroid.worker.landscape.device import resolve_device
 from toroid.worker.landscape.distances import euclidean_distances, geodesic_distance, hamming_distance
-from toroid.worker.landscape.evaluate import Evaluator, as_state, combine_states, load_state
+from toroid.worker.landscape.evaluate import Evaluator
+from toroid.worker.landscape.graph import is_binary
+from toroid.worker.landscape.kinds import BEND_KINDS, check_bend_kind
 from toroid.worker.landscape.paths import path_profile
 from toroid.worker.landscape.results import BendResult
 from toroid.worker.landscape.samplers import resolve_hparams
 from toroid.worker.landscape.samplers.base import TrainRun
 from toroid.worker.landscape.samplers.sgd import sgd_epochs
-from toroid.worker.landscape.symmetry import align, is_binary, normalize
+from toroid.worker.landscape.states import as_state, combine_states, load_state
+from toroid.worker.landscape.symmetry import align, normalize
 
 __all__ = ["BEND_KINDS", "midpoint", "one_bend"]
 
 Progress = Callable[[float, dict[str, Any]], None]
-BendKind = Literal["geodesic", "linear_aligned", "linear", "flip"]
-BEND_KINDS: tuple[str, ...] = ("geodesic", "linear_aligned", "linear", "flip")
+BendKind = Literal["geodesic", "linear_aligned", "linear", "flip"]  # BEND_KINDS (kinds.py); bend_kinds(binary) fit
 
 #: share of the progress fraction spent retraining the bend (the rest: the two segments)
 _TRAIN_SHARE = 0.7
@@ -131,15 +133,10 @@ def one_bend(
         (max train error over both), the bend's distances to A and B, its train error and the epochs
         run; ``extra`` holds the bend's test error, the retraining history and hyperparameters.
     """
-    if kind not in BEND_KINDS:
-        raise ValueError(f"kind must be one of {list(BEND_KINDS)}, got {kind!r}")
     binary = is_binary(a)
+    check_bend_kind(kind, binary)
     if binary != is_binary(b):
         raise ValueError("one_bend needs two networks of the same architecture (one is binary, the other not)")
-    if binary and kind != "flip":
-        raise ValueError(f"binary networks have no {kind!r} path; use kind='flip'")
-    if not binary and kind == "flip":
-        raise ValueError("kind='flip' is for binary networks; use 'geodesic', 'linear_aligned' or 'linear'")
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:

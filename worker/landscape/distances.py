@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .symmetry import SphereBlock, align, is_binary, normalize, sphere_blocks
+from toroid.worker.landscape.graph import SphereBlock, is_binary, sphere_blocks
+from toroid.worker.landscape.symmetry import align, normalize
 
 __all__ = [
     "EUCLIDEAN_VARIANTS",

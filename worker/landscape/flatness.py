@@ -29,10 +29,11 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from toroid.worker.landscape.device import resolve_device
-from toroid.worker.landscape.evaluate import Evaluator, load_state
+from toroid.worker.landscape.evaluate import Evaluator
+from toroid.worker.landscape.graph import is_binary
 from toroid.worker.landscape.nets import model_spec
 from toroid.worker.landscape.results import LocalEnergy
-from toroid.worker.landscape.symmetry import is_binary
+from toroid.worker.landscape.states import load_state
 
 if TYPE_CHECKING:
     from toroid.worker.landscape.data import Dataset

@@ -48,6 +48,7 @@ __all__ = [
     "architecture_schema",
     "binarize",
     "build_model",
+    "is_binary_architecture",
     "model_spec",
     "sign_ste",
 ]
@@ -455,6 +456,13 @@ def architecture_schema(name: str) -> dict[str, Any]:
     import copy
 
     return copy.deepcopy(ARCHITECTURES[name].defaults)
+
+
+def is_binary_architecture(name: str) -> bool:
+    """True when the registered architecture ``name`` is binary (docs/method.md §4); ``False`` for
+    continuous and for unknown names (the caller that needs the name to exist checks that itself)."""
+    spec = ARCHITECTURES.get(name)
+    return bool(spec.binary) if spec is not None else False
 
 
 def _dataset_shape(dataset: Any) -> tuple[tuple[int, ...], int]:

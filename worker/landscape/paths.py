@@ -1,4 +1,4 @@
-"""Paths, barriers, planes and tori between minima (docs/method.md §7).
+"""Paths, barriers and planes between minima (docs/method.md §7).
 
 Path kinds (all three continuous ones are computed for every pair in the paper):
 
@@ -12,15 +12,18 @@ Path kinds (all three continuous ones are computed for every pair in the paper):
 * ``flip``            binary networks: after alignment, the differing binary weights are
                       flipped one at a time in random order, several orders averaged.
 
-Every point of these paths (and of :func:`section_2d` planes and :func:`torus_slice` tori) is a
-per-unit linear combination of two or three anchor networks, evaluated with
-:class:`~toroid.worker.landscape.evaluate.CombinationEvaluator`, which computes the first layer's
-products X W^T once per anchor instead of once per point.
+Which kinds fit which networks (the binary rule) is decided in :mod:`toroid.worker.landscape.kinds`
+(:func:`path_kinds`, :func:`check_path_kind`, re-exported here).  Every point of these paths (and of
+:func:`section_2d` planes) is a per-unit linear combination of two or three anchor networks,
+evaluated with :class:`~toroid.worker.landscape.combination.CombinationEvaluator`, which computes the
+first layer's products X W^T once per anchor instead of once per point.  The torus chart built on
+the same per-unit geometry is :mod:`toroid.worker.landscape.torus`.
 """
 
 from __future__ import annotations
 
 import copy
+import importlib
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,37 +33,42 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from toroid.worker.landscape.combination import CombinationEvaluator
 from toroid.worker.landscape.distances import geodesic_distance, unit_angles
-from toroid.worker.landscape.evaluate import (
-    CombinationEvaluator,
-    Evaluator,
-    as_state,
-    combine_states,
-    has_batchnorm,
-    load_state,
-    recalibrate_bn,
-)
+from toroid.worker.landscape.evaluate import Evaluator
 from toroid.worker.landscape.flatness import binary_weight_keys
-from toroid.worker.landscape.results import PathProfile, Section, TorusSlice
-from toroid.worker.landscape.symmetry import SphereBlock, align, is_binary, normalize, sphere_blocks
+from toroid.worker.landscape.graph import SphereBlock, is_binary, sphere_blocks
+from toroid.worker.landscape.kinds import (
+    ALL_PATH_KINDS,
+    PATH_KINDS,
+    bend_kinds,
+    check_bend_kind,
+    check_path_kind,
+    path_kinds,
+)
+from toroid.worker.landscape.results import PathProfile, Section
+from toroid.worker.landscape.states import as_state, combine_states, has_batchnorm, load_state, recalibrate_bn
+from toroid.worker.landscape.symmetry import align, normalize
 
 if TYPE_CHECKING:
     from toroid.worker.landscape.data import Dataset
 
 __all__ = [
+    "ALL_PATH_KINDS",
     "PATH_KINDS",
+    "bend_kinds",
+    "check_bend_kind",
+    "check_path_kind",
     "interpolate",
     "path_coefficients",
+    "path_kinds",
     "path_profile",
     "prepare_endpoints",
     "section_2d",
-    "torus_point",
-    "torus_slice",
 ]
 
 Progress = Callable[[float, dict[str, Any]], None]
 PathKind = Literal["linear", "linear_aligned", "geodesic", "flip"]
-PATH_KINDS: tuple[str, ...] = ("linear", "linear_aligned", "geodesic", "flip")
 
 #: Angles below this (radians) count as zero: slerp falls back to lerp + renormalization
 #: (docs/method.md §10) and a unit's torus circle is degenerate.
@@ -69,15 +77,8 @@ SMALL_ANGLE = 1e-6
 
 # ---------------------------------------------------------------------------------------- helpers
 def _check_kind(kind: str, binary: bool) -> None:
-    if kind not in PATH_KINDS:
-        raise ValueError(f"unknown path kind {kind!r}; choose one of {list(PATH_KINDS)}")
-    if binary and kind == "geodesic":
-        raise ValueError(
-            "geodesic paths need continuous networks (normalization is undefined for binary weights); "
-            "use kind='flip' (or 'linear' / 'linear_aligned' on the latent weights)"
-        )
-    if not binary and kind == "flip":
-        raise ValueError("kind='flip' is for binary networks; use 'linear', 'linear_aligned' or 'geodesic'")
+    """The kinds :func:`path_profile` computes (all but ``one_bend``), by the binary rule."""
+    check_path_kind(kind, binary, one_bend=False)
 
 
 def _check_points(points: int) -> int:
@@ -200,7 +201,7 @@ def path_coefficients(a: nn.Module, b: nn.Module, x: float, kind: PathKind = "ge
     """Per-key combination coefficients of the point x of a path between prepared A and B.
 
     The point's state is sum_m coefs[key][m] (.) state_m[key] over (A, B); see
-    :class:`~toroid.worker.landscape.evaluate.CombinationEvaluator`.  Keys not listed (integer
+    :class:`~toroid.worker.landscape.combination.CombinationEvaluator`.  Keys not listed (integer
     buffers) are A's.
     """
     if kind not in ("linear", "linear_aligned", "geodesic"):
@@ -515,276 +516,12 @@ def section_2d(
     )
 
 
-# ----------------------------------------------------------------------------------------- torus
-TorusGroups = str | Sequence[str]
+# The torus chart moved to torus.py; its names stay importable from here for one release.
+_MOVED = {"TorusGroups": "torus", "torus_point": "torus", "torus_slice": "torus"}
 
 
-class _TorusChart:
-    """The torus construction of docs/method.md (part 2) over prepared A, B (and C).
-
-    Every unit k (and the last layer as one vector) moves on the great circle through a_k and
-    b_k: point cos(theta) a_k + sin(theta) u_k with u_k the unit tangent at a_k toward b_k.
-    A torus coordinate alpha in [0, 2 pi) maps to theta_k by the piecewise-linear circle map
-    h_k(alpha) = alpha phi_k / Phi for alpha <= Phi, phi_k + (alpha - Phi)(2 pi - phi_k) /
-    (2 pi - Phi) beyond, Phi = mean phi_k over the unit's group.
-    """
-
-    def __init__(
-        self, a: nn.Module, b: nn.Module, c: nn.Module | None = None, groups: TorusGroups = "first_layer"
-    ) -> None:
-        blocks = sphere_blocks(a)
-        if not blocks:
-            raise ValueError("the network has no sphere blocks (units on spheres): no torus to slice")
-        sa, sb = as_state(a), as_state(b)
-        self.states = [sa, sb]
-        self.blocks = blocks
-        self.pairs_b = [_UnitPair.build(blk, sa[blk.param], sb[blk.param]) for blk in blocks]
-        self.third = c is not None
-        float_keys = _float_keys(sa)
-        sphere_keys = {blk.param for blk in blocks}
-        if self.third:
-            sc = as_state(c)
-            self.states.append(sc)
-            self.pairs_c = [_UnitPair.build(blk, sa[blk.param], sc[blk.param]) for blk in blocks]
-            self.gamma = [
-                self._tangent_cosine(blk, sa, sb, sc, pb, pc)
-                for blk, pb, pc in zip(blocks, self.pairs_b, self.pairs_c, strict=True)
-            ]
-            # both coordinates move every unit: one group per coordinate, over all units
-            self.block_group = [0] * len(blocks)
-            self.free_group = {k: 0 for k in float_keys if k not in sphere_keys}
-            self.phi_groups = [self._mean_angle(self.pairs_b), self._mean_angle(self.pairs_c)]
-        else:
-            in_first = self._first_group(blocks, groups)
-            self.block_group = [0 if blk.group in in_first else 1 for blk in blocks]
-            if all(g == 0 for g in self.block_group) or all(g == 1 for g in self.block_group):
-                raise ValueError(
-                    f"groups={groups!r} puts every unit in one group; both torus axes need units"
-                )
-            self.free_group = {}
-            current = self.block_group[0]
-            param_group = {blk.param: g for blk, g in zip(blocks, self.block_group, strict=True)}
-            for k in float_keys:  # a free parameter follows the nearest preceding sphere block
-                if k in param_group:
-                    current = param_group[k]
-                else:
-                    self.free_group[k] = current
-            self.phi_groups = [
-                self._mean_angle([p for p, g in zip(self.pairs_b, self.block_group, strict=True) if g == gi])
-                for gi in (0, 1)
-            ]
-
-    @staticmethod
-    def _first_group(blocks: Sequence[SphereBlock], groups: TorusGroups) -> set[str]:
-        names = [blk.group for blk in blocks]
-        if groups == "first_layer":
-            return {names[0]}
-        if groups == "last_layer":
-            return set(names) - {names[-1]}
-        if isinstance(groups, str):
-            raise ValueError(
-                f"groups must be 'first_layer', 'last_layer' or a list of unit group names {sorted(set(names))}, "
-                f"got {groups!r}"
-            )
-        chosen = set(groups)
-        unknown = chosen - set(names)
-        if unknown:
-            raise ValueError(f"unknown unit groups {sorted(unknown)}; the network has {sorted(set(names))}")
-        return chosen
-
-    @staticmethod
-    def _mean_angle(pairs: Sequence[_UnitPair]) -> float:
-        phis = torch.cat([p.phi for p in pairs])
-        return float(phis.mean()) if len(phis) else 0.0
-
-    @staticmethod
-    def _tangent_cosine(
-        blk: SphereBlock,
-        sa: Mapping[str, Tensor],
-        sb: Mapping[str, Tensor],
-        sc: Mapping[str, Tensor],
-        pb: _UnitPair,
-        pc: _UnitPair,
-    ) -> Tensor:
-        """Cosine between the unit tangents at a_k toward b_k and toward c_k (0 when degenerate)."""
-        rows = sa[blk.param].shape[0] if blk.per_unit else 1
-        a, b, c = (s[blk.param].detach().double().reshape(rows, -1).cpu() for s in (sa, sb, sc))
-        r = pb.radius
-        ub = (b - torch.cos(pb.phi)[:, None] * a) / torch.sin(pb.phi).clamp(min=1e-300)[:, None]
-        uc = (c - torch.cos(pc.phi)[:, None] * a) / torch.sin(pc.phi).clamp(min=1e-300)[:, None]
-        gamma = (ub * uc).sum(1) / (r * r)
-        degenerate = (pb.phi < SMALL_ANGLE) | (pc.phi < SMALL_ANGLE)
-        return torch.where(degenerate, torch.zeros_like(gamma), gamma)
-
-    @staticmethod
-    def circle_map(alpha: float, phi: Tensor, big_phi: float) -> Tensor:
-        """h_k(alpha): torus coordinate -> circle angle of each unit (identity-free, periodic)."""
-        if big_phi <= 0.0:
-            return torch.zeros_like(phi)
-        alpha = alpha % (2 * math.pi)
-        if alpha <= big_phi:
-            return alpha * phi / big_phi
-        return phi + (alpha - big_phi) * (2 * math.pi - phi) / (2 * math.pi - big_phi)
-
-    @staticmethod
-    def fraction(alpha: float, big_phi: float) -> float:
-        """Fraction of the way from A to the other minimum for free parameters (back to A beyond Phi)."""
-        if big_phi <= 0.0:
-            return 0.0
-        alpha = alpha % (2 * math.pi)
-        if alpha <= big_phi:
-            return alpha / big_phi
-        return (2 * math.pi - alpha) / (2 * math.pi - big_phi)
-
-    @staticmethod
-    def _circle_coefficients(theta: Tensor, pair: _UnitPair, t: float) -> tuple[Tensor, Tensor]:
-        """(c_a, c_other) of cos(theta) a + sin(theta) u (u the tangent toward the other point)."""
-        small = pair.phi < SMALL_ANGLE
-        safe = torch.where(small, torch.ones_like(pair.phi), pair.phi)
-        ca = torch.cos(theta) - torch.sin(theta) * torch.cos(safe) / torch.sin(safe)
-        co = torch.sin(theta) / torch.sin(safe)
-        ca = torch.where(small, torch.full_like(ca, 1.0 - t), ca)
-        co = torch.where(small, torch.full_like(co, t), co)
-        return ca, co
-
-    def coefficients(self, alpha1: float, alpha2: float) -> dict[str, Tensor]:
-        """Combination coefficients over (A, B) or (A, B, C) of the torus point (alpha1, alpha2)."""
-        coefs: dict[str, Tensor] = {}
-        alphas = (alpha1, alpha2)
-        t = [self.fraction(alphas[g], self.phi_groups[g]) for g in (0, 1)]
-        if not self.third:
-            for pair, g in zip(self.pairs_b, self.block_group, strict=True):
-                theta = self.circle_map(alphas[g], pair.phi, self.phi_groups[g])
-                coefs[pair.key] = pair.shaped(self._circle_coefficients(theta, pair, t[g]))
-            for k, g in self.free_group.items():
-                coefs[k] = torch.tensor([1.0 - t[g], t[g]], dtype=torch.float64)
-            return coefs
-        for pb, pc, gamma in zip(self.pairs_b, self.pairs_c, self.gamma, strict=True):
-            th1 = self.circle_map(alpha1, pb.phi, self.phi_groups[0])
-            th2 = self.circle_map(alpha2, pc.phi, self.phi_groups[1])
-            # first the rotation toward B: v = cos(th1) a + sin(th1) u_B (lerp when degenerate)
-            ca, cb = self._circle_coefficients(th1, pb, t[0])
-            small_b = pb.phi < SMALL_ANGLE
-            va = torch.where(small_b, torch.ones_like(th1), torch.cos(th1))  # v . a_hat / r
-            vc = torch.where(small_b, torch.zeros_like(th1), torch.sin(th1) * gamma)  # v . u_C_hat / r
-            # then the rotation by th2 in the plane (a_hat, u_C_hat), u_C = (c - cos(phi_C) a) / sin(phi_C):
-            # v + [(cos th2 - 1) va - sin th2 vc] a_hat + [sin th2 va + (cos th2 - 1) vc] u_C_hat
-            s = torch.sin(th2) * va + (torch.cos(th2) - 1.0) * vc
-            small_c = pc.phi < SMALL_ANGLE
-            safe = torch.where(small_c, torch.ones_like(pc.phi), pc.phi)
-            rot_a = (
-                ca + (torch.cos(th2) - 1.0) * va - torch.sin(th2) * vc - s * torch.cos(safe) / torch.sin(safe)
-            )
-            rot_c = s / torch.sin(safe)
-            # degenerate A->C circle (c_k = a_k): no rotation, move linearly toward C instead
-            cc = torch.where(small_c, torch.full_like(rot_c, t[1]), rot_c)
-            ca = torch.where(small_c, ca - t[1], rot_a)
-            coefs[pb.key] = pb.shaped((ca, cb, cc))
-        for k in self.free_group:
-            coefs[k] = torch.tensor([1.0 - t[0] - t[1], t[0], t[1]], dtype=torch.float64)
-        return coefs
-
-
-def torus_point(
-    a: nn.Module,
-    b: nn.Module,
-    alpha1: float,
-    alpha2: float,
-    c: nn.Module | None = None,
-    groups: TorusGroups = "first_layer",
-) -> nn.Module:
-    """The network at torus coordinates (alpha1, alpha2) for *prepared* (normalized, aligned) A, B (C).
-
-    BN running statistics follow the free-parameter fractions (linear); :func:`torus_slice`
-    recomputes them by default.
-    """
-    chart = _TorusChart(a, b, c, groups)
-    coefs = chart.coefficients(float(alpha1), float(alpha2))
-    return _model_from_state(a, combine_states(chart.states, coefs))
-
-
-def torus_slice(
-    a: nn.Module,
-    b: nn.Module,
-    dataset: Dataset | Any,
-    c: nn.Module | None = None,
-    resolution: int = 33,
-    progress: Progress | None = None,
-    device: torch.device | str | None = None,
-    *,
-    groups: TorusGroups = "first_layer",
-    bn: Literal["recompute", "interpolate"] = "recompute",
-    prepared: bool = False,
-    evaluator: Evaluator | None = None,
-    factorize: bool = True,
-) -> TorusSlice:
-    """Error on a two-dimensional torus through A and B (and C) in the normalized space.
-
-    Without C, the units are split into two groups (``groups``: ``first_layer`` - the first
-    hidden layer vs. everything else -, ``last_layer`` - everything but the last layer vs. the
-    last layer -, or a list of unit group names forming the first group); each torus
-    coordinate moves its group's units around their A->B great circles.  A is at (0, 0), B at
-    (Phi_1, Phi_2) and the geodesic between them is the straight segment.  With C, phi1 moves
-    every unit along its A->B circle and phi2 along its A->C circle: A = (0, 0), B = (Phi_B, 0),
-    C = (0, Phi_C).  Both axes sample [0, 2 pi) with ``resolution`` points.  Unless
-    ``prepared``, the networks are normalized and B (C) aligned to A first.
-    """
-    if is_binary(a):
-        raise ValueError(
-            "torus slices need continuous networks (units on spheres); binary networks have none"
-        )
-    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 2:
-        raise ValueError(f"resolution must be an integer >= 2, got {resolution!r}")
-    _check_bn(bn)
-    if not prepared:
-        a = normalize(a)
-        b = align(a, normalize(b))
-        c = align(a, normalize(c)) if c is not None else None
-    chart = _TorusChart(a, b, c, groups)
-    ev = evaluator if evaluator is not None else Evaluator(a, dataset, device)
-    combos = CombinationEvaluator(ev, chart.states, factorize=factorize)
-    grid = np.linspace(0.0, 2 * math.pi, resolution, endpoint=False).tolist()
-    train = [[math.nan] * resolution for _ in range(resolution)]
-    test = [[math.nan] * resolution for _ in range(resolution)]
-    total, done = resolution * resolution, 0
-    for j, a2 in enumerate(grid):
-        for i, a1 in enumerate(grid):
-            res = combos.evaluate(chart.coefficients(a1, a2), "both", bn=bn)
-            train[j][i], test[j][i] = res["train_error"], res["test_error"]
-            done += 1
-            if progress is not None:
-                progress(done / total, {"i": i, "j": j, "phi1": a1, "phi2": a2, **res})
-    phi1, phi2 = chart.phi_groups
-    if chart.third:
-        minima = {"A": [0.0, 0.0], "B": [phi1, 0.0], "C": [0.0, phi2]}
-        segment = [[t * phi1, 0.0] for t in np.linspace(0.0, 1.0, 17).tolist()]
-        construction = (
-            "three-minima: phi1 rotates every unit along its A->B circle, phi2 along its A->C circle"
-        )
-    else:
-        minima = {"A": [0.0, 0.0], "B": [phi1, phi2]}
-        segment = [[t * phi1, t * phi2] for t in np.linspace(0.0, 1.0, 17).tolist()]
-        construction = (
-            f"two-groups ({groups if isinstance(groups, str) else list(groups)}): circle maps per group"
-        )
-    minima_errors = {}
-    for name, (m1, m2) in minima.items():
-        res = combos.evaluate(chart.coefficients(m1, m2), "both", bn=bn)
-        minima_errors[name] = {"train_error": res["train_error"], "test_error": res["test_error"]}
-    extra = {
-        "bn": bn if ev.has_bn else "none",
-        "factorized": combos.factorized,
-        "minima_errors": minima_errors,
-    }
-    if chart.third:
-        extra["geodesic_ac"] = [[0.0, t * phi2] for t in np.linspace(0.0, 1.0, 17).tolist()]
-    return TorusSlice(
-        phi1=grid,
-        phi2=grid,
-        train_error=train,
-        test_error=test,
-        minima=minima,
-        geodesic=segment,
-        construction=construction,
-        extra=extra,
-    )
+def __getattr__(name: str) -> Any:
+    module = _MOVED.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"toroid.worker.landscape.{module}"), name)

@@ -1,12 +1,16 @@
 """Result records of the geometry measures (docs/method.md §§5-7).
 
 Every record is a small dataclass of plain Python numbers and lists, never tensors, so that
-``to_dict()`` is directly JSON-able and ``from_dict(to_dict())`` round-trips.  Errors are
-fractions in [0, 1]; the user interface shows them in percent.
+``to_dict()`` is strict JSON (:func:`to_json`: a non-finite number becomes ``None``) and
+``from_dict(to_dict())`` round-trips.  Errors are fractions in [0, 1]; the user interface shows
+them in percent.  :func:`to_json` is the platform's one conversion to JSON values (the store's
+rows and keys use it too).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Self
 
@@ -17,43 +21,67 @@ __all__ = [
     "Section",
     "TorusSlice",
     "jsonable",
+    "local_energy_at_largest_sigma",
+    "to_json",
 ]
 
 
-def jsonable(value: Any) -> Any:
-    """Convert ``value`` to plain JSON types (numbers, strings, lists, dicts).
+def to_json(value: Any) -> Any:
+    """A copy of ``value`` in plain JSON types that any JSON encoder accepts (strict JSON, no NaN).
 
-    Tensors and numpy arrays become (nested) lists of floats, numpy scalars become Python
-    numbers, tuples become lists, result records their ``to_dict()``; non-finite floats are
-    kept as floats (JSON encoders that refuse NaN must be told so by the caller).
+    Non-finite floats (NaN, +-inf) become ``None``; other floats (numpy's included) plain floats;
+    mappings become dicts with string keys, tuples and lists lists; numpy / torch scalars and arrays
+    go through ``tolist()``; records (result dataclasses and anything else with a ``to_dict()``)
+    through ``to_dict()``; any other object becomes ``str(value)``.
     """
     if value is None or isinstance(value, bool | str):
         return value
     if isinstance(value, int):
         return int(value)
     if isinstance(value, float):
-        return float(value)
-    if isinstance(value, _Record):
-        return value.to_dict()
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): to_json(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
+        return [to_json(v) for v in value]
+    to_dict = getattr(value, "to_dict", None)
+    if callable(to_dict):  # result records, UnitMatch
+        return to_json(to_dict())
     tolist = getattr(value, "tolist", None)
     if callable(tolist):  # torch.Tensor, numpy arrays and numpy scalars
-        return jsonable(tolist())
-    item = getattr(value, "item", None)
-    if callable(item):
-        return jsonable(item())
-    raise TypeError(f"cannot convert {type(value).__name__} to a JSON-able value")
+        return to_json(tolist())
+    return str(value)
+
+
+#: The former name of :func:`to_json` (it kept non-finite floats; nothing relied on that).
+jsonable = to_json
+
+
+def local_energy_at_largest_sigma(data: Mapping[str, Any]) -> float | None:
+    """The local energy at the largest sigma of a :class:`LocalEnergy` dict (docs/method.md (part 2) §6).
+
+    This is the flatness the paper compares with the test error. ``None`` when ``sigmas`` or
+    ``mean`` is missing or empty, their lengths differ, a sigma is not a finite number, or the
+    value is not a finite number.
+    """
+    sigmas, means = data.get("sigmas") or [], data.get("mean") or []
+    if not sigmas or len(sigmas) != len(means) or not all(_finite(s) for s in sigmas):
+        return None
+    value = means[max(range(len(sigmas)), key=lambda i: sigmas[i])]
+    return float(value) if _finite(value) else None
+
+
+def _finite(value: Any) -> bool:
+    """A finite real number (``bool`` is not one)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 class _Record:
     """Shared ``to_dict`` / ``from_dict`` for the result dataclasses."""
 
     def to_dict(self) -> dict[str, Any]:
-        """The record as a JSON-able dict (one key per field)."""
-        return {f.name: jsonable(getattr(self, f.name)) for f in fields(self)}  # type: ignore[arg-type]
+        """The record as a dict of strict JSON values (one key per field; see :func:`to_json`)."""
+        return {f.name: to_json(getattr(self, f.name)) for f in fields(self)}  # type: ignore[arg-type]
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Self:
