@@ -112,8 +112,9 @@ class Job(Base):
     # Result key of analyses (None for training); an identical request while this job is active reuses it.
     key: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     queue: Mapped[str] = mapped_column(String(32), default="cpu")
-    result_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
-    minimum_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    # indexed: the API finds the jobs of a result / a minimum by these (migration 0002)
+    result_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    minimum_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     # Reliability: each claim by a worker increments ``attempts``; progress writes carry the attempt number, so
     # a worker whose job was re-enqueued after its heartbeat went stale can no longer write (see toroid.store.ledger).
