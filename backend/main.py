@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse, RedirectResponse
 
 from toroid.backend.api import analyses, demo, health, jobs, minima, registry, results, studies
 from toroid.store.db import init_db
+from toroid.store.errors import ToroidError
 from toroid.store.settings import get_settings
 
 DASHBOARD_PREFIX = "/dashboard/"
@@ -34,6 +35,7 @@ def create_app(*, with_dashboard: bool = True) -> FastAPI:
     for module in (health, registry, minima, analyses, jobs, results, demo, studies):
         app.include_router(module.router, prefix="/api")
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(ToroidError, _domain_error)
     _declare_optional_auth(app, settings)
 
     @app.get("/", include_in_schema=False)
@@ -46,7 +48,7 @@ def create_app(*, with_dashboard: bool = True) -> FastAPI:
         from toroid.dashboard.app import create_dash
 
         api_url = settings.dashboard_api_url or f"{settings.base_url}/api"
-        dash_app = create_dash(api_url=api_url, prefix=DASHBOARD_PREFIX)
+        dash_app = create_dash(api_url=api_url, prefix=DASHBOARD_PREFIX, public_api_url=settings.public_api_url)
         app.mount(DASHBOARD_PREFIX.rstrip("/"), WSGIMiddleware(dash_app.server))
     return app
 
@@ -86,3 +88,9 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
             "message": "; ".join(_readable(e) for e in errors) or "invalid request",
         },
     )
+
+
+async def _domain_error(_request: Request, exc: Exception) -> JSONResponse:
+    """The one mapping of the typed domain errors (``toroid.store.errors``) to HTTP: their status, their message."""
+    status = exc.status if isinstance(exc, ToroidError) else 500
+    return JSONResponse(status_code=status, content={"detail": str(exc)})

@@ -17,8 +17,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m toroid.dashboard", description=__doc__.splitlines()[0])
     parser.add_argument("--api-url", default=os.environ.get("TOROID_DASHBOARD_API_URL", "http://127.0.0.1:8000/api"),
                         help="API base URL as the dashboard server reaches it (default TOROID_DASHBOARD_API_URL)")
-    parser.add_argument("--public-api-url", default=None,
-                        help="API base URL as browsers reach it, for download links (default: --api-url)")
+    parser.add_argument("--public-api-url", default=os.environ.get("TOROID_PUBLIC_API_URL"),
+                        help="API base URL as browsers reach it (default TOROID_PUBLIC_API_URL, else --api-url)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8050)
     args = parser.parse_args(argv)

@@ -9,7 +9,6 @@ second while jobs run, every few seconds otherwise; views react to those stores 
 from __future__ import annotations
 
 import json
-import os
 from urllib.parse import urlparse
 
 import dash
@@ -78,9 +77,10 @@ def slim_job(job: dict) -> dict:
 
 def create_dash(api_url: str, prefix: str = "/dashboard/", public_api_url: str | None = None) -> dash.Dash:
     """The Dash app talking to the API at ``api_url`` (server side); download links in the page point to
-    ``public_api_url`` (default: TOROID_PUBLIC_API_URL, else the path of ``api_url`` on the page's own origin)."""
+    ``public_api_url`` (the server passes its TOROID_PUBLIC_API_URL; default: the path of ``api_url`` on the page's
+    own origin)."""
     client = ApiClient(api_url)
-    public = public_api_url or os.environ.get("TOROID_PUBLIC_API_URL") or urlparse(api_url).path or "/api"
+    public = public_api_url or urlparse(api_url).path or "/api"
     app = dash.Dash(
         __name__,
         requests_pathname_prefix=prefix,

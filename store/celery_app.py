@@ -19,7 +19,7 @@ from toroid.store.settings import get_settings
 def make_celery() -> Celery:
     settings = get_settings()
     broker = settings.redis_url or "redis://127.0.0.1:6379/0"
-    app = Celery("toroid", broker=broker, backend=None, include=["toroid.worker.tasks", "toroid.worker.study_tasks"])
+    app = Celery("toroid", broker=broker, backend=None, include=["toroid.worker.tasks", "toroid.worker.study"])
     app.conf.update(
         task_acks_late=True,
         task_reject_on_worker_lost=True,

@@ -36,8 +36,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from toroid.store.db import new_session
+from toroid.store.errors import BrokerUnavailable
 from toroid.store.models import ACTIVE_STATES, Job, Minimum, Result, new_id, utcnow
+from toroid.store.params import JobParams, job_params
 from toroid.store.settings import get_settings
+from toroid.worker.landscape.results import to_json
+
+__all__ = ["BrokerUnavailable", "JobCancelled", "JobRun", "JobSuperseded", "cancel_job", "claim", "create_job",
+           "find_active_job", "find_result", "publish_job", "record_flatness", "recover_jobs", "result_key"]
 
 log = logging.getLogger("toroid.jobs")
 
@@ -81,20 +87,9 @@ def max_job_attempts() -> int:
 
 
 # --------------------------------------------------------------------------------------------- JSON and keys
-def clean_json(value: Any) -> Any:
-    """A copy of ``value`` that any JSON encoder accepts: non-finite floats become None, tuples lists."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): clean_json(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [clean_json(v) for v in value]
-    if value is None or isinstance(value, bool | int | str):
-        return value
-    tolist = getattr(value, "tolist", None)  # numpy / torch scalars and arrays
-    if callable(tolist):
-        return clean_json(tolist())
-    return str(value)
+#: JSON that any encoder and every database's JSON column accept (non-finite floats become null): the core's one
+#: converter, used for job parameters, partial results, results and keys alike.
+clean_json = to_json
 
 
 def input_descriptor(minimum: Minimum) -> dict[str, Any]:
@@ -108,36 +103,42 @@ def input_descriptor(minimum: Minimum) -> dict[str, Any]:
     }
 
 
+def canonical_hash(value: Any) -> str:
+    """sha256 of the one serialization that keys hash: sorted keys, no spaces, non-finite floats as null."""
+    text = json.dumps(clean_json(value), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def result_key(kind: str, minima: Sequence[Minimum], params: dict[str, Any]) -> str:
     """sha256 of (kind, input checkpoint hashes and descriptions, normalized params, CODE_VERSION)."""
     from toroid.worker.landscape import CODE_VERSION
 
-    payload = {
+    return canonical_hash({
         "kind": kind,
         "inputs": [input_descriptor(m) for m in minima],
         "params": params,
         "code_version": CODE_VERSION,
-    }
-    text = json.dumps(clean_json(payload), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
+    })
 
 
 # --------------------------------------------------------------------------------------------- API side
-class BrokerUnavailable(RuntimeError):
-    """The Celery message could not be published (Redis unreachable)."""
-
-
 def create_job(
-    session: Session, kind: str, params: dict[str, Any], *, key: str | None = None, message: str = "queued"
+    session: Session, params: JobParams, *, key: str | None = None, message: str = "queued", publish: bool = True
 ) -> Job:
-    """Insert a queued job and publish its message; returns it, or the active job of the same ``key`` when an
-    identical request won the race (a unique partial index). Raises ``BrokerUnavailable`` (the job is then
-    failed)."""
-    if kind not in TASK_NAMES:
-        raise ValueError(f"unknown job kind {kind!r}; valid kinds: {sorted(TASK_NAMES)}")
+    """The one way a job is born: insert it queued and (``publish``) send its Celery message by task name.
+
+    With a ``key``, an identical computation already queued or running is returned instead (also when it won the
+    race to the unique partial index a moment ago). ``publish=False`` leaves the message out: a study runs such
+    jobs inline in its own process. Raises ``BrokerUnavailable`` when Redis is unreachable (the job is then failed).
+    """
+    kind = params.job_kind
+    if key:
+        active = find_active_job(session, key)
+        if active is not None:
+            return active
     job = Job(
         id=new_id(), kind=kind, state="queued", progress=0.0, message=message, partial={},
-        params=clean_json(params), key=key, queue=queue_for(kind), attempts=0, created_at=utcnow(),
+        params=clean_json(params.model_dump()), key=key, queue=queue_for(kind), attempts=0, created_at=utcnow(),
     )
     session.add(job)
     try:
@@ -148,12 +149,13 @@ def create_job(
         if active is None:
             raise
         return active
-    enqueue(session, job)
+    if publish:
+        publish_job(session, job)
     return job
 
 
-def enqueue(session: Session, job: Job) -> None:
-    """Publish the job's Celery message (after the row is committed, so the worker finds it)."""
+def publish_job(session: Session, job: Job) -> None:
+    """Send the job's Celery message by task name (after the row is committed, so the worker finds it)."""
     from toroid.store.celery_app import celery_app
 
     task_id = f"{job.id}-{new_id()[:8]}"
@@ -164,10 +166,24 @@ def enqueue(session: Session, job: Job) -> None:
         job.message = "failed to queue"
         session.commit()
         raise BrokerUnavailable(
-            f"the job could not be queued because the message broker (Redis) is unreachable: {exc}"
+            f"the {job.kind} job could not be queued because the message broker (Redis) is unreachable: {exc}"
         ) from exc
     job.task_id, job.enqueued_at = task_id, utcnow()
     session.commit()
+
+
+def record_flatness(session: Session, minimum_id: str, result: Result | None = None, *,
+                    result_id: str | None = None, data: dict[str, Any] | None = None) -> None:
+    """The one place a minimum learns its flatness: the local energy at the largest sigma of a flatness result
+    (what the paper compares with the test error, docs/method.md §6) and the result's id. The caller commits."""
+    from toroid.worker.landscape.results import local_energy_at_largest_sigma
+
+    row = session.get(Minimum, minimum_id)
+    result_id = result.id if result is not None else result_id
+    data = (result.data or {}) if result is not None else (data or {})
+    if row is not None and row.flatness_result_id != result_id:
+        row.flatness_result_id = result_id
+        row.local_energy = local_energy_at_largest_sigma(data)
 
 
 def find_result(session: Session, key: str) -> Result | None:
@@ -218,6 +234,8 @@ class JobRun:
         self.kind = job.kind
         self.key = job.key
         self.params = dict(job.params or {})
+        #: The job's typed parameters (``toroid.store.params``): what the task computes.
+        self.request = job_params(job.kind, self.params)
         self.attempt = int(job.attempts)
         self.partial: dict[str, Any] = {}
         self.fraction = 0.0
@@ -490,7 +508,7 @@ def recover_jobs(now: datetime | None = None) -> list[str]:
             job = session.get(Job, job_id, populate_existing=True)
             if job is not None and job.state == "queued":
                 try:
-                    enqueue(session, job)
+                    publish_job(session, job)
                     log.warning("re-enqueued job %s (%s)", job.id, job.kind)
                 except BrokerUnavailable:
                     log.exception("could not re-enqueue job %s", job_id)

@@ -42,12 +42,22 @@ class Settings(BaseSettings):
     demo_epochs: int = Field(60, description="Epoch budget of each demo minimum.")
     device: str | None = Field(None, description="torch device for the worker (cpu, cuda, cuda:1); default: auto.")
     dashboard_api_url: str | None = Field(
-        None, description="Base URL the dashboard uses to reach the API; default: the same server."
+        None, description="Base URL the dashboard server uses to reach the API; default: the same server."
+    )
+    public_api_url: str | None = Field(
+        None, description="API base URL as the browser reaches it (behind a proxy); default: the dashboard's origin."
+    )
+    data_root: Path | None = Field(
+        None, description="Folder the server reads dataset files from; default <home>/datasets."
     )
 
     @property
     def artifacts_dir(self) -> Path:
         return self.home / "artifacts"
+
+    @property
+    def resolved_data_root(self) -> Path:
+        return (self.data_root or self.home / "datasets").resolve()
 
     @property
     def resolved_database_url(self) -> str:

@@ -60,7 +60,7 @@ class Stack:
         self.env.update(extra_env or {})
         self.out = open(self.home.parent / f"{self.home.name}-up.log", "w+")  # noqa: SIM115
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "toroid.backend.cli", "up"], cwd=ROOT, env=self.env, stdout=self.out,
+            [sys.executable, "-m", "toroid.cli", "up"], cwd=ROOT, env=self.env, stdout=self.out,
             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
         self.url = self._wait_for_url(timeout_s=120)

@@ -1,14 +1,19 @@
-"""Celery tasks: thin glue between job records, the artifact store and the science core.
+"""Celery tasks: thin glue between the job ledger, the artifact store and the science core.
 
-Every task takes one argument, the job id. It claims the job (``toroid.store.ledger.claim``; a duplicate message finds
-the job taken or finished and does nothing), loads the minima's checkpoints from the artifact store, calls one
-function of ``toroid.worker.landscape`` with the job's progress callback (which reports partial results, heartbeats, and
-raises to stop the computation when the job is cancelled), and stores the result idempotently. A task that fails
-marks its job failed with the error message; nothing half-written remains (results are written in one transaction,
-artifacts atomically).
+Every task takes one argument, the job id, and runs ``run_job``: it claims the job (``toroid.store.ledger.claim``;
+a duplicate message finds the job taken or finished and does nothing), reads its typed parameters
+(``toroid.store.params``), loads the minima's networks (``toroid.store.loading``), calls one function of the core
+with the job's progress callback (which reports partial results, heartbeats, and raises to stop the computation
+when the job is cancelled), and stores the result idempotently. Nothing half-written remains: results are written
+in one transaction, artifacts atomically.
 
-Reliability signals: a starting worker (``worker_ready``) re-enqueues jobs that a dead worker left behind and
-keeps checking every ``TOROID_STALE_JOB_S`` seconds (``toroid.store.ledger.recover_jobs``).
+The job ledger is the source of truth for a job's state; Celery's own record follows it, so Flower and Celery
+events show what happened: a failed job ends its task in FAILURE (``JobFailed``), a cancelled one in REVOKED (a
+``task-revoked`` event, then ``Ignore``), a duplicate or superseded message in SUCCESS with its reason.
+
+Reliability signals: a starting worker (``worker_ready``) brings the schema up to date, re-enqueues jobs that a
+dead worker left behind and keeps checking every ``TOROID_STALE_JOB_S`` seconds
+(``toroid.store.ledger.recover_jobs``).
 """
 
 from __future__ import annotations
@@ -20,11 +25,34 @@ from collections.abc import Callable
 from typing import Any
 
 from celery import signals
+from celery.exceptions import Ignore
 from celery.utils.log import get_task_logger
 
 from toroid.store.celery_app import celery_app
+from toroid.store.db import new_session
+from toroid.store.ledger import (
+    TASK_NAMES,
+    JobCancelled,
+    JobRun,
+    JobSuperseded,
+    claim,
+    clean_json,
+    record_flatness,
+    recover_jobs,
+    stale_job_s,
+)
+from toroid.store.loading import minimum_dataset, minimum_model, minimum_shape
+from toroid.store.models import Job, Minimum, new_id, utcnow
+from toroid.store.params import DistancesJob, FlatnessJob, PathJob, SectionJob, TorusJob, TrainJob
 
 log = get_task_logger("toroid.worker")
+
+#: The computation of each job kind: ``compute(run)`` with ``run.request`` the job's typed parameters.
+COMPUTE: dict[str, Callable[[JobRun], None]] = {}
+
+
+class JobFailed(Exception):
+    """Raised to Celery when a job failed, so its task ends in FAILURE; the ledger holds the message too."""
 
 
 @celery_app.task(name="toroid.ping")
@@ -35,43 +63,19 @@ def ping() -> dict:
     return {"device": str(default_device())}
 
 
-# --------------------------------------------------------------------------------------------- loading inputs
-def _minimum(minimum_id: str):
-    from toroid.store.db import new_session
-    from toroid.store.models import Minimum
-
-    with new_session() as session:
-        minimum = session.get(Minimum, minimum_id)
-    if minimum is None:
-        raise ValueError(f"minimum {minimum_id} was deleted before the job ran")
-    return minimum
-
-
-def _dataset(minimum):
-    from toroid.worker.landscape.data import load_dataset
-
-    return load_dataset(minimum.dataset, **(minimum.dataset_options or {}))
-
-
-def _model(minimum, dataset):
-    from toroid.store.artifacts import get_store, load_model
-
-    state = get_store().get_state_dict(minimum.checkpoint_sha256)
-    return load_model(minimum.architecture, minimum.config or {}, dataset.input_shape, dataset.num_classes, state)
-
-
 # --------------------------------------------------------------------------------------------- the job runner
-def _execute(task, job_id: str, compute: Callable[[Any], None]) -> str:
-    from toroid.store.ledger import JobCancelled, JobRun, JobSuperseded, claim
-
-    job = claim(job_id, worker=f"{task.request.hostname or 'worker'} pid {os.getpid()}")
+def run_job(kind: str, job_id: str, worker: str | None = None) -> str:
+    """Claim and run one job in this process; returns its outcome: succeeded, failed, cancelled, superseded or
+    skipped (not queued: taken, finished, cancelled or unknown). Never raises for a failure of the computation:
+    the ledger records it (a study runs its steps inline through this function)."""
+    job = claim(job_id, worker=worker or f"inline pid {os.getpid()}")
     if job is None:
         log.info("job %s is not queued (taken, finished, cancelled or unknown): nothing to do", job_id)
         return "skipped"
     run = JobRun(job)
     with run:
         try:
-            compute(run)
+            COMPUTE[kind](run)
         except JobCancelled:
             log.info("job %s cancelled", job_id)
             return "cancelled"
@@ -86,11 +90,33 @@ def _execute(task, job_id: str, compute: Callable[[Any], None]) -> str:
     return "succeeded"
 
 
-def _job_task(kind: str):
-    def register(compute: Callable[[Any], None]):
-        @celery_app.task(name=f"toroid.{kind}", bind=True)
+def _job_state(job_id: str) -> tuple[str | None, str | None]:
+    with new_session() as session:
+        job = session.get(Job, job_id)
+        return (job.state, job.error) if job is not None else (None, None)
+
+
+def _celery_outcome(task, job_id: str, outcome: str) -> str:
+    """Make Celery's record of the task agree with the ledger (see the module docstring)."""
+    state, error = _job_state(job_id) if outcome in ("failed", "skipped", "cancelled") else (None, None)
+    if outcome == "failed" or (outcome == "skipped" and state == "failed"):
+        raise JobFailed(error or f"job {job_id} failed")
+    if outcome == "cancelled" or (outcome == "skipped" and state == "cancelled"):
+        task.send_event("task-revoked", terminated=False, signum=None, expired=False)
+        raise Ignore(f"job {job_id} was cancelled")
+    return outcome
+
+
+def job_task(kind: str):
+    """Register ``compute`` as the computation of ``kind`` and as the Celery task named ``TASK_NAMES[kind]``."""
+
+    def register(compute: Callable[[JobRun], None]):
+        COMPUTE[kind] = compute
+
+        @celery_app.task(name=TASK_NAMES[kind], bind=True)
         def task(self, job_id: str) -> str:
-            return _execute(self, job_id, compute)
+            worker = f"{self.request.hostname or 'worker'} pid {os.getpid()}"
+            return _celery_outcome(self, job_id, run_job(kind, job_id, worker))
 
         task.__doc__ = compute.__doc__
         return task
@@ -98,91 +124,92 @@ def _job_task(kind: str):
     return register
 
 
-@_job_task("train")
-def train(run) -> None:
+def _minimum(minimum_id: str) -> Minimum:
+    with new_session() as session:
+        minimum = session.get(Minimum, minimum_id)
+    if minimum is None:
+        raise ValueError(f"minimum {minimum_id} was deleted before the job ran")
+    return minimum
+
+
+# --------------------------------------------------------------------------------------------- the tasks
+@job_task("train")
+def train(run: JobRun) -> None:
     """Train a minimum with a sampler (docs/method.md §8) and store it as a new minimum."""
     from toroid.store.artifacts import get_store
-    from toroid.store.ledger import clean_json
-    from toroid.store.models import Minimum, new_id, utcnow
     from toroid.worker.landscape import load_dataset, train_minimum
     from toroid.worker.landscape.evaluate import Evaluator
 
-    p = run.params
-    dataset = load_dataset(p["dataset"], **p["dataset_options"])
-    run.say(f"training {p['architecture']} on {p['dataset']} with {p['sampler']} (seed {p['seed']})")
+    p: TrainJob = run.request
+    dataset = load_dataset(p.dataset, **p.dataset_options)
+    run.say(f"training {p.architecture} on {p.dataset} with {p.sampler} (seed {p.seed})")
     run.progress(0.0, {})
     model, provenance = train_minimum(
-        p["architecture"], p["config"], dataset, sampler=p["sampler"], hparams=p["hyperparameters"], seed=p["seed"],
-        epochs=p["epochs"], target_error=p["target_error"], progress=run.progress,
+        p.architecture, p.config, dataset, sampler=p.sampler, hparams=p.hyperparameters, seed=p.seed,
+        epochs=p.epochs, target_error=p.target_error, progress=run.progress,
     )
     run.check()
     errors = Evaluator(model, dataset).evaluate_state(model, "both")
     sha = get_store().put_state_dict(model.state_dict())
     run.finish_minimum(Minimum(
-        id=new_id(), name=p["name"], architecture=p["architecture"], config=p["config"], dataset=p["dataset"],
-        dataset_options=p["dataset_options"], sampler=p["sampler"], seed=p["seed"],
+        id=new_id(), name=p.name, architecture=p.architecture, config=p.config, dataset=p.dataset,
+        dataset_options=p.dataset_options, sampler=p.sampler, seed=p.seed,
         train_error=float(errors["train_error"]), test_error=float(errors["test_error"]),
-        provenance=clean_json(provenance), checkpoint_sha256=sha, source=p.get("source", "train"),
-        created_at=utcnow(),
+        provenance=clean_json(provenance), checkpoint_sha256=sha, source=p.source, created_at=utcnow(),
     ))
 
 
-@_job_task("flatness")
-def flatness(run) -> None:
+@job_task("flatness")
+def flatness(run: JobRun) -> None:
     """Local energy of one minimum (docs/method.md §6); the minimum records its value at the largest sigma."""
-    from toroid.backend.api.analyses import local_energy_at_largest_sigma
-    from toroid.store.models import Minimum
     from toroid.worker.landscape import local_energy
 
-    p = run.params
-    minimum = _minimum(p["minimum_id"])
-    dataset = _dataset(minimum)
-    model = _model(minimum, dataset)
+    p: FlatnessJob = run.request
+    minimum = _minimum(p.minimum_id)
+    dataset = minimum_dataset(minimum)
+    model = minimum_model(minimum, dataset)
     run.say(f"local energy of {minimum.name}")
-    result = local_energy(model, dataset, sigmas=p["sigmas"], samples=p["samples"], noise_on=p["noise_on"],
-                          mode=p["mode"], progress=run.progress)
+    result = local_energy(model, dataset, sigmas=p.sigmas, samples=p.samples, noise_on=p.noise_on, mode=p.mode,
+                          progress=run.progress)
     data = result.to_dict()
-
-    def record(session, result_id: str) -> None:
-        row = session.get(Minimum, minimum.id)
-        if row is not None:
-            row.local_energy = local_energy_at_largest_sigma(data)
-            row.flatness_result_id = result_id
-
-    run.finish_result(data, [minimum.id], run.key, also=record)
+    run.finish_result(data, [minimum.id], run.key,
+                      also=lambda session, result_id: record_flatness(session, minimum.id, result_id=result_id,
+                                                                      data=data))
 
 
-@_job_task("path")
-def path(run) -> None:
-    """Error along a path between two minima (docs/method.md §7): linear, linear_aligned, geodesic, one_bend, flip."""
+@job_task("path")
+def path(run: JobRun) -> None:
+    """Error along a path between two minima (docs/method.md §7): linear, linear_aligned, geodesic, one_bend,
+    flip."""
     from toroid.worker.landscape import one_bend, path_profile
 
-    p = run.params
-    a, b = _minimum(p["a"]), _minimum(p["b"])
-    dataset = _dataset(a)
-    model_a, model_b = _model(a, dataset), _model(b, dataset)
-    run.say(f"{p['kind']} path {a.name} -> {b.name}")
-    if p["kind"] == "one_bend":
-        budget = {"epochs": p["epochs"]} if p.get("epochs") else {}  # else the core's default budget
-        result = one_bend(model_a, model_b, dataset, kind=p["bend_kind"], points=p["points"], bn=p["bn"],
+    p: PathJob = run.request
+    a, b = _minimum(p.a), _minimum(p.b)
+    dataset = minimum_dataset(a)
+    model_a, model_b = minimum_model(a, dataset), minimum_model(b, dataset)
+    run.say(f"{p.kind} path {a.name} -> {b.name}")
+    if p.kind == "one_bend":
+        budget = {"epochs": p.epochs} if p.epochs else {}  # else the core's default budget
+        result = one_bend(model_a, model_b, dataset, kind=p.bend_kind, points=p.points, bn=p.bn,
                           progress=run.progress, **budget)
     else:
-        result = path_profile(model_a, model_b, dataset, kind=p["kind"], points=p["points"], bn=p["bn"],
+        result = path_profile(model_a, model_b, dataset, kind=p.kind, points=p.points, bn=p.bn,
                               progress=run.progress)
     run.finish_result(result.to_dict(), [a.id, b.id], run.key)
 
 
-@_job_task("distances")
-def distances(run) -> None:
+@job_task("distances")
+def distances(run: JobRun) -> None:
     """Pairwise distances (docs/method.md §5): geodesic after normalize + align, RMS Euclidean in four variants;
     binary networks: Hamming distance (raw and aligned) instead of the geodesic and normalized forms."""
     from toroid.worker.landscape import align, euclidean_distances, geodesic_distance, hamming_distance, normalize
     from toroid.worker.landscape.symmetry import is_binary
 
-    ids = run.params["minimum_ids"]
+    p: DistancesJob = run.request
+    ids = p.minimum_ids
     minima = [_minimum(i) for i in ids]
-    dataset_shape = _dataset_shape(minima[0])
-    models = [_model(m, dataset_shape) for m in minima]
+    shape = minimum_shape(minima[0])  # distances need no data, only the input shape and class count
+    models = [minimum_model(m, shape) for m in minima]
     binary = is_binary(models[0])
     metrics = ("hamming", "hamming_raw", "raw", "aligned") if binary else (
         "geodesic", "raw", "aligned", "normalized", "normalized_aligned")
@@ -205,44 +232,34 @@ def distances(run) -> None:
     run.finish_result(data, ids, run.key)
 
 
-def _dataset_shape(minimum):
-    """Distances need no data, only the input shape and class count (read without loading the dataset)."""
-    from types import SimpleNamespace
-
-    from toroid.worker.landscape.data import dataset_info
-
-    input_shape, num_classes = dataset_info(minimum.dataset, **(minimum.dataset_options or {}))
-    return SimpleNamespace(input_shape=input_shape, num_classes=num_classes)
-
-
-@_job_task("section")
-def section(run) -> None:
+@job_task("section")
+def section(run: JobRun) -> None:
     """Error on the Gram-Schmidt plane through three minima (docs/method.md §7)."""
     from toroid.worker.landscape import section_2d
 
-    p = run.params
-    minima = [_minimum(i) for i in p["minimum_ids"]]
-    dataset = _dataset(minima[0])
-    models = [_model(m, dataset) for m in minima]
+    p: SectionJob = run.request
+    minima = [_minimum(i) for i in p.minimum_ids]
+    dataset = minimum_dataset(minima[0])
+    models = [minimum_model(m, dataset) for m in minima]
     run.say("section through " + ", ".join(m.name for m in minima))
-    result = section_2d(*models, dataset, space=p["space"], resolution=p["resolution"], margin=p["margin"],
+    result = section_2d(*models, dataset, space=p.space, resolution=p.resolution, margin=p.margin,
                         progress=run.progress)
-    run.finish_result(result.to_dict(), p["minimum_ids"], run.key)
+    run.finish_result(result.to_dict(), p.minimum_ids, run.key)
 
 
-@_job_task("torus")
-def torus(run) -> None:
-    """Error on a torus slice through two or three normalized, aligned minima (docs/method.md)."""
+@job_task("torus")
+def torus(run: JobRun) -> None:
+    """Error on a torus slice through two or three normalized, aligned minima (docs/method.md §7)."""
     from toroid.worker.landscape import torus_slice
 
-    p = run.params
-    minima = [_minimum(i) for i in p["minimum_ids"]]
-    dataset = _dataset(minima[0])
-    models = [_model(m, dataset) for m in minima]
+    p: TorusJob = run.request
+    minima = [_minimum(i) for i in p.minimum_ids]
+    dataset = minimum_dataset(minima[0])
+    models = [minimum_model(m, dataset) for m in minima]
     c = models[2] if len(models) == 3 else None
     run.say("torus slice through " + ", ".join(m.name for m in minima))
-    result = torus_slice(models[0], models[1], dataset, c=c, resolution=p["resolution"], progress=run.progress)
-    run.finish_result(result.to_dict(), p["minimum_ids"], run.key)
+    result = torus_slice(models[0], models[1], dataset, c=c, resolution=p.resolution, progress=run.progress)
+    run.finish_result(result.to_dict(), p.minimum_ids, run.key)
 
 
 # --------------------------------------------------------------------------------------------- worker signals
@@ -250,8 +267,6 @@ _recovery: dict[str, threading.Thread] = {}
 
 
 def _recover_once() -> None:
-    from toroid.store.ledger import recover_jobs
-
     try:
         recovered = recover_jobs()
         if recovered:
@@ -261,8 +276,6 @@ def _recover_once() -> None:
 
 
 def _recovery_loop() -> None:
-    from toroid.store.ledger import stale_job_s
-
     while True:
         _recover_once()
         time.sleep(stale_job_s())
@@ -270,7 +283,7 @@ def _recovery_loop() -> None:
 
 @signals.worker_ready.connect
 def _on_worker_ready(**_: Any) -> None:
-    """A starting worker creates the tables if needed and recovers jobs a dead worker left behind, then keeps
+    """A starting worker brings the schema up to date and recovers jobs a dead worker left behind, then keeps
     checking every TOROID_STALE_JOB_S seconds in a daemon thread of its main process."""
     from toroid.store.db import init_db
 

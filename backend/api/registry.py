@@ -6,20 +6,23 @@ import copy
 
 from fastapi import APIRouter, Depends
 
-from toroid.backend.api.deps import AUTH_RESPONSES, dataset_available
+from toroid.backend.api.deps import AUTH_RESPONSES
 from toroid.backend.auth import require_read
 from toroid.backend.schemas import ArchitectureInfo, DatasetInfo, SamplerInfo
+from toroid.store.params import dataset_available
 
 router = APIRouter(tags=["registries"], dependencies=[Depends(require_read)], responses=AUTH_RESPONSES)
 
 
 @router.get("/architectures", response_model=list[ArchitectureInfo], summary="Network architectures")
 def architectures() -> list[dict]:
+    from toroid.worker.landscape.kinds import bend_kinds, path_kinds
     from toroid.worker.landscape.nets import ARCHITECTURES
 
     return [
         {"name": name, "description": spec.description, "defaults": copy.deepcopy(spec.defaults),
-         "binary": spec.binary}
+         "binary": spec.binary, "path_kinds": list(path_kinds(spec.binary)),
+         "bend_kinds": list(bend_kinds(spec.binary))}
         for name, spec in ARCHITECTURES.items()
     ]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from toroid.backend.studies import PRESETS, StudyError, plan, resolve_spec
+from toroid.store.study_spec import PRESETS, StudyError, plan, resolve_spec
 
 
 def train_seeds(spec) -> dict[str, list[int]]:

@@ -24,7 +24,7 @@ def test_exported_report_renders_every_figure_offline(tmp_path, page):
     env = dict(os.environ, TOROID_HOME=str(tmp_path / "home"), TOROID_DEVICE="cpu", OMP_NUM_THREADS="1")
     env.pop("TOROID_DATABASE_URL", None)
     done = subprocess.run(
-        [sys.executable, "-c", "from toroid.backend.cli_study import study_app; study_app()", "run", str(spec),
+        [sys.executable, "-c", "from toroid.cli_study import study_app; study_app()", "run", str(spec),
          "--out", str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 0, done.stdout + done.stderr

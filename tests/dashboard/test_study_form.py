@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from toroid.backend.studies import preset_spec, resolve_spec
 from toroid.dashboard.views.study import fields_from_spec, form_overrides, merge
+from toroid.store.study_spec import preset_spec, resolve_spec
 
 
 def digits() -> dict:

@@ -180,7 +180,7 @@ def test_train_through_the_api_reports_progress(api_stack):
     url = api_stack.url
     response = httpx.post(f"{url}/api/minima/train", json={
         "architecture": "mlp", "config": {"widths": [32]}, "dataset": "digits", "sampler": "sgd", "seed": 3,
-        "epochs": 10, "target_error": 0.0,
+        "epochs": 200, "target_error": 0.0,  # long enough for a progress write (at most one per 0.25 s) mid-run
     })
     assert response.status_code == 202, response.text
     job = response.json()
@@ -200,7 +200,7 @@ def test_train_through_the_api_reports_progress(api_stack):
     minimum = httpx.get(f"{url}/api/minima/{job['minimum_id']}").json()
     assert (minimum["source"], minimum["sampler"], minimum["seed"], minimum["job_id"]) == ("train", "sgd", 3, job["id"])
     assert minimum["train_error"] == pytest.approx(job["partial"]["train_error"][-1], abs=1e-9)
-    assert minimum["provenance"]["hyperparameters"]["epochs"] == 10
+    assert minimum["provenance"]["hyperparameters"]["epochs"] == 200
 
 
 def test_delete_removes_the_record_and_an_unshared_artifact(api_stack, digits_minima):

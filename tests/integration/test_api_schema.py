@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from tests.integration.conftest import ApiStack
-from toroid.backend.demo import request_demo
+from toroid.cli import request_demo
 
 pytestmark = pytest.mark.integration
 

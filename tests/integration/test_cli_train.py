@@ -18,7 +18,7 @@ from toroid.worker.landscape.nets import build_model
 def test_train_writes_checkpoint_and_sidecar(tmp_path):
     out = tmp_path / "m.safetensors"
     result = subprocess.run(
-        [sys.executable, "-m", "toroid.backend.cli", "train", "--arch", "mlp", "--config", '{"widths": [64]}',
+        [sys.executable, "-m", "toroid.cli", "train", "--arch", "mlp", "--config", '{"widths": [64]}',
          "--dataset", "digits", "--sampler", "sgd", "--seed", "3", "--epochs", "3", "--out", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )
@@ -39,7 +39,7 @@ def test_train_writes_checkpoint_and_sidecar(tmp_path):
 
 def test_train_rejects_unknown_sampler(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "toroid.backend.cli", "train", "--sampler", "nope", "--epochs", "1",
+        [sys.executable, "-m", "toroid.cli", "train", "--sampler", "nope", "--epochs", "1",
          "--out", str(tmp_path / "x.safetensors")],
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )

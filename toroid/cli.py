@@ -1,4 +1,8 @@
-"""The `toroid` command line: run the system, its parts, and the science from a terminal."""
+"""The `toroid` command line: run the system, its parts, and the science from a terminal.
+
+It sits above the layers (docs/architecture.md): `toroid up` supervises Redis, a worker and the API as processes;
+`toroid worker` becomes a Celery worker; `toroid study run` runs a study's job in this process, as a worker would.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,18 @@ from pathlib import Path
 import typer
 
 from toroid.store.settings import get_settings
+
+
+def request_demo(base_url: str, token: str | None = None) -> int:
+    """Ask the API to seed the demo minima (POST /api/demo); returns how many training jobs were queued (0 when
+    minima already exist)."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    response = httpx.post(f"{base_url}/api/demo", headers=headers, timeout=30)
+    response.raise_for_status()
+    return int(response.json().get("queued", 0))
+
 
 app = typer.Typer(
     help="Toroid: error landscapes of neural networks without symmetries.",
@@ -56,8 +72,6 @@ def up(
         base = supervisor.start_api(env, host, port)
         typer.echo(f"worker  started (logs in {settings.home / 'logs'})", err=True)
         if demo:
-            from toroid.backend.demo import request_demo
-
             started = request_demo(base, token=settings.api_token)
             if started:
                 typer.echo(f"demo    {started} demo minima queued for training (see the Jobs panel)", err=True)
@@ -208,7 +222,7 @@ def train(
     )
 
 
-from toroid.backend.cli_study import study_app  # noqa: E402  (registered after the commands above)
+from toroid.cli_study import study_app  # noqa: E402  (registered after the commands above)
 
 app.add_typer(study_app, name="study")
 

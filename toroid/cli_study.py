@@ -42,7 +42,7 @@ def _overrides(pairs: list[str]) -> dict:
 @study_app.command("presets")
 def presets() -> None:
     """List the study presets."""
-    from toroid.backend.studies import PRESETS
+    from toroid.store.study_spec import PRESETS
 
     for name, raw in PRESETS.items():
         typer.echo(f"{name:18s} {raw.get('description', '')}")
@@ -57,12 +57,14 @@ def run(
     """Run (or resume) a study here, with a progress bar, then write its report."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from toroid.backend.report import collect, write_report
-    from toroid.backend.studies import StudyError, open_study, resolve_spec, run_study_job
+    from toroid.backend.services.report import collect, write_report
     from toroid.store.db import new_session
-    from toroid.store.ledger import JobCancelled, JobRun, claim, stale_job_s
+    from toroid.store.ledger import stale_job_s
     from toroid.store.models import Job, utcnow
     from toroid.store.settings import get_settings
+    from toroid.store.studies import open_study
+    from toroid.store.study_spec import StudyError, resolve_spec
+    from toroid.worker.study import run_study
 
     get_settings().ensure_dirs()
     try:
@@ -106,17 +108,8 @@ def run(
                         session.execute(update(Job).where(Job.id == row.id, Job.state == "running",
                                                           Job.attempts == row.attempts).values(state="queued"))
                         session.commit()
-                claimed = claim(job.id, worker=f"toroid study run pid {os.getpid()}")
-                if claimed is None:
-                    continue
-                job_run = JobRun(claimed)
-                with job_run:
-                    try:
-                        run_study_job(job_run)
-                    except JobCancelled:
-                        break
-                    except Exception as exc:
-                        job_run.fail(str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}")
+                # claim the job and run its plan here (another process may have claimed it first: look again)
+                run_study(job.id, worker=f"toroid study run pid {os.getpid()}")
         finally:
             done.set()
             watcher.join(timeout=2)

@@ -1,0 +1,117 @@
+"""Analyses (flatness, paths, distances, sections, tori): validation, the results cache, and queuing.
+
+Each request is validated (ids exist, the minima share one parameter space, options fit the networks), then
+answered from the results cache when the identical computation exists (``cached``), joined to an identical job
+already in flight, or queued as a new job. The rules of which path kinds fit which networks live in the core
+(``toroid.worker.landscape.kinds``); this module only applies them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydantic import BaseModel
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from toroid.backend.services.minima import get_minima, get_minimum, require_same_family
+from toroid.store.errors import Invalid
+from toroid.store.ledger import create_job, find_active_job, find_result, record_flatness, result_key
+from toroid.store.models import Job, Minimum, Result
+from toroid.store.params import (
+    DistancesRequest,
+    FlatnessRequest,
+    PathRequest,
+    SectionRequest,
+    TorusRequest,
+    analysis_job,
+    key_params,
+)
+
+
+@dataclass
+class Submitted:
+    """The answer to an analysis request: a cached result (with the job that computed it) or an active job."""
+
+    job: Job
+    result: Result | None
+
+    @property
+    def cached(self) -> bool:
+        return self.result is not None
+
+    def to_record(self) -> dict:
+        return {"cached": self.cached, "job": self.job.to_record(),
+                "result": self.result.to_record() if self.result is not None else None}
+
+
+def _binary(minimum: Minimum) -> bool:
+    from toroid.worker.landscape.nets import is_binary_architecture
+
+    return is_binary_architecture(minimum.architecture)
+
+
+def _check_kinds(request: PathRequest, binary: bool) -> None:
+    from toroid.worker.landscape.kinds import check_bend_kind, check_path_kind
+
+    try:
+        check_path_kind(request.kind, binary)
+        if request.kind == "one_bend":
+            check_bend_kind(request.bend_kind, binary)
+    except ValueError as exc:
+        raise Invalid(str(exc)) from exc
+
+
+def submit(session: Session, kind: str, minima: list[Minimum], request: BaseModel) -> Submitted:
+    """The cached result, the identical job in flight, or a new job for this request on these minima."""
+    key = result_key(kind, minima, key_params(request))
+    result = find_result(session, key)
+    if result is not None:
+        job = session.get(Job, result.job_id) if result.job_id else None
+        if job is None or job.state != "succeeded":
+            job = session.scalar(select(Job).where(Job.result_id == result.id, Job.state == "succeeded").limit(1))
+        if job is not None:
+            if kind == "flatness":
+                record_flatness(session, minima[0].id, result)
+                session.commit()
+            return Submitted(job, result)
+    active = find_active_job(session, key)
+    if active is not None:
+        return Submitted(active, None)
+    return Submitted(create_job(session, analysis_job(kind, request, [m.id for m in minima]), key=key), None)
+
+
+def flatness(session: Session, request: FlatnessRequest) -> Submitted:
+    minimum = get_minimum(session, request.minimum_id)
+    if request.sigmas is not None and _binary(minimum):
+        too_big = [s for s in request.sigmas if s > 1]
+        if too_big:
+            raise Invalid(f"{minimum.name!r} is binary: sigmas are flip fractions in [0, 1]; got {too_big}")
+    return submit(session, "flatness", [minimum], request)
+
+
+def path(session: Session, request: PathRequest) -> Submitted:
+    a, b = get_minimum(session, request.a), get_minimum(session, request.b)
+    require_same_family([a, b], "a path")
+    _check_kinds(request, _binary(a))
+    return submit(session, "path", [a, b], request)
+
+
+def distances(session: Session, request: DistancesRequest) -> Submitted:
+    minima = get_minima(session, request.minimum_ids, what="distances")
+    require_same_family(minima, "distances")
+    return submit(session, "distances", minima, request)
+
+
+def section(session: Session, request: SectionRequest) -> Submitted:
+    minima = get_minima(session, request.minimum_ids, what="a section")
+    require_same_family(minima, "a section")
+    return submit(session, "section", minima, request)
+
+
+def torus(session: Session, request: TorusRequest) -> Submitted:
+    minima = get_minima(session, request.minimum_ids, what="a torus slice")
+    require_same_family(minima, "a torus slice")
+    if _binary(minima[0]):
+        raise Invalid("torus slices need continuous networks (binary weights cannot be normalized)")
+    return submit(session, "torus", minima, request)

@@ -1,0 +1,91 @@
+"""Jobs and results: lookup, listing, cancellation, and the table (CSV) form of a result."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from toroid.store.errors import Conflict, Invalid, NotFound
+from toroid.store.ledger import cancel_job
+from toroid.store.models import Job, Result
+
+
+def get_job(session: Session, job_id: str) -> Job:
+    job = session.get(Job, job_id)
+    if job is None:
+        raise NotFound(f"no job with id {job_id!r}; GET /api/jobs lists them")
+    return job
+
+
+def list_jobs(session: Session, *, state: str | None = None, kind: str | None = None, limit: int = 100) -> list[Job]:
+    query = select(Job).order_by(Job.created_at.desc(), Job.id).limit(limit)
+    if state is not None:
+        query = query.where(Job.state == state)
+    if kind is not None:
+        query = query.where(Job.kind == kind)
+    return list(session.scalars(query).all())
+
+
+def cancel(session: Session, job_id: str) -> Job:
+    """Cancel a queued or running job (its task stops at its next progress report); 409 when it finished."""
+    job = cancel_job(session, get_job(session, job_id))
+    if job.state in ("succeeded", "failed"):
+        raise Conflict(f"job {job_id} already {job.state}; there is nothing to cancel")
+    return job
+
+
+def get_result(session: Session, result_id: str) -> Result:
+    result = session.get(Result, result_id)
+    if result is None:
+        raise NotFound(f"no result with id {result_id!r}")
+    return result
+
+
+PROFILE_COLUMNS = ("x", "distance", "train_error", "test_error", "train_loss", "test_loss")
+
+
+def _at(values: Any, i: int) -> Any:
+    return values[i] if isinstance(values, list) and i < len(values) else None
+
+
+def _profile_rows(profile: dict[str, Any], prefix: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
+    for i in range(len(profile.get("x") or [])):
+        yield (*prefix, *(_at(profile.get(c), i) for c in PROFILE_COLUMNS))
+
+
+def _grid_rows(data: dict[str, Any], xs: str, ys: str) -> Iterator[tuple[Any, ...]]:
+    train, test = data.get("train_error") or [], data.get("test_error") or []
+    for j, y in enumerate(data.get(ys) or []):
+        for i, x in enumerate(data.get(xs) or []):
+            yield x, y, _at(_at(train, j), i), _at(_at(test, j), i)
+
+
+def result_table(result: Result) -> tuple[tuple[str, ...], Iterator[tuple[Any, ...]]]:
+    """Header and rows of a result's arrays, by kind."""
+    data = result.data or {}
+    if result.kind == "path" and "profiles" in data:  # one_bend: two segments
+        rows = (row for s, p in enumerate(data["profiles"]) for row in _profile_rows(p, (s,)))
+        return ("segment", *PROFILE_COLUMNS), rows
+    if result.kind == "path":
+        return PROFILE_COLUMNS, _profile_rows(data)
+    if result.kind == "flatness":
+        columns = ("sigma", "mean", "std", "stderr", "samples")
+        keys = ("sigmas", "mean", "std", "stderr", "samples")
+        n = len(data.get("sigmas") or [])
+        return columns, (tuple(_at(data.get(k), i) for k in keys) for i in range(n))
+    if result.kind == "distances":
+        ids, names, matrices = data.get("ids") or [], data.get("names") or [], data.get("matrices") or {}
+        metrics = sorted(matrices)
+        rows = (
+            (ids[i], _at(names, i), ids[j], _at(names, j), *(_at(_at(matrices[m], i), j) for m in metrics))
+            for i in range(len(ids)) for j in range(len(ids)) if i < j
+        )
+        return ("id_a", "name_a", "id_b", "name_b", *metrics), rows
+    if result.kind == "section":
+        return ("x", "y", "train_error", "test_error"), _grid_rows(data, "x", "y")
+    if result.kind == "torus":
+        return ("phi1", "phi2", "train_error", "test_error"), _grid_rows(data, "phi1", "phi2")
+    raise Invalid(f"results of kind {result.kind!r} have no CSV form")

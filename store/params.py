@@ -1,0 +1,324 @@
+"""Typed parameters of every job kind, and the checks that turn a request into them.
+
+The API's request bodies are the ``*Request`` models below (strict: unknown fields are errors, values are not
+coerced, numbers are bounded). A job stores its parameters as the ``model_dump()`` of the matching ``*Job`` model
+(the request plus the ids of its input minima), and the worker reads them back through the same model
+(``job_params``): the task receives a typed request, never a bare dict. ``model_dump()`` of an analysis request is
+its parameter set with every default filled in: that normalized form is what the result key hashes
+(``toroid.store.ledger.result_key``).
+
+``resolve_dataset``, ``resolve_architecture`` and ``resolve_train`` check names and options against the core's
+registries (the one source of truth) and raise ``toroid.store.errors.Invalid`` with the fix; the API and the
+study engine both use them, so a study trains exactly what ``POST /api/minima/train`` would.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from toroid.store.errors import Invalid
+from toroid.store.settings import get_settings
+
+JobKind = Literal["train", "flatness", "path", "distances", "section", "torus", "study"]
+JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+PathKind = Literal["linear", "linear_aligned", "geodesic", "one_bend", "flip"]
+BendKind = Literal["geodesic", "linear_aligned", "linear", "flip"]
+
+MAX_EPOCHS = 10_000
+VISION_DATASETS = ("mnist", "fashion_mnist", "cifar10")
+Id = Field(min_length=1, max_length=64, description="A minimum id (GET /api/minima).")
+
+
+class Strict(BaseModel):
+    """Request bodies: unknown fields are errors and values are not coerced (``"3"`` is not an integer)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+# ============================================================================================= requests
+class TrainRequest(Strict):
+    """Train a minimum with one of the samplers of docs/method.md §8 (GET /api/samplers)."""
+
+    architecture: str = Field("mlp", max_length=64, description="GET /api/architectures")
+    config: dict[str, Any] = Field(default_factory=dict, description="Overrides of the architecture's defaults.")
+    dataset: str = Field("digits", max_length=64, description="GET /api/datasets")
+    dataset_options: dict[str, Any] = Field(default_factory=dict)
+    sampler: str = Field("sgd", max_length=64, description="GET /api/samplers")
+    hyperparameters: dict[str, Any] = Field(default_factory=dict, description="Overrides of the sampler defaults.")
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    epochs: int | None = Field(None, ge=1, le=MAX_EPOCHS, description="Default: the sampler's epoch budget.")
+    target_error: float = Field(0.0, ge=0.0, le=1.0, description="Stop early once the train error is at most this.")
+    name: str | None = Field(None, max_length=200, description="Default: '<sampler>-<seed>'.")
+
+
+class FlatnessRequest(Strict):
+    """Local energy dE_train(w, sigma) of one minimum (docs/method.md §6)."""
+
+    minimum_id: str = Id
+    sigmas: list[float] | None = Field(
+        None, min_length=1, max_length=64, description="Noise scales (flip fractions for binary networks); "
+        "null: the architecture's default range."
+    )
+    samples: int = Field(100, ge=1, le=10_000, description="Noise samples per sigma (the paper uses 100).")
+    mode: Literal["fast", "exact"] = "fast"
+    noise_on: Literal["all", "weights"] = Field("all", description="Which parameters get multiplicative noise.")
+
+    @field_validator("sigmas")
+    @classmethod
+    def _sigmas_in_range(cls, value: list[float] | None) -> list[float] | None:
+        if value is None:
+            return value
+        bad = [s for s in value if not (0.0 <= s <= 10.0)]
+        if bad:
+            raise ValueError(f"every sigma must be in [0, 10]; got {bad}")
+        return [float(s) for s in value]
+
+
+class PathRequest(Strict):
+    """Error profile along a path between two minima (docs/method.md §7)."""
+
+    a: str = Id
+    b: str = Id
+    kind: PathKind = Field(
+        "geodesic", description="linear (raw), linear_aligned, geodesic (normalize + align, the paper's method), "
+        "one_bend (through a retrained midpoint), flip (binary networks)."
+    )
+    points: int = Field(33, ge=2, le=1025, description="Evenly spaced points in x along the path.")
+    bn: Literal["recompute", "interpolate"] = Field("recompute", description="BatchNorm statistics at each point.")
+    bend_kind: BendKind = Field("geodesic", description="Segments of a one_bend path (flip: binary networks).")
+    epochs: int | None = Field(None, ge=1, le=MAX_EPOCHS, description="Retraining epochs of the bend (one_bend).")
+
+    @model_validator(mode="after")
+    def _drop_unused(self) -> PathRequest:
+        # Fields that do not apply to the kind are normalized away, so they do not split the result cache.
+        if self.kind != "one_bend":
+            self.bend_kind = "geodesic"
+            self.epochs = None
+        return self
+
+
+class DistancesRequest(Strict):
+    """Distances between every pair of minima (docs/method.md §5)."""
+
+    minimum_ids: list[str] = Field(min_length=2, max_length=32)
+
+
+class SectionRequest(Strict):
+    """Two-dimensional section through three minima (docs/method.md §7, Gram-Schmidt plane)."""
+
+    minimum_ids: list[str] = Field(min_length=3, max_length=3)
+    space: Literal["raw", "normalized"] = "raw"
+    resolution: int = Field(21, ge=3, le=101, description="Grid points per axis.")
+    margin: float = Field(0.2, ge=0.0, le=2.0, description="Extra room around the three points, relative.")
+
+
+class TorusRequest(Strict):
+    """Two-dimensional torus slice through two or three normalized, aligned minima (docs/method.md §7)."""
+
+    minimum_ids: list[str] = Field(min_length=2, max_length=3)
+    resolution: int = Field(33, ge=3, le=129, description="Grid points per torus angle.")
+
+
+# ============================================================================================= job parameters
+class _Job(BaseModel):
+    """Stored job parameters: read back leniently (JSON has no tuples; ints stand for floats)."""
+
+    model_config = ConfigDict(extra="forbid", strict=False)
+    job_kind: ClassVar[str]
+
+
+class TrainJob(_Job):
+    """A training job: every default filled in by ``resolve_train``."""
+
+    job_kind: ClassVar[str] = "train"
+    architecture: str
+    config: dict[str, Any]
+    dataset: str
+    dataset_options: dict[str, Any]
+    sampler: str
+    hyperparameters: dict[str, Any]
+    seed: int
+    epochs: int
+    target_error: float
+    name: str
+    source: Literal["train", "demo", "upload"] = "train"
+
+
+class _Analysis(_Job):
+    minimum_ids: list[str] = Field(description="The input minima, in the order the computation takes them.")
+
+
+class FlatnessJob(FlatnessRequest, _Analysis):
+    model_config = ConfigDict(extra="forbid", strict=False)
+    job_kind: ClassVar[str] = "flatness"
+
+
+class PathJob(PathRequest, _Analysis):
+    model_config = ConfigDict(extra="forbid", strict=False)
+    job_kind: ClassVar[str] = "path"
+
+
+class DistancesJob(DistancesRequest, _Analysis):
+    model_config = ConfigDict(extra="forbid", strict=False)
+    job_kind: ClassVar[str] = "distances"
+
+
+class SectionJob(SectionRequest, _Analysis):
+    model_config = ConfigDict(extra="forbid", strict=False)
+    job_kind: ClassVar[str] = "section"
+
+
+class TorusJob(TorusRequest, _Analysis):
+    model_config = ConfigDict(extra="forbid", strict=False)
+    job_kind: ClassVar[str] = "torus"
+
+
+class StudyJob(_Job):
+    job_kind: ClassVar[str] = "study"
+    study_id: str
+    name: str
+
+
+JobParams = TrainJob | FlatnessJob | PathJob | DistancesJob | SectionJob | TorusJob | StudyJob
+JOB_PARAMS: dict[str, type[_Job]] = {m.job_kind: m for m in (TrainJob, FlatnessJob, PathJob, DistancesJob, SectionJob,
+                                                       TorusJob, StudyJob)}
+
+
+def job_params(kind: str, params: dict[str, Any]) -> JobParams:
+    """The typed parameters of a stored job of ``kind``."""
+    return JOB_PARAMS[kind].model_validate(params)  # type: ignore[return-value]
+
+
+def analysis_job(kind: str, request: BaseModel, minimum_ids: list[str]) -> JobParams:
+    """The job parameters of an analysis request on these input minima."""
+    body = {k: v for k, v in request.model_dump().items() if k != "minimum_ids"}
+    return JOB_PARAMS[kind].model_validate({**body, "minimum_ids": list(minimum_ids)})  # type: ignore[return-value]
+
+
+def key_params(request: BaseModel) -> dict[str, Any]:
+    """What a result key hashes of a request: its normalized parameters without the minimum ids (the inputs are
+    hashed by their checkpoints instead, so the same question about the same weights is answered once)."""
+    return {k: v for k, v in request.model_dump().items() if k not in ("a", "b", "minimum_id", "minimum_ids")}
+
+
+# ============================================================================================= resolution
+def dataset_available(name: str) -> bool:
+    """Whether a dataset can be loaded on this server (torchvision sets need torchvision installed)."""
+    if name in VISION_DATASETS:
+        return importlib.util.find_spec("torchvision") is not None
+    return True
+
+
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        path.resolve().relative_to(root.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def resolve_dataset(name: Any, options: Any) -> tuple[dict[str, Any], tuple[int, ...], int]:
+    """Validate a dataset name and its options; returns (options with defaults, input_shape, num_classes).
+
+    Files are read only from the data root (``TOROID_DATA_ROOT``, default ``<TOROID_HOME>/datasets``): the ``npz``
+    option ``path`` and the torchvision option ``root`` must point there (relative paths are taken from there, and
+    an unset ``root`` means the data root itself), and ``download`` is refused (the server never downloads).
+    """
+    from toroid.worker.landscape.data import DATASETS, dataset_info
+
+    if not isinstance(name, str) or name not in DATASETS:
+        raise Invalid(f"unknown dataset {name!r}; valid datasets: {sorted(DATASETS)}")
+    if not isinstance(options, dict):
+        raise Invalid(f"dataset_options must be a JSON object, got {type(options).__name__}")
+    unknown = sorted(set(options) - set(DATASETS[name].options))
+    if unknown:
+        raise Invalid(f"dataset {name!r} has no option(s) {unknown}; valid options: {sorted(DATASETS[name].options)}")
+    full = {**DATASETS[name].options, **options}
+    allowed_root = get_settings().resolved_data_root
+    if "root" in full and full["root"] is None:
+        full["root"] = "."
+    for key in ("path", "root"):
+        value = full.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, str) or not _inside(allowed_root / value, allowed_root):
+            raise Invalid(
+                f"dataset option {key}={value!r}: data files must lie under the server's data root {allowed_root} "
+                f"(TOROID_DATA_ROOT; give a path relative to it, e.g. 'mydata.npz')"
+            )
+        full[key] = str((allowed_root / value).resolve())
+    if full.get("download"):
+        raise Invalid("dataset option download=true is refused: the server never downloads data; put the "
+                      f"files under {allowed_root} and pass root")
+    if not dataset_available(name):
+        raise Invalid(f"dataset {name!r} is not available on this server: it needs torchvision "
+                      "(pip install the 'vision' extra) or export it to .npz and use dataset 'npz'")
+    try:
+        input_shape, num_classes = dataset_info(name, **full)
+    except Exception as exc:  # the registry raises ValueError with the reason; odd values can raise TypeError
+        raise Invalid(f"dataset {name!r} with options {options}: {exc}") from exc
+    return full, tuple(input_shape), int(num_classes)
+
+
+def resolve_architecture(
+    name: Any, config: Any, input_shape: tuple[int, ...], num_classes: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Validate an architecture and config for a dataset shape; returns (template state_dict, full config)."""
+    from toroid.store.loading import template_state
+    from toroid.worker.landscape.nets import ARCHITECTURES
+
+    if not isinstance(name, str) or name not in ARCHITECTURES:
+        raise Invalid(f"unknown architecture {name!r}; valid architectures: {sorted(ARCHITECTURES)}")
+    if not isinstance(config, dict):
+        raise Invalid(f"config must be a JSON object, got {type(config).__name__}")
+    try:
+        return template_state(name, config, input_shape, num_classes)
+    except Exception as exc:  # ValueError from the registry; bad value types raise TypeError and friends
+        raise Invalid(
+            f"architecture {name!r} with config {config} cannot be built for inputs of shape {input_shape} and "
+            f"{num_classes} classes: {exc}. Defaults: {ARCHITECTURES[name].defaults}"
+        ) from exc
+
+
+def resolve_train(request: TrainRequest, source: str = "train") -> TrainJob:
+    """Check a training request; returns the job parameters with every default filled in."""
+    from toroid.store.ledger import clean_json
+    from toroid.worker.landscape.nets import ARCHITECTURES
+    from toroid.worker.landscape.samplers import SAMPLERS, resolve_hparams
+
+    options, input_shape, num_classes = resolve_dataset(request.dataset, request.dataset_options)
+    _template, config = resolve_architecture(request.architecture, request.config, input_shape, num_classes)
+    if request.sampler not in SAMPLERS:
+        raise Invalid(f"unknown sampler {request.sampler!r}; valid samplers: {sorted(SAMPLERS)}")
+    spec = SAMPLERS[request.sampler]
+    binary = ARCHITECTURES[request.architecture].binary
+    if binary and not spec.binary_ok:
+        ok = sorted(n for n, s in SAMPLERS.items() if s.binary_ok)
+        raise Invalid(f"sampler {request.sampler!r} trains continuous networks only and architecture "
+                      f"{request.architecture!r} is binary: use one of {ok}")
+    if not binary and spec.binary_only:
+        raise Invalid(f"sampler {request.sampler!r} trains binary networks only and architecture "
+                      f"{request.architecture!r} is continuous")
+    try:
+        hyperparameters = resolve_hparams(request.sampler, request.hyperparameters)
+    except Exception as exc:
+        raise Invalid(str(exc)) from exc
+    if request.epochs is not None:
+        given = request.hyperparameters.get("epochs")
+        if given is not None and given != request.epochs:
+            raise Invalid(f"epochs={request.epochs} and hyperparameters.epochs={given} disagree; give it once")
+        hyperparameters["epochs"] = request.epochs
+    epochs = hyperparameters.get("epochs")
+    if not isinstance(epochs, int) or not 1 <= epochs <= MAX_EPOCHS:
+        raise Invalid(f"the epoch budget must be an integer in [1, {MAX_EPOCHS}], got {epochs!r}")
+    return TrainJob.model_validate(clean_json({
+        "architecture": request.architecture, "config": config, "dataset": request.dataset,
+        "dataset_options": options, "sampler": request.sampler, "hyperparameters": hyperparameters,
+        "seed": request.seed, "epochs": epochs, "target_error": request.target_error,
+        "name": request.name or f"{request.sampler}-{request.seed}", "source": source,
+    }))
+
