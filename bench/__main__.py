@@ -15,9 +15,9 @@ Workloads (each method measured side by side in this one process, medians of ``-
   MLP on 10,000 + 10,000 synthetic MNIST-shaped inputs and of LeNet on 10,000 + 10,000
   32x32x3 inputs: Toroid's ``path_profile`` vs a straightforward loop (deep copy per point,
   DataLoader batch 128) vs the ``loss-landscapes`` package's ``linear_interpolation``.
-* ``flatness``: local energy (sec. 6), 8 sigmas x 32 samples on the same MLP: the loop vs
+* ``flatness``: local energy (docs/method.md §6), 8 sigmas x 32 samples on the same MLP: the loop vs
   Toroid exact vs Toroid fast mode (with its standard error).
-* ``align``: ``align`` (sec. 3/4) of two VGG16-BN networks and two 3x1001 binary MLPs.
+* ``align``: ``align`` (docs/method.md §§3-4) of two VGG16-BN networks and two 3x1001 binary MLPs.
 * ``api``: upload of two digits minima to a finished 17-point geodesic job through ``toroid up``.
 * ``limit``: torch.mm throughput on the workloads' layer shapes and each row's fraction of it.
 * ``gpu`` (the default with ``--device cuda``): see :mod:`bench.gpu`.

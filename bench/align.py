@@ -1,7 +1,7 @@
 """Benchmark: how long symmetry removal takes on paper-sized networks (CPU by default).
 
 Times ``align`` (docs/method.md §3 / 4) between two independently initialized networks, plus
-``normalize`` (sec. 2) and the one-off unit-graph trace, as the median of several runs:
+``normalize`` (docs/method.md §2) and the one-off unit-graph trace, as the median of several runs:
 
 * VGG16-BN, CIFAR-10 input 3x32x32, 10 classes (target: align < 0.5 s on the 2-core CPU)
 * binary MLP 3 x 1001 on 784 inputs, 10 classes (sign flips included)

@@ -200,7 +200,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     "hmm-committee": {
         "name": "hmm-committee",
-        "description": "Shallow check of docs/method.md §10: binary committee machines on Hidden Manifold Model data, "
+        "description": "Shallow check of docs/method.md §9: binary committee machines on Hidden Manifold Model data, "
         "a sweep over the hidden width K, trained with the binary sampler's sgd / rsgd / adv variants; flip "
         "fractions as local energy, linear / linear_aligned / flip paths, Hamming distances.",
         "architecture": "committee", "sweep": {"hidden": [11, 31, 101]},

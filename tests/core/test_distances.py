@@ -38,7 +38,7 @@ def rotate_rows(w: torch.Tensor, rows: list[int], theta: float, seed: int = 0) -
 
 
 def test_identical_networks_have_geodesic_distance_exactly_zero():
-    """Numerical note (sec. 10): float32 arccos(dot) gives ~1e-3 rad per unit for identical vectors."""
+    """Numerical note (docs/method.md §10): float32 arccos(dot) gives ~1e-3 rad per unit for identical vectors."""
     model = normalize(build_model("mlp", {"widths": [512, 512]}, DATA, seed=0))
     w = model.state_dict()["fc1.weight"]
     naive = torch.arccos((w * w).sum(dim=1).clamp(max=1.0))  # float32, the trap
@@ -48,7 +48,7 @@ def test_identical_networks_have_geodesic_distance_exactly_zero():
 
 
 def test_geodesic_distance_of_known_rotations():
-    """D^2 = sum_k phi_k^2 + H_L phi_L^2 (sec. 5), checked against rotations by known angles."""
+    """D^2 = sum_k phi_k^2 + H_L phi_L^2 (docs/method.md §5), checked against rotations by known angles."""
     a = normalize(build_model("mlp", {"widths": [20, 15]}, DATA, seed=1))
     state = {k: v.clone() for k, v in a.state_dict().items()}
     state["fc1.weight"] = rotate_rows(state["fc1.weight"], [0, 3, 7], 0.3).float()

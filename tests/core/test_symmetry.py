@@ -85,7 +85,7 @@ def test_normalize_puts_hidden_units_on_unit_spheres_and_last_layer_on_radius_sq
 
 @pytest.mark.parametrize("case", SMALL_CONTINUOUS, ids=case_id)
 def test_normalize_removes_any_positive_rescaling(case):
-    """normalize(rescaled copy) == normalize(original): the canonical representative of sec. 2."""
+    """normalize(rescaled copy) == normalize(original): the canonical representative of docs/method.md §2."""
     name, config, data = case
     model = make(name, config, data)
     rescaled, moves = random_symmetry(model, seed=5, permute=False, rescale=(0.2, 5.0))
@@ -387,7 +387,7 @@ def test_property_vgg_bn_shuffle_and_rescale_are_removed(seed, channels):
 @settings(max_examples=10, deadline=None)
 @given(widths=st.lists(st.integers(20, 40), min_size=1, max_size=3), seed=st.integers(0, 10_000))
 def test_property_binary_mlp_any_permutation_and_flip_is_removed(widths, seed):
-    """Fan-ins >= 20 make two units with equal +-1 weights (a true tie of sec. 4's matching) unlikely."""
+    """Fan-ins >= 20 make two units with equal +-1 weights (a true tie of docs/method.md §4's matching) unlikely."""
     data = ((30,), 4)
     model = build_model("binary_mlp", {"widths": widths}, data, seed=seed)
     moved, _ = random_symmetry(model, seed=seed + 1)

@@ -1,4 +1,4 @@
-"""Torus slices through normalized, aligned minima (construction in docs/method.md (part 2))."""
+"""Torus slices through normalized, aligned minima (construction in docs/method.md §7)."""
 
 from __future__ import annotations
 

@@ -7,6 +7,7 @@ nothing of the platform; no route imports another route; the backend reaches the
 from __future__ import annotations
 
 import ast
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -99,8 +100,14 @@ def test_no_module_is_longer_than_600_lines():
 @pytest.mark.slow
 def test_a_built_wheel_claims_only_the_name_toroid(tmp_path):
     """A non-editable build holds one top-level package, ``toroid`` (no global ``backend``, ``worker``, ...)."""
+    source = tmp_path / "source"  # a copy: setuptools writes build/ and egg-info beside the sources
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, source / name)
+    for folder in FOLDERS:
+        shutil.copytree(ROOT / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                    str(tmp_path), str(ROOT)], check=True, cwd=tmp_path)
+                    str(tmp_path), str(source)], check=True, cwd=tmp_path)
     wheel = next(tmp_path.glob("toroid-*.whl"))
     tops = {name.split("/")[0] for name in zipfile.ZipFile(wheel).namelist()}
     assert {t for t in tops if not t.endswith((".dist-info", ".data"))} == {"toroid"}

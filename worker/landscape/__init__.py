@@ -25,25 +25,25 @@ _EXPORTS: dict[str, str] = {
     # symmetry removal (docs/method.md §2-4)
     "normalize": "symmetry",
     "align": "symmetry",
-    # distances (sec. 5)
+    # distances (docs/method.md §5)
     "geodesic_distance": "distances",
     "euclidean_distances": "distances",
     "hamming_distance": "distances",
-    # paths and sections (sec. 7)
+    # paths and sections (§7)
     "interpolate": "paths",
     "path_profile": "paths",
     "section_2d": "paths",
-    # torus slices (docs/method.md (part 2) §5)
+    # torus slices (§7)
     "torus_slice": "torus",
-    # path kinds and the binary rule (sec. 4, 7); plain Python, no torch
+    # path kinds and the binary rule (§§4, 7); plain Python, no torch
     "ALL_PATH_KINDS": "kinds",
     "path_kinds": "kinds",
     "check_path_kind": "kinds",
     "bend_kinds": "kinds",
     "check_bend_kind": "kinds",
-    # flatness (sec. 6)
+    # flatness (§6)
     "local_energy": "flatness",
-    # one-bend paths (sec. 7)
+    # one-bend paths (§7)
     "one_bend": "bend",
     # results as JSON (no torch)
     "to_json": "results",

@@ -1,8 +1,8 @@
 """Networks that are per-unit linear combinations of a few anchor networks, evaluated fast.
 
-Straight lines, geodesics, planes and tori (docs/method.md (part 2) §§3-5) are all points of the form
+Straight lines, geodesics, planes and tori (docs/method.md §7) are all points of the form
 sum_m c_m (.) w_m over M anchor networks. :class:`CombinationEvaluator` evaluates them with the
-first-layer factorization (docs/method.md (part 2) §1, "First-layer factorization"): because the
+first-layer factorization (docs/method.md §7, "First-layer factorization"): because the
 first layer's pre-activations are linear in its weights, X W(x)^T = sum_m c_m (.) (X W_m^T), so a
 path of K points costs M first-layer products (M = 2 for a path) instead of K.
 :func:`_find_first_layer` decides whether a network's first layer is eligible (:class:`FirstLayer`).

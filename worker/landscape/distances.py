@@ -1,4 +1,4 @@
-"""Distances between networks (docs/method.md §5 and the numerical notes of sec. 10).
+"""Distances between networks (docs/method.md §5 and the numerical notes of §10).
 
 * :func:`geodesic_distance` on the product of spheres of normalized, aligned networks:
   ``D^2 = sum_k phi_k^2 + H_L * phi_L^2`` (hidden units on unit spheres, the last layer on the

@@ -1,6 +1,6 @@
 """The unit graph of a network: which hidden units move together under its symmetries.
 
-docs/method.md §1 (part 1). The model is traced with ``torch.fx`` and every node is handled by ONE
+docs/method.md §1. The model is traced with ``torch.fx`` and every node is handled by ONE
 table of per-operation handlers (``MODULE_HANDLERS`` for leaf modules, ``FUNCTION_HANDLERS`` for
 functions and tensor methods), in the spirit of ZipIt's merge engine: a Linear / Conv *produces* a
 new group of hidden units and *consumes* the group its input carries; BatchNorm *follows* the

@@ -1,11 +1,11 @@
 """Path kinds and the binary rule: which paths between two minima fit which networks.
 
-docs/method.md (part 2) §3 (paths and their barrier), part 1 §4 (binary networks). The one home of
+docs/method.md §7 (paths and their barrier), §4 (binary networks). The one home of
 these facts for the whole platform: the core's path functions, the API, the study planner and the
 dashboard all ask here. Plain Python (no torch), so that a process without torch can import it.
 
 * ``linear`` and ``linear_aligned`` fit every network (binary networks: on the latent weights);
-* ``geodesic`` needs continuous networks: binary weights cannot be normalized (sec. 4);
+* ``geodesic`` needs continuous networks: binary weights cannot be normalized (§4);
 * ``flip`` is the binary counterpart of the geodesic: the differing binary weights flipped one at a
   time;
 * ``one_bend`` (through a retrained midpoint) fits both; its segments have their own kind

@@ -58,7 +58,7 @@ jsonable = to_json
 
 
 def local_energy_at_largest_sigma(data: Mapping[str, Any]) -> float | None:
-    """The local energy at the largest sigma of a :class:`LocalEnergy` dict (docs/method.md (part 2) §6).
+    """The local energy at the largest sigma of a :class:`LocalEnergy` dict (docs/method.md §6).
 
     This is the flatness the paper compares with the test error. ``None`` when ``sigmas`` or
     ``mean`` is missing or empty, their lengths differ, a sigma is not a finite number, or the
@@ -179,7 +179,7 @@ class TorusSlice(_Record):
     sample [0, 2 pi) so the slice is periodic.  ``minima`` maps network names to their torus
     coordinates and ``geodesic`` lists points of the geodesic between A and B, which is the
     straight segment between their coordinates.  ``construction`` names the construction
-    (see docs/method.md (part 2)).
+    (see docs/method.md §7).
     """
 
     phi1: list[float]

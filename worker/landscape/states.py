@@ -1,6 +1,6 @@
 """Network states: state dicts, loading them in place, linear combinations, BatchNorm recalibration.
 
-The bottom layer of the evaluator (docs/method.md (part 2) §§1-2): every measure handles networks as
+The bottom layer of the evaluator (docs/method.md §7): every measure handles networks as
 state dicts (name -> tensor). :func:`load_state` copies one into a reusable working model,
 :func:`combine_states` forms the per-unit linear combinations of a few anchor networks that paths,
 sections and tori are made of, and :func:`recalibrate_bn` recomputes BatchNorm running statistics

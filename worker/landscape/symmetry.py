@@ -1,7 +1,7 @@
 """Symmetry removal: the moves on the unit graph, scale removal (normalize) and permutation / sign
 removal (align).
 
-docs/method.md §2 (Algorithm 1, normalization), sec. 3 (Algorithm 2, alignment), sec. 4 (binary
+docs/method.md §2 (Algorithm 1, normalization), §3 (Algorithm 2, alignment), §4 (binary
 networks). The implementation is architecture-agnostic: the unit graph
 (:mod:`toroid.worker.landscape.graph`, docs/method.md §1) says which hidden units move together;
 three moves act on a group, each on every tensor the group touches (producer rows and biases,
@@ -244,7 +244,7 @@ def normalize(model: nn.Module, *, bn_mode: str = "push") -> nn.Module:
 
 
 # --------------------------------------------------------------------------------------------------
-# align (docs/method.md §3, Algorithm 2; sec. 4 for binary networks)
+# align (docs/method.md §3, Algorithm 2; §4 for binary networks)
 
 
 def _unit_rows(model: nn.Module, p: Producer) -> tuple[torch.Tensor, torch.Tensor]:
@@ -278,7 +278,7 @@ def _check_same_structure(a: nn.Module, b: nn.Module) -> None:
 def align_permutations(
     reference: nn.Module, model: nn.Module, *, max_sweeps: int = 5
 ) -> tuple[nn.Module, dict[str, UnitMatch]]:
-    """Align ``model`` to ``reference`` (docs/method.md §3, Algorithm 2; sec. 4). Returns a new model
+    """Align ``model`` to ``reference`` (docs/method.md §3, Algorithm 2; §4). Returns a new model
     and, per unit group, the :class:`UnitMatch` applied.
 
     Bottom-up over the hidden groups: ``C[i, j]`` = cosine similarity between the flattened
@@ -288,7 +288,7 @@ def align_permutations(
     are permuted (rows, biases, BatchNorm parameters and running statistics) and so are the next
     layers' inputs (through a flatten: whole channel blocks). The last layer is never permuted.
 
-    Binary networks (sec. 4): ``C`` is the overlap of the +-1 weights, matching is on ``|C|`` and
+    Binary networks (§4): ``C`` is the overlap of the +-1 weights, matching is on ``|C|`` and
     unit ``k`` is flipped (incoming and outgoing weights) when ``C[k, perm[k]] < 0``; groups whose
     flip is not a symmetry (the committee machine's fixed +1 read-out) match on ``C``.
 

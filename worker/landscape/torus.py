@@ -1,6 +1,6 @@
 """The torus chart: error on a two-dimensional torus through normalized, aligned minima.
 
-docs/method.md (part 2) §5 (a Toroid construction built on the paper's secs. 2, 5 and 7). After
+docs/method.md §7 (a Toroid construction built on §§2, 5 and 7). After
 normalization every hidden unit lives on its unit sphere and the last layer on the sphere of radius
 sqrt(H_L); the great circle of each unit through A and B (and C) gives one circle per unit, and two
 torus coordinates move groups of units around their circles (:class:`_TorusChart`).
@@ -43,7 +43,7 @@ TorusGroups = str | Sequence[str]
 
 
 class _TorusChart:
-    """The torus construction of docs/method.md (part 2) over prepared A, B (and C).
+    """The torus construction of docs/method.md §7 over prepared A, B (and C).
 
     Every unit k (and the last layer as one vector) moves on the great circle through a_k and
     b_k: point cos(theta) a_k + sin(theta) u_k with u_k the unit tangent at a_k toward b_k.

@@ -151,5 +151,5 @@ SPEC = SamplerSpec(
     binary_ok=False,
     fn=train_adv,
     paper={"epochs": 300, "batch_size": 128, "lr": 0.02, "momentum": 0.0, "confusion_zero": 0.1},
-    reference="Pittorino et al., ICML 2022, sec. 8; Liu et al., NeurIPS 2020",
+    reference="Pittorino et al., ICML 2022 (docs/method.md §8); Liu et al., NeurIPS 2020",
 )

@@ -88,5 +88,5 @@ SPEC = SamplerSpec(
     binary_only=True,
     fn=train_binary,
     paper={"epochs": 300, "batch_size": 128},
-    reference="Pittorino et al., ICML 2022, sec. 8; Courbariaux et al. 2016 (BinaryNet)",
+    reference="Pittorino et al., ICML 2022 (docs/method.md §8); Courbariaux et al. 2016 (BinaryNet)",
 )

@@ -214,5 +214,5 @@ SPEC = SamplerSpec(
     binary_ok=False,
     fn=train_rsgd,
     paper={"epochs": 300, "batch_size": 128, "lr": 0.05, "replicas": 5, "scale_lr": True, "gamma_growth": 1e4},
-    reference="Pittorino et al., ICML 2022, sec. 8; Pittorino et al., ICLR 2021",
+    reference="Pittorino et al., ICML 2022 (docs/method.md §8); Pittorino et al., ICLR 2021",
 )

@@ -67,5 +67,5 @@ SPEC = SamplerSpec(
     binary_ok=False,
     fn=train_sgd,
     paper={"epochs": 300, "batch_size": 128, "lr": 0.02, "momentum": 0.9, "nesterov": True, "schedule": "cosine"},
-    reference="Pittorino et al., ICML 2022, sec. 8",
+    reference="Pittorino et al., ICML 2022 (docs/method.md §8)",
 )
