@@ -9,6 +9,8 @@ COPY pyproject.toml README.md ./
 COPY backend ./backend
 COPY worker ./worker
 COPY dashboard ./dashboard
+COPY store ./store
+COPY toroid ./toroid
 RUN pip install --no-cache-dir ".[postgres,monitor]"
 VOLUME /data
 EXPOSE 8000

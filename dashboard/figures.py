@@ -1,11 +1,13 @@
-"""Pure Plotly figure builders: API records and result JSON in, ``go.Figure`` out (no HTTP, no Dash).
+"""The dashboard's own Plotly figure builders: API records and result JSON in, ``go.Figure`` out (no HTTP, no Dash).
 
+What the study report draws too (sampler and path-kind colours and labels, the layout, Kendall's tau, path
+normalization, the local energy vs test error scatter, the distance heatmap) lives in :mod:`toroid.plots`.
 Errors arrive as fractions in [0, 1] (the API's convention) and are shown in percent. The builders follow the paper's
 plots (docs/method.md):
 paths against the distance along the path rescaled to [0, 1] with the barrier (highest train error,
-raw max) in the legend (sec. 7); local-energy curves dE_train(sigma) with the std over noise samples as error bars and
-local energy vs test error (sec. 6); distance matrices (sec. 5); the torus slice through two minima on a 3-D torus and
-unrolled, and the Gram-Schmidt section through three minima (sec. 7).
+raw max) in the legend (sec. 7); local-energy curves dE_train(sigma) with the std over noise samples as error bars
+(sec. 6); distance matrices ordered by sampler (sec. 5); the minima map; the torus slice through two minima on a 3-D
+torus and unrolled, and the Gram-Schmidt section through three minima (sec. 7); training curves.
 """
 
 from __future__ import annotations
@@ -16,28 +18,30 @@ from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
-from scipy import stats
 
 from toroid.dashboard.mds import classical_mds, procrustes_align
+from toroid.plots import (
+    KIND_COLORS,
+    KIND_LABELS,
+    METRIC_LABELS,
+    base_layout,
+    by_sampler,
+    empty_figure,
+    matrix_heatmap,
+    path_points,
+    percent,
+    sampler_color,
+    sampler_rank,
+)
 
 __all__ = [
-    "KIND_COLORS",
-    "KIND_LABELS",
-    "SAMPLER_COLORS",
     "barrier_figure",
     "barrier_rows",
-    "bend_profile",
     "distance_heatmap",
-    "empty_figure",
     "flatness_curves",
-    "flatness_scatter",
-    "kendall_tau",
     "map_positions",
     "minima_map",
     "order_by_sampler",
-    "path_points",
-    "percent",
-    "sampler_color",
     "section_contour",
     "torus_embedding",
     "torus_heatmap",
@@ -46,77 +50,7 @@ __all__ = [
     "training_curves",
 ]
 
-SAMPLER_COLORS: dict[str, str] = {
-    "rsgd": "#2a9d6f",
-    "sgd": "#3b6fd4",
-    "adv": "#d1495b",
-    "sam": "#8e5bd0",
-    "entropy_sgd": "#e08a2c",
-    "binary": "#7a6a58",
-}
-UPLOAD_COLOR = "#8a8f98"
-_EXTRA_COLORS = ("#17becf", "#bcbd22", "#e377c2", "#8c564b", "#1f77b4")
-SAMPLER_ORDER = ("rsgd", "sgd", "sam", "entropy_sgd", "adv", "binary")
-
-KIND_LABELS: dict[str, str] = {
-    "linear": "linear",
-    "linear_aligned": "linear aligned",
-    "geodesic": "geodesic",
-    "one_bend": "one-bend",
-    "flip": "flip",
-}
-KIND_COLORS: dict[str, str] = {
-    "linear": "#9aa0a6",
-    "linear_aligned": "#e08a2c",
-    "geodesic": "#3b6fd4",
-    "one_bend": "#2a9d6f",
-    "flip": "#8e5bd0",
-}
 SELECTION_LABELS = ("A", "B", "C")
-FONT = dict(family="Inter, system-ui, -apple-system, Segoe UI, Roboto, sans-serif", size=13, color="#1f2430")
-
-
-def percent(value: float | None, digits: int = 2) -> str:
-    """A fraction in [0, 1] as a percent string ('n/a' for None/NaN)."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    return f"{100.0 * value:.{digits}f}%"
-
-
-def sampler_color(sampler: str | None) -> str:
-    """The fixed color of a sampler (uploads without provenance: gray); unknown names get a stable extra color."""
-    if not sampler:
-        return UPLOAD_COLOR
-    if sampler in SAMPLER_COLORS:
-        return SAMPLER_COLORS[sampler]
-    return _EXTRA_COLORS[sum(map(ord, sampler)) % len(_EXTRA_COLORS)]
-
-
-def _base_layout(fig: go.Figure, **kwargs: Any) -> go.Figure:
-    settings: dict[str, Any] = {
-        "template": "plotly_white",
-        "font": FONT,
-        "margin": dict(l=60, r=20, t=40, b=50),
-        "legend": dict(bgcolor="rgba(255,255,255,0.8)"),
-    }
-    for key, value in kwargs.items():
-        if isinstance(value, dict) and isinstance(settings.get(key), dict):
-            settings[key] = {**settings[key], **value}
-        else:
-            settings[key] = value
-    fig.update_layout(**settings)
-    return fig
-
-
-def empty_figure(message: str) -> go.Figure:
-    """A blank figure carrying ``message`` in its middle (used before data exists)."""
-    fig = go.Figure()
-    fig.add_annotation(text=message, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False,
-                       font=dict(size=15, color="#6b7280"))
-    _base_layout(fig)
-    fig.update_xaxes(visible=False)
-    fig.update_yaxes(visible=False)
-    return fig
 
 
 # --- minima map -----------------------------------------------------------------------------------------------------
@@ -242,11 +176,7 @@ def minima_map(
                 marker=dict(size=12, color="#c4c8cf", line=dict(width=1, color="white")),
             ))
     else:
-        groups: dict[str, list[Mapping[str, Any]]] = {}
-        for m in placed:
-            groups.setdefault(m.get("sampler") or "", []).append(m)
-        for sampler in sorted(groups, key=_sampler_rank):
-            members = groups[sampler]
+        for sampler, members in by_sampler(placed):
             fig.add_trace(go.Scatter(
                 x=[positions[m["id"]][0] for m in members], y=[positions[m["id"]][1] for m in members],
                 mode="markers+text" if label_points else "markers", name=sampler or "upload",
@@ -278,13 +208,13 @@ def minima_map(
         ))
     if method == "mds":
         what = "geodesic (normalized + aligned)" if variant == "geodesic" else f"{variant.replace('_', ' ')} Euclidean"
-        _base_layout(fig, clickmode="event", hovermode="closest", dragmode="pan", margin=dict(t=56),
+        base_layout(fig, clickmode="event", hovermode="closest", dragmode="pan", margin=dict(t=56),
                      title=dict(text=f"Minima by {what} distance (classical MDS)", x=0.01, y=0.98, yanchor="top",
                                 font=dict(size=14)))
         fig.update_xaxes(title_text="MDS 1", zeroline=False, showticklabels=False)
         fig.update_yaxes(title_text="MDS 2", zeroline=False, showticklabels=False, scaleanchor="x", scaleratio=1)
     else:
-        _base_layout(fig, clickmode="event", hovermode="closest", dragmode="pan", margin=dict(t=56),
+        base_layout(fig, clickmode="event", hovermode="closest", dragmode="pan", margin=dict(t=56),
                      title=dict(text="Minima by error (distances not computed yet)", x=0.01, y=0.98, yanchor="top",
                                 font=dict(size=14)))
         fig.update_xaxes(title_text="train error (%)", zeroline=False)
@@ -320,74 +250,7 @@ def _point_label(minimum: Mapping[str, Any], ringed: set[str]) -> str:
     return "" if minimum["id"] in ringed else (minimum.get("name") or minimum["id"])
 
 
-def _sampler_rank(sampler: str | None) -> tuple[int, str]:
-    if sampler in SAMPLER_ORDER:
-        return SAMPLER_ORDER.index(sampler), sampler
-    return (len(SAMPLER_ORDER) + (0 if sampler else 1), sampler or "")
-
-
 # --- paths and barriers ---------------------------------------------------------------------------------------------
-
-def bend_profile(bend: Mapping[str, Any]) -> dict[str, Any]:
-    """A one-bend result (two segments A->bend->B) as one profile over [0, 1]; ``bend_at`` is the bend's abscissa.
-
-    The segments are placed in proportion to their lengths (``distance_to_a``, ``distance_to_b``); the shared bend
-    point appears once.
-    """
-    profiles = bend.get("profiles") or []
-    if len(profiles) != 2:
-        raise ValueError(f"a one-bend result has two path segments, got {len(profiles)}")
-    to_a, to_b = float(bend.get("distance_to_a") or 0.0), float(bend.get("distance_to_b") or 0.0)
-    share = to_a / (to_a + to_b) if to_a + to_b > 0 else 0.5
-    first, second = profiles
-    d1 = _abscissa(first)
-    d2 = _abscissa(second)
-    out: dict[str, Any] = {
-        "distance": [share * d for d in d1] + [share + (1 - share) * d for d in d2[1:]],
-        "train_error": list(first["train_error"]) + list(second["train_error"][1:]),
-        "test_error": list(first["test_error"]) + list(second["test_error"][1:]),
-        "barrier": float(bend["barrier"]),
-        "test_barrier": max(float(first.get("test_barrier", max(first["test_error"]))),
-                            float(second.get("test_barrier", max(second["test_error"])))),
-        "length": to_a + to_b,
-        "points": len(d1) + len(d2) - 1,
-        "bend_at": share,
-        "complete": True,
-    }
-    return out
-
-
-def _abscissa(profile: Mapping[str, Any]) -> list[float]:
-    distance = profile.get("distance")
-    x = profile.get("x") or []
-    n = len(profile.get("train_error") or [])
-    if distance and len(distance) == n:
-        return [float(v) for v in distance]
-    return [float(v) for v in x[:n]]
-
-
-def path_points(data: Mapping[str, Any]) -> dict[str, Any]:
-    """Normalize a PathProfile dict, a BendResult dict or a job's partial dict into
-    ``{"distance", "train_error", "test_error", "barrier", "test_barrier", "length", "points", "complete"}``
-    (``barrier`` is None for partial data: it is known only when the whole path has been evaluated).
-    """
-    if "profiles" in data:
-        return bend_profile(data)
-    train = [float(v) for v in data.get("train_error") or []]
-    test = [float(v) for v in data.get("test_error") or []]
-    complete = "barrier" in data
-    return {
-        "distance": _abscissa(data),
-        "train_error": train,
-        "test_error": test[: len(train)] if test else [],
-        "barrier": float(data["barrier"]) if complete else None,
-        "test_barrier": float(data["test_barrier"]) if complete and "test_barrier" in data else None,
-        "length": float(data["length"]) if "length" in data else None,
-        "points": int(data["points"]) if data.get("points") else (len(train) if complete else None),
-        "bend_at": None,
-        "complete": complete,
-    }
-
 
 def barrier_rows(paths: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
     """One row per path kind: {"kind", "label", "barrier", "test_barrier", "length", "points", "complete"}."""
@@ -447,7 +310,7 @@ def barrier_figure(
             ))
     ylabel = {"train": "train error (%)", "test": "test error (%)", "both": "error (%)"}[error]
     legend = dict(orientation="h", y=1.02, yanchor="bottom", x=0, xanchor="left")
-    _base_layout(fig, hovermode="x unified", legend=legend)
+    base_layout(fig, hovermode="x unified", legend=legend)
     fig.update_xaxes(title_text="normalized distance along the path", range=[-0.02, 1.02])
     fig.update_yaxes(title_text=ylabel, rangemode="tozero")
     fig.update_layout(uirevision="paths")
@@ -472,48 +335,10 @@ def flatness_curves(curves: Sequence[Mapping[str, Any]]) -> go.Figure:
             mode="lines+markers", name=curve["label"], line=dict(color=curve.get("color"), width=2),
             hovertemplate=f"{curve['label']}<br>sigma %{{x:.3g}} · dE %{{y:.3f}}%<extra></extra>",
         ))
-    _base_layout(fig, hovermode="closest")
+    base_layout(fig, hovermode="closest")
     fig.update_xaxes(title_text="flip fraction" if binary else "sigma (multiplicative Gaussian noise)")
     fig.update_yaxes(title_text="local energy dE_train (%)", rangemode="tozero")
     return fig
-
-
-def kendall_tau(x: Sequence[float], y: Sequence[float]) -> tuple[float, float] | None:
-    """Kendall's tau and its p-value (scipy), or None with fewer than 3 points or a constant variable."""
-    if len(x) < 3 or len(set(x)) < 2 or len(set(y)) < 2:
-        return None
-    result = stats.kendalltau(x, y)
-    return float(result.statistic), float(result.pvalue)
-
-
-def flatness_scatter(minima: Sequence[Mapping[str, Any]]) -> tuple[go.Figure, tuple[float, float] | None]:
-    """Local energy at the largest sigma vs test error over the minima that have both, colored by sampler, with
-    Kendall's tau in the title (the paper's flatness/generalization comparison, sec. 6 and 9).
-    """
-    points = [m for m in minima if m.get("local_energy") is not None and m.get("test_error") is not None]
-    tau = kendall_tau([m["local_energy"] for m in points], [m["test_error"] for m in points])
-    if not points:
-        return empty_figure("No minimum has a flatness result yet."), None
-    fig = go.Figure()
-    groups: dict[str, list[Mapping[str, Any]]] = {}
-    for m in points:
-        groups.setdefault(m.get("sampler") or "", []).append(m)
-    for sampler in sorted(groups, key=_sampler_rank):
-        members = groups[sampler]
-        fig.add_trace(go.Scatter(
-            x=[100.0 * m["local_energy"] for m in members], y=[100.0 * m["test_error"] for m in members],
-            mode="markers", name=sampler or "upload", text=[m.get("name") or m["id"] for m in members],
-            marker=dict(size=12, color=sampler_color(sampler or None), line=dict(width=1, color="white")),
-            hovertemplate="%{text}<br>local energy %{x:.3f}% · test error %{y:.2f}%<extra></extra>",
-        ))
-    if tau is None:
-        title = f"Local energy vs test error (n = {len(points)}; Kendall tau needs 3 or more)"
-    else:
-        title = f"Local energy vs test error: Kendall tau = {tau[0]:.2f} (p = {tau[1]:.2g}, n = {len(points)})"
-    _base_layout(fig, title=dict(text=title, x=0.01, font=dict(size=14)), hovermode="closest")
-    fig.update_xaxes(title_text="local energy at the largest sigma (%)")
-    fig.update_yaxes(title_text="test error (%)")
-    return fig, tau
 
 
 # --- distances ------------------------------------------------------------------------------------------------------
@@ -522,7 +347,7 @@ def order_by_sampler(ids: Sequence[str], minima_by_id: Mapping[str, Mapping[str,
     """Indices of ``ids`` sorted by sampler (flattest first: rsgd, sgd, sam, entropy_sgd, adv, ...) then name."""
     def key(i: int) -> tuple:
         m = minima_by_id.get(ids[i], {})
-        return (*_sampler_rank(m.get("sampler")), m.get("name") or ids[i])
+        return (*sampler_rank(m.get("sampler")), m.get("name") or ids[i])
 
     return sorted(range(len(ids)), key=key)
 
@@ -542,20 +367,11 @@ def distance_heatmap(
     for i in order:
         m = minima_by_id.get(ids[i], {})
         labels.append(f"{m.get('name') or names[i]} ({m.get('sampler') or 'upload'})")
-    fig = go.Figure(go.Heatmap(
-        z=matrix, x=labels, y=labels, colorscale="Blues", colorbar=dict(title=dict(text="distance"), thickness=12),
-        hovertemplate="%{y}<br>%{x}<br>distance %{z:.4g}<extra></extra>",
-        texttemplate="%{z:.3g}" if len(ids) <= 12 else None, xgap=1, ygap=1,
-    ))
-    title = {
-        "geodesic": "geodesic distance (normalized + aligned)",
-        "normalized_aligned": "Euclidean, normalized + aligned",
-    }
-    _base_layout(fig, title=dict(text=title.get(variant, f"Euclidean, {variant.replace('_', ' ')}"), x=0.01,
-                                 font=dict(size=14)), margin=dict(l=160, r=20, t=40, b=140))
-    fig.update_xaxes(showgrid=False, constrain="domain")
-    fig.update_yaxes(autorange="reversed", scaleanchor="x", scaleratio=1, showgrid=False, constrain="domain")
-    return fig
+    if variant == "geodesic":
+        title = "geodesic distance (normalized + aligned)"
+    else:
+        title = METRIC_LABELS.get(variant, f"Euclidean, {variant.replace('_', ' ')}")
+    return matrix_heatmap(matrix, labels, title)
 
 
 # --- torus and section ----------------------------------------------------------------------------------------------
@@ -625,7 +441,7 @@ def torus_surface(slice_data: Mapping[str, Any], labels: Mapping[str, str] | Non
             textfont=dict(color="#1f2430", size=13), hoverinfo="text",
         ))
     axis = dict(visible=False, showbackground=False)
-    _base_layout(fig, margin=dict(l=0, r=0, t=30, b=0), showlegend=False,
+    base_layout(fig, margin=dict(l=0, r=0, t=30, b=0), showlegend=False,
                  scene=dict(xaxis=axis, yaxis=axis, zaxis=axis, aspectmode="data",
                             camera=dict(eye=dict(x=1.25, y=1.25, z=1.05))))
     fig.update_layout(uirevision="torus")
@@ -682,7 +498,7 @@ def torus_heatmap(slice_data: Mapping[str, Any], labels: Mapping[str, str] | Non
             textfont=dict(color="#ffffff", size=13),
             marker=dict(size=11, color="#ffffff", line=dict(color="#1f2430", width=2)),
         ))
-    _base_layout(fig, showlegend=False)
+    base_layout(fig, showlegend=False)
     fig.update_xaxes(title_text="torus angle 1 (first hidden layer)", range=[0, 2 * math.pi], **_pi_ticks())
     fig.update_yaxes(title_text="torus angle 2 (other layers)", range=[0, 2 * math.pi], scaleanchor="x",
                      scaleratio=1, **_pi_ticks())
@@ -714,7 +530,7 @@ def section_contour(section: Mapping[str, Any], labels: Mapping[str, str] | None
             marker=dict(size=11, color="#ffffff", line=dict(color="#1f2430", width=2)), name="minima",
         ))
     space = section.get("space", "raw")
-    _base_layout(fig, showlegend=False,
+    base_layout(fig, showlegend=False,
                  title=dict(text=f"Plane through three minima ({space} parameters)", x=0.01, font=dict(size=14)))
     fig.update_xaxes(title_text="u (towards w2)")
     fig.update_yaxes(title_text="v (towards w3, orthogonalized)", scaleanchor="x", scaleratio=1)
@@ -750,7 +566,7 @@ def training_curves(partial: Mapping[str, Any], title: str = "") -> go.Figure:
     phase = partial.get("phase")
     if phase:
         title = f"{title} · phase: {phase}" if title else f"phase: {phase}"
-    _base_layout(fig, title=dict(text=title, x=0.01, y=0.98, yanchor="top", font=dict(size=14)),
+    base_layout(fig, title=dict(text=title, x=0.01, y=0.98, yanchor="top", font=dict(size=14)),
                  hovermode="x unified", margin=dict(t=70),
                  yaxis=dict(title=dict(text="error (%)"), rangemode="tozero"),
                  yaxis2=dict(title=dict(text="train loss"), overlaying="y", side="right", showgrid=False,

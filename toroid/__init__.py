@@ -24,9 +24,13 @@ from typing import Any
 __version__ = "0.2.0"
 
 _CORE = "toroid.worker.landscape"
+#: The root's own modules and the mapped packages: ``from toroid import plots`` imports them, not the core.
+_SUBMODULES = frozenset({"plots", "cli", "cli_study", "store", "backend", "worker", "dashboard"})
 
 
 def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
     core = importlib.import_module(_CORE)
     if name == "__all__":  # ``from toroid import *``: the core's API
         return list(core.__all__)

@@ -21,6 +21,7 @@ from toroid.dashboard.views.common import (
     minima_by_id,
     result_links,
 )
+from toroid.plots import empty_figure
 
 GRAPH = "distances-graph"
 VARIANT = "distances-variant"
@@ -50,7 +51,7 @@ def register(app, client: ApiClient, public_api_url: str) -> None:
     )
     def draw(entry, variant, minima):
         if not entry:
-            return figures.empty_figure("Distances need two or more minima of one landscape."), None, None
+            return empty_figure("Distances need two or more minima of one landscape."), None, None
         data = fetch_result(client, entry)
         result_id = entry.get("result_id")
         if data is None and entry.get("previous_result_id"):
@@ -58,9 +59,9 @@ def register(app, client: ApiClient, public_api_url: str) -> None:
             data = fetch_result(client, {"state": "succeeded", "result_id": result_id})
         status = entry_status(entry, "distances")
         if data is None:
-            return figures.empty_figure("Computing distances…"), status, None
+            return empty_figure("Computing distances…"), status, None
         if variant not in (data.get("matrices") or {}):
-            return figures.empty_figure(f"This result has no {VARIANTS.get(variant, variant)} matrix."), status, None
+            return empty_figure(f"This result has no {VARIANTS.get(variant, variant)} matrix."), status, None
         fig = figures.distance_heatmap(data, variant, minima_by_id(minima))
         links = [html.Span("distances result", className="link-label"), result_links(result_id, public_api_url)]
         return fig, status, links

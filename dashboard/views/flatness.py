@@ -28,6 +28,7 @@ from toroid.dashboard.views.common import (
     result_links,
     track,
 )
+from toroid.plots import empty_figure, flatness_scatter, sampler_color
 
 VIEW = "flatness"
 STORE = "flatness-store"
@@ -117,7 +118,7 @@ def register(app, client: ApiClient, public_api_url: str) -> None:
             data = fetch_result(client, entry)
             if data is not None:
                 curves.append({"label": f"{name} ({minimum.get('sampler') or 'upload'})",
-                               "color": figures.sampler_color(minimum.get("sampler")), "data": data})
+                               "color": sampler_color(minimum.get("sampler")), "data": data})
                 links.append(html.Span([html.Span(name, className="link-label"),
                                         result_links(entry.get("result_id"), public_api_url)], className="link-item"))
             line = entry_status(entry, name)
@@ -126,10 +127,10 @@ def register(app, client: ApiClient, public_api_url: str) -> None:
         if curves:
             curve_fig = figures.flatness_curves(curves)
         elif picked:
-            curve_fig = figures.empty_figure("Computing local energies…" if status else "Open this view to compute.")
+            curve_fig = empty_figure("Computing local energies…" if status else "Open this view to compute.")
         else:
-            curve_fig = figures.empty_figure("Pick minima above (or select a pair on the map).")
-        scatter_fig, tau = figures.flatness_scatter(minima or [])
+            curve_fig = empty_figure("Pick minima above (or select a pair on the map).")
+        scatter_fig, tau = flatness_scatter(minima or [])
         with_energy = sum(1 for m in minima or [] if m.get("local_energy") is not None)
         if tau is None:
             text = (f"Kendall tau between local energy and test error needs 3 minima with a flatness result "

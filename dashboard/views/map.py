@@ -29,6 +29,7 @@ from toroid.dashboard.views.common import (
     request_analysis,
     track,
 )
+from toroid.plots import empty_figure
 
 GRAPH = "map-graph"
 FAMILY = "map-family"
@@ -152,7 +153,7 @@ def register(app, client: ApiClient) -> None:
         ids = set(_family_ids(minima, family, catalog))
         shown = [m for m in minima if m["id"] in ids]
         if not shown:
-            fig = figures.empty_figure("No minima yet: train some or upload a checkpoint (Add minima).")
+            fig = empty_figure("No minima yet: train some or upload a checkpoint (Add minima).")
             return fig, "", no_update, None, "none", "0"
         data = fetch_result(client, entry)
         if data is None and entry and entry.get("previous_result_id"):

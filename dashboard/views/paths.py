@@ -28,6 +28,7 @@ from toroid.dashboard.views.common import (
     result_links,
     track,
 )
+from toroid.plots import KIND_LABELS, empty_figure, percent
 
 STORE = "paths-store"
 GRAPH = "paths-graph"
@@ -57,19 +58,25 @@ def layout() -> html.Section:
     )
 
 
-def path_kinds(minimum: dict | None, catalog: dict | None) -> tuple[str, ...]:
-    """The paths compared for every pair: linear, linear aligned and geodesic; binary networks (no normalization,
-    docs/method.md §4 and 7) get the flip path instead of the geodesic."""
+def _architecture(minimum: dict | None, catalog: dict | None) -> dict:
     arch = (minimum or {}).get("architecture")
-    binary = any(a.get("binary") for a in (catalog or {}).get("architectures", []) if a["name"] == arch)
-    return ("linear", "linear_aligned", "flip") if binary else PATH_KINDS
+    return next((a for a in (catalog or {}).get("architectures", []) if a["name"] == arch), {})
 
 
-def path_request(a: str, b: str, kind: str) -> dict:
-    """The body of ``POST /api/analyses/path`` the dashboard sends for one path kind."""
+def path_kinds(minimum: dict | None, catalog: dict | None) -> tuple[str, ...]:
+    """The paths compared for every pair: the kinds the API says fit the pair's architecture (the core's rule,
+    docs/method.md §§4, 7: linear, linear aligned and geodesic; binary networks get the flip path instead of the
+    geodesic), the one-bend path aside (it has its own button)."""
+    kinds = _architecture(minimum, catalog).get("path_kinds") or PATH_KINDS
+    return tuple(k for k in kinds if k != "one_bend")
+
+
+def path_request(a: str, b: str, kind: str, minimum: dict | None = None, catalog: dict | None = None) -> dict:
+    """The body of ``POST /api/analyses/path`` the dashboard sends for one path kind (a one-bend path takes the
+    architecture's default segment kind)."""
     body = {"a": a, "b": b, "kind": kind, "points": POINTS}
     if kind == "one_bend":
-        body["bend_kind"] = "geodesic"
+        body["bend_kind"] = (_architecture(minimum, catalog).get("bend_kinds") or ["geodesic"])[0]
     return body
 
 
@@ -93,9 +100,7 @@ def register(app, client: ApiClient, public_api_url: str) -> None:
         entries = dict(store["entries"])
         changed = False
         if ctx.triggered_id == BEND and not is_active(entries.get("one_bend")):
-            body = path_request(a, b, "one_bend")
-            if "flip" in entries:
-                body["bend_kind"] = "flip"
+            body = path_request(a, b, "one_bend", minima_by_id(minima).get(a), catalog)
             entries["one_bend"] = request_analysis(client, "path", body)
             changed = True
         for kind, entry in store["entries"].items():
@@ -126,7 +131,7 @@ def register(app, client: ApiClient, public_api_url: str) -> None:
     )
     def draw(store, error):
         if not store:
-            empty = figures.empty_figure("Select two minima on the map to see the paths between them.")
+            empty = empty_figure("Select two minima on the map to see the paths between them.")
             return empty, None, None
         paths, progress = {}, []
         entries = store["entries"]
@@ -139,10 +144,10 @@ def register(app, client: ApiClient, public_api_url: str) -> None:
                 paths[kind] = data
             elif _streamed_points(entry.get("partial") or {}):
                 paths[kind] = entry["partial"]
-            status = entry_status(entry, figures.KIND_LABELS[kind])
+            status = entry_status(entry, KIND_LABELS[kind])
             if status is not None:
                 progress.append(status)
-        fig = figures.barrier_figure(paths, error, expected_points=POINTS) if paths else figures.empty_figure(
+        fig = figures.barrier_figure(paths, error, expected_points=POINTS) if paths else empty_figure(
             "Waiting for the first path points…")
         return fig, _table(entries, paths, public_api_url), progress
 
@@ -176,9 +181,9 @@ def _table(entries: dict, paths: dict, public_api_url: str) -> html.Table:
         elif entry.get("state") in ("queued", "running"):
             state_cell = f"{entry['state']} {100 * (entry.get('progress') or 0):.0f}%"
         body.append(html.Tr(
-            [html.Td(html.Span(figures.KIND_LABELS[kind], className=f"kind-swatch {kind}")),
-             html.Td(figures.percent(barrier) if finished else "…", className="num barrier"),
-             html.Td(figures.percent(test_barrier) if finished else "…", className="num"),
+            [html.Td(html.Span(KIND_LABELS[kind], className=f"kind-swatch {kind}")),
+             html.Td(percent(barrier) if finished else "…", className="num barrier"),
+             html.Td(percent(test_barrier) if finished else "…", className="num"),
              html.Td(f"{row['length']:.4g}" if finished and row["length"] is not None else "", className="num"),
              html.Td(str(row["points"]) if finished else "", className="num"),
              html.Td(state_cell, className="state"),

@@ -28,6 +28,7 @@ from toroid.dashboard.views.common import (
     result_links,
     track,
 )
+from toroid.plots import empty_figure
 
 VIEW = "torus"
 STORE = "torus-store"
@@ -152,7 +153,7 @@ def register(app, client: ApiClient, public_api_url: str) -> None:
                      result_links(torus_entry["result_id"], public_api_url)]
         else:
             text = "Select a pair on the map." if not pair else "Computing the torus slice…"
-            surface, unrolled, links = figures.empty_figure(text), figures.empty_figure(text), None
+            surface, unrolled, links = empty_figure(text), empty_figure(text), None
             streamed = None
             if torus_entry and torus_entry.get("state") == "running":
                 resolution = int(torus_entry.get("params", {}).get("resolution") or 0)
@@ -167,7 +168,7 @@ def register(app, client: ApiClient, public_api_url: str) -> None:
         else:
             text = "Choose a third minimum C above." if pair and not third else (
                 "Select a pair on the map, then a third minimum C." if not pair else "Computing the plane…")
-            section, section_links = figures.empty_figure(text), None
+            section, section_links = empty_figure(text), None
         return (surface, unrolled, entry_status(torus_entry, "torus slice"), links, section,
                 entry_status(section_entry, "plane"), section_links)
 

@@ -19,6 +19,7 @@ from dash.exceptions import PreventUpdate
 from toroid.dashboard import figures
 from toroid.dashboard.client import ApiClient, ApiError
 from toroid.dashboard.views.common import CATALOG, JOBS, REFRESH, card, decode_upload, graph, message
+from toroid.plots import empty_figure, percent
 
 DROP = "upload-drop"
 FILES = "upload-files"
@@ -206,8 +207,8 @@ def register(app, client: ApiClient) -> None:
         except ApiError as exc:
             return fail(exc.message)
         text = (f"Added {record.get('name')} ({record.get('architecture')} on {record.get('dataset')}): "
-                f"train error {figures.percent(record.get('train_error'))}, "
-                f"test error {figures.percent(record.get('test_error'))}.")
+                f"train error {percent(record.get('train_error'))}, "
+                f"test error {percent(record.get('test_error'))}.")
         return text, "message ok", "ok", {"minimum": record.get("id")}, None, None
 
     @app.callback(Output(CONFIG, "value"), Input(ARCH, "value"), State(CATALOG, "data"), prevent_initial_call=True)
@@ -257,7 +258,7 @@ def register(app, client: ApiClient) -> None:
     def curves(job_id, jobs):
         job = watched_train_job(jobs or [], job_id)
         if job is None:
-            return figures.empty_figure("Start a training run: its curves appear here live.")
+            return empty_figure("Start a training run: its curves appear here live.")
         title = f"{_job_title(job)} · {job.get('state')} {100 * (job.get('progress') or 0):.0f}%"
         return figures.training_curves(job.get("partial") or {}, title)
 

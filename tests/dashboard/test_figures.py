@@ -9,6 +9,7 @@ import pytest
 from scipy import stats
 
 from toroid.dashboard import figures
+from toroid.plots import bend_profile, flatness_scatter
 
 
 def minimum(mid: str, sampler: str | None, train: float, test: float, local_energy: float | None = None) -> dict:
@@ -132,7 +133,7 @@ def test_one_bend_segments_join_at_the_bend_in_proportion_to_their_lengths():
     bend = {"profiles": [profile("geodesic", [0, 0.01, 0.02]), profile("geodesic", [0.02, 0.005, 0])],
             "barrier": 0.02, "kind": "geodesic", "distance_to_a": 1.0, "distance_to_b": 3.0,
             "bend_train_error": 0.02, "epochs": 5, "extra": {}}
-    p = figures.bend_profile(bend)
+    p = bend_profile(bend)
     assert p["distance"] == pytest.approx([0, 0.125, 0.25, 0.625, 1.0])
     assert p["train_error"] == [0, 0.01, 0.02, 0.005, 0]
     assert p["bend_at"] == 0.25 and p["barrier"] == 0.02 and p["points"] == 5
@@ -140,7 +141,7 @@ def test_one_bend_segments_join_at_the_bend_in_proportion_to_their_lengths():
     assert fig.data[0].name == "one-bend (barrier 2.00%)"
     assert fig.data[1].x[0] == 0.25  # the bend point marker
     with pytest.raises(ValueError, match="two path segments"):
-        figures.bend_profile({**bend, "profiles": bend["profiles"][:1]})
+        bend_profile({**bend, "profiles": bend["profiles"][:1]})
 
 
 def test_barrier_rows_report_the_results_numbers():
@@ -171,12 +172,12 @@ def test_flatness_scatter_prints_kendall_tau_of_scipy():
     minima = [minimum(str(i), "sgd", 0.0, test, le) for i, (le, test) in
               enumerate([(0.01, 0.02), (0.02, 0.03), (0.03, 0.025), (0.05, 0.06), (0.04, 0.05)])]
     minima.append(minimum("x", "adv", 0.0, 0.1, None))  # no flatness yet: left out
-    fig, tau = figures.flatness_scatter(minima)
+    fig, tau = flatness_scatter(minima)
     want = stats.kendalltau([0.01, 0.02, 0.03, 0.05, 0.04], [0.02, 0.03, 0.025, 0.06, 0.05])
     assert tau == pytest.approx((want.statistic, want.pvalue))
     assert f"Kendall tau = {want.statistic:.2f}" in fig.layout.title.text and "n = 5" in fig.layout.title.text
     assert sum(len(t.x) for t in fig.data) == 5
-    assert figures.flatness_scatter(minima[:2])[1] is None
+    assert flatness_scatter(minima[:2])[1] is None
 
 
 # --- distances ------------------------------------------------------------------------------------------------------

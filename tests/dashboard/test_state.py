@@ -92,11 +92,18 @@ def test_form_json_fields_and_dropped_files():
 def test_binary_pairs_compare_flip_paths_instead_of_geodesics():
     from toroid.dashboard.views.paths import path_kinds, path_request
 
-    catalog = {"architectures": [{"name": "mlp", "binary": False}, {"name": "binary_mlp", "binary": True}]}
+    # the catalog as GET /api/architectures serves it: the core's kinds per architecture
+    catalog = {"architectures": [
+        {"name": "mlp", "binary": False, "path_kinds": ["linear", "linear_aligned", "geodesic", "one_bend"],
+         "bend_kinds": ["geodesic", "linear_aligned", "linear"]},
+        {"name": "binary_mlp", "binary": True, "path_kinds": ["linear", "linear_aligned", "flip", "one_bend"],
+         "bend_kinds": ["flip"]},
+    ]}
     assert path_kinds({"architecture": "mlp"}, catalog) == ("linear", "linear_aligned", "geodesic")
     assert path_kinds({"architecture": "binary_mlp"}, catalog) == ("linear", "linear_aligned", "flip")
-    assert path_request("a", "b", "one_bend") == {"a": "a", "b": "b", "kind": "one_bend", "points": 33,
-                                                  "bend_kind": "geodesic"}
+    assert path_request("a", "b", "one_bend", {"architecture": "mlp"}, catalog) == {
+        "a": "a", "b": "b", "kind": "one_bend", "points": 33, "bend_kind": "geodesic"}
+    assert path_request("a", "b", "one_bend", {"architecture": "binary_mlp"}, catalog)["bend_kind"] == "flip"
 
 
 def test_training_curves_follow_the_chosen_else_the_running_job():
