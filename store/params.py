@@ -125,7 +125,7 @@ class TorusRequest(Strict):
 
 # ============================================================================================= job parameters
 class _Job(BaseModel):
-    """Stored job parameters: read back leniently (JSON has no tuples; ints stand for floats)."""
+    """Stored job parameters, read back by ``job_params`` leniently (JSON has no tuples; ints stand for floats)."""
 
     model_config = ConfigDict(extra="forbid", strict=False)
     job_kind: ClassVar[str]
@@ -149,31 +149,28 @@ class TrainJob(_Job):
 
 
 class _Analysis(_Job):
+    """An analysis job: its request (the second base) plus its input minima."""
+
     minimum_ids: list[str] = Field(description="The input minima, in the order the computation takes them.")
 
 
-class FlatnessJob(FlatnessRequest, _Analysis):
-    model_config = ConfigDict(extra="forbid", strict=False)
+class FlatnessJob(_Analysis, FlatnessRequest):
     job_kind: ClassVar[str] = "flatness"
 
 
-class PathJob(PathRequest, _Analysis):
-    model_config = ConfigDict(extra="forbid", strict=False)
+class PathJob(_Analysis, PathRequest):
     job_kind: ClassVar[str] = "path"
 
 
-class DistancesJob(DistancesRequest, _Analysis):
-    model_config = ConfigDict(extra="forbid", strict=False)
+class DistancesJob(_Analysis, DistancesRequest):
     job_kind: ClassVar[str] = "distances"
 
 
-class SectionJob(SectionRequest, _Analysis):
-    model_config = ConfigDict(extra="forbid", strict=False)
+class SectionJob(_Analysis, SectionRequest):
     job_kind: ClassVar[str] = "section"
 
 
-class TorusJob(TorusRequest, _Analysis):
-    model_config = ConfigDict(extra="forbid", strict=False)
+class TorusJob(_Analysis, TorusRequest):
     job_kind: ClassVar[str] = "torus"
 
 
@@ -190,13 +187,13 @@ JOB_PARAMS: dict[str, type[_Job]] = {m.job_kind: m for m in (TrainJob, FlatnessJ
 
 def job_params(kind: str, params: dict[str, Any]) -> JobParams:
     """The typed parameters of a stored job of ``kind``."""
-    return JOB_PARAMS[kind].model_validate(params)  # type: ignore[return-value]
+    return JOB_PARAMS[kind].model_validate(params, strict=False)  # type: ignore[return-value]
 
 
 def analysis_job(kind: str, request: BaseModel, minimum_ids: list[str]) -> JobParams:
     """The job parameters of an analysis request on these input minima."""
     body = {k: v for k, v in request.model_dump().items() if k != "minimum_ids"}
-    return JOB_PARAMS[kind].model_validate({**body, "minimum_ids": list(minimum_ids)})  # type: ignore[return-value]
+    return job_params(kind, {**body, "minimum_ids": list(minimum_ids)})
 
 
 def key_params(request: BaseModel) -> dict[str, Any]:

@@ -132,6 +132,13 @@ def _minimum(minimum_id: str) -> Minimum:
     return minimum
 
 
+def _inputs(ids: list[str]) -> tuple[list[Minimum], Any, list]:
+    """The minima of ``ids``, their (shared) dataset, and their networks."""
+    minima = [_minimum(i) for i in ids]
+    dataset = minimum_dataset(minima[0])
+    return minima, dataset, [minimum_model(m, dataset) for m in minima]
+
+
 # --------------------------------------------------------------------------------------------- the tasks
 @job_task("train")
 def train(run: JobRun) -> None:
@@ -165,9 +172,7 @@ def flatness(run: JobRun) -> None:
     from toroid.worker.landscape import local_energy
 
     p: FlatnessJob = run.request
-    minimum = _minimum(p.minimum_id)
-    dataset = minimum_dataset(minimum)
-    model = minimum_model(minimum, dataset)
+    (minimum,), dataset, (model,) = _inputs([p.minimum_id])
     run.say(f"local energy of {minimum.name}")
     result = local_energy(model, dataset, sigmas=p.sigmas, samples=p.samples, noise_on=p.noise_on, mode=p.mode,
                           progress=run.progress)
@@ -184,9 +189,7 @@ def path(run: JobRun) -> None:
     from toroid.worker.landscape import one_bend, path_profile
 
     p: PathJob = run.request
-    a, b = _minimum(p.a), _minimum(p.b)
-    dataset = minimum_dataset(a)
-    model_a, model_b = minimum_model(a, dataset), minimum_model(b, dataset)
+    (a, b), dataset, (model_a, model_b) = _inputs([p.a, p.b])
     run.say(f"{p.kind} path {a.name} -> {b.name}")
     if p.kind == "one_bend":
         budget = {"epochs": p.epochs} if p.epochs else {}  # else the core's default budget
@@ -238,9 +241,7 @@ def section(run: JobRun) -> None:
     from toroid.worker.landscape import section_2d
 
     p: SectionJob = run.request
-    minima = [_minimum(i) for i in p.minimum_ids]
-    dataset = minimum_dataset(minima[0])
-    models = [minimum_model(m, dataset) for m in minima]
+    minima, dataset, models = _inputs(p.minimum_ids)
     run.say("section through " + ", ".join(m.name for m in minima))
     result = section_2d(*models, dataset, space=p.space, resolution=p.resolution, margin=p.margin,
                         progress=run.progress)
@@ -253,9 +254,7 @@ def torus(run: JobRun) -> None:
     from toroid.worker.landscape import torus_slice
 
     p: TorusJob = run.request
-    minima = [_minimum(i) for i in p.minimum_ids]
-    dataset = minimum_dataset(minima[0])
-    models = [minimum_model(m, dataset) for m in minima]
+    minima, dataset, models = _inputs(p.minimum_ids)
     c = models[2] if len(models) == 3 else None
     run.say("torus slice through " + ", ".join(m.name for m in minima))
     result = torus_slice(models[0], models[1], dataset, c=c, resolution=p.resolution, progress=run.progress)

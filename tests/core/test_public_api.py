@@ -66,7 +66,7 @@ def test_moved_names_stay_importable_from_their_old_modules():
     from toroid.worker.landscape import bend, combination, evaluate, graph, kinds, paths, states, symmetry, torus
 
     for name in ("unit_graph", "is_binary", "sphere_blocks", "SphereBlock", "UnitGraph", "UnitGroup", "Producer",
-                 "Consumer", "MODULE_HANDLERS", "FUNCTION_HANDLERS", "_GRAPH_CACHE"):
+                 "Consumer", "MODULE_HANDLERS", "FUNCTION_HANDLERS"):
         assert getattr(symmetry, name) is getattr(graph, name), name
     for name in ("as_state", "load_state", "combine_states", "recalibrate_bn", "has_batchnorm", "batchnorm_modules"):
         assert getattr(evaluate, name) is getattr(states, name), name

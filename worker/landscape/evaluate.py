@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from toroid.worker.landscape import states
 from toroid.worker.landscape.combination import CombinationEvaluator, FirstLayer, _find_first_layer, _Injected
 from toroid.worker.landscape.device import default_device
 from toroid.worker.landscape.states import (  # noqa: F401  (BNMode, Coefficients: kept importable from here)
@@ -52,17 +53,7 @@ from toroid.worker.landscape.states import (  # noqa: F401  (BNMode, Coefficient
 if TYPE_CHECKING:
     from toroid.worker.landscape.data import Dataset
 
-__all__ = [
-    "CombinationEvaluator",
-    "Evaluator",
-    "FirstLayer",
-    "as_state",
-    "batchnorm_modules",
-    "combine_states",
-    "has_batchnorm",
-    "load_state",
-    "recalibrate_bn",
-]
+__all__ = ["CombinationEvaluator", "Evaluator", "FirstLayer", *states.__all__]
 
 Split = Literal["train", "test", "both"]
 

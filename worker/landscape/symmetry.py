@@ -28,38 +28,12 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import nn
 
-from toroid.worker.landscape.graph import (
-    _GRAPH_CACHE,  # noqa: F401  (re-exported: bench/align.py clears it)
-    FUNCTION_HANDLERS,
-    MODULE_HANDLERS,
-    Consumer,
-    Producer,
-    SphereBlock,
-    UnitGraph,
-    UnitGroup,
-    is_binary,
-    sphere_blocks,
-    unit_graph,
-)
+from toroid.worker.landscape import graph
+from toroid.worker.landscape.graph import *  # noqa: F403  (the unit graph's names, importable from here too)
+from toroid.worker.landscape.graph import Consumer, Producer, UnitGroup, unit_graph
 
-__all__ = [
-    "FUNCTION_HANDLERS",
-    "MODULE_HANDLERS",
-    "Consumer",
-    "Producer",
-    "SphereBlock",
-    "UnitGraph",
-    "UnitGroup",
-    "UnitMatch",
-    "align",
-    "align_permutations",
-    "apply_symmetry",
-    "is_binary",
-    "normalize",
-    "random_symmetry",
-    "sphere_blocks",
-    "unit_graph",
-]
+__all__ = [*graph.__all__, "UnitMatch", "align", "align_permutations", "apply_symmetry", "normalize",
+           "random_symmetry"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -101,26 +75,33 @@ def _block(model: nn.Module, consumer: Consumer, size: int) -> int:
     return w.shape[1] // size if consumer.flattened else 1
 
 
+def _unit_tensors(model: nn.Module, modules, attrs: tuple[str, ...] = ("weight", "bias")):
+    """The existing tensors ``attrs`` of ``modules``: their first dimension indexes the group's units."""
+    for module in modules:
+        for attr in attrs:
+            t = _tensor(model, module, attr)
+            if t is not None:
+                yield t
+
+
+def _consumer_weights(model: nn.Module, group: UnitGroup):
+    """(consumer, its weight) for every consumer that moves with the units (its input columns follow them)."""
+    for c in group.consumers:
+        if not c.fixed:
+            w = _tensor(model, c.module, "weight")
+            assert w is not None
+            yield c, w
+
+
 @torch.no_grad()
 def _permute_group(model: nn.Module, group: UnitGroup, perm: torch.Tensor) -> None:
     """Unit ``k`` of the group becomes old unit ``perm[k]`` everywhere (docs/method.md §3)."""
-    for p in group.producers:
-        for attr in ("weight", "bias"):
-            t = _tensor(model, p.module, attr)
-            if t is not None:
-                t.data = t.index_select(0, perm.to(t.device))
-    for bn in group.followers:
-        for attr in ("weight", "bias", "running_mean", "running_var"):
-            t = _tensor(model, bn, attr)
-            if t is not None:
-                t.data = t.index_select(0, perm.to(t.device))
-    for c in group.consumers:
-        if c.fixed:
-            continue
-        w = _tensor(model, c.module, "weight")
-        assert w is not None
-        idx = _column_index(perm.to(w.device), _block(model, c, group.size))
-        w.data = w.index_select(1, idx)
+    rows = [*_unit_tensors(model, [p.module for p in group.producers]),
+            *_unit_tensors(model, group.followers, ("weight", "bias", "running_mean", "running_var"))]
+    for t in rows:
+        t.data = t.index_select(0, perm.to(t.device))
+    for c, w in _consumer_weights(model, group):
+        w.data = w.index_select(1, _column_index(perm.to(w.device), _block(model, c, group.size)))
 
 
 def _unit_shape(t: torch.Tensor, dim: int) -> list[int]:
@@ -132,16 +113,11 @@ def _unit_shape(t: torch.Tensor, dim: int) -> list[int]:
 @torch.no_grad()
 def _flip_group(model: nn.Module, group: UnitGroup, signs: torch.Tensor) -> None:
     """Multiply unit ``k``'s incoming and outgoing weights by ``signs[k]`` (docs/method.md §4)."""
-    for p in group.producers:
-        for attr in ("weight", "bias"):
-            t = _tensor(model, p.module, attr)
-            if t is not None:
-                t.mul_(signs.to(t).view(_unit_shape(t, 0)))
-    for c in group.consumers:
-        w = _tensor(model, c.module, "weight")
-        assert w is not None and not c.fixed
-        s = signs.to(w).repeat_interleave(_block(model, c, group.size))
-        w.mul_(s.view(_unit_shape(w, 1)))
+    assert not any(c.fixed for c in group.consumers)
+    for t in _unit_tensors(model, [p.module for p in group.producers]):
+        t.mul_(signs.to(t).view(_unit_shape(t, 0)))
+    for c, w in _consumer_weights(model, group):
+        w.mul_(signs.to(w).repeat_interleave(_block(model, c, group.size)).view(_unit_shape(w, 1)))
 
 
 @torch.no_grad()
@@ -156,10 +132,8 @@ def _rescale_group(model: nn.Module, group: UnitGroup, c: torch.Tensor, bn_mode:
     and the consumers are left alone. Without BatchNorm the consumers always get ``1 / c``.
     """
     (p,) = group.producers
-    for attr in ("weight", "bias"):
-        t = _tensor(model, p.module, attr)
-        if t is not None:
-            t.mul_(c.to(t).view(_unit_shape(t, 0)))
+    for t in _unit_tensors(model, [p.module]):
+        t.mul_(c.to(t).view(_unit_shape(t, 0)))
     out_factor = c
     if p.bn is not None:
         bn = model.get_submodule(p.bn)
@@ -171,11 +145,7 @@ def _rescale_group(model: nn.Module, group: UnitGroup, c: torch.Tensor, bn_mode:
                 t.mul_(c.to(t))
         else:
             out_factor = torch.ones_like(c)
-    for cons in group.consumers:
-        if cons.fixed:
-            continue
-        w = _tensor(model, cons.module, "weight")
-        assert w is not None
+    for cons, w in _consumer_weights(model, group):
         inv = (1.0 / out_factor).to(w).repeat_interleave(_block(model, cons, group.size))
         w.mul_(inv.view(_unit_shape(w, 1)))
 
