@@ -322,6 +322,8 @@ _VISION = {
 
 
 def _default_root() -> str:
+    """Where torchvision sets live when no ``root`` is given: ``TOROID_DATA_ROOT`` (the server's setting, README;
+    through the API every request carries its resolved ``root``), else ``~/.toroid/datasets``."""
     return os.environ.get("TOROID_DATA_ROOT", os.path.join(os.path.expanduser("~"), ".toroid", "datasets"))
 
 
