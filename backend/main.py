@@ -9,6 +9,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
 
+import toroid
 from toroid.backend.api import analyses, demo, health, jobs, minima, registry, results, studies
 from toroid.store.db import init_db
 from toroid.store.errors import ToroidError
@@ -28,7 +29,7 @@ def create_app(*, with_dashboard: bool = True) -> FastAPI:
 
     app = FastAPI(
         title="Toroid",
-        version="0.1.0",
+        version=toroid.__version__,
         description="Error landscapes of neural networks without symmetries (Pittorino et al., ICML 2022).",
         lifespan=lifespan,
     )
