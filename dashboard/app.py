@@ -22,6 +22,8 @@ from toroid.dashboard.views.common import CATALOG, DISTANCES, JOBS, MINIMA, REFR
 
 FAST_POLL_MS = 1000
 SLOW_POLL_MS = 4000
+#: The session cookie the server's sign-in page sets (HttpOnly; the browser sends it with every callback).
+SESSION_COOKIE = "toroid_session"
 
 VIEWS = (
     ("map", "Map & paths"),
@@ -41,7 +43,39 @@ def _view_children(value: str):
             "add": upload.layout, "studies": study.layout, "jobs": jobs.layout}[value]()
 
 
-def build_layout(docs_url: str = "/docs") -> html.Div:
+def session_token() -> str | None:
+    """The token of the browser behind the current Dash request (its session cookie), for the API client of a
+    dashboard mounted in the server: each callback acts with its own user's credentials, never the server's."""
+    import flask
+
+    return flask.request.cookies.get(SESSION_COOKIE) if flask.has_request_context() else None
+
+
+def _account(session: dict | None) -> list:
+    """The top bar's account part: who is signed in and a sign-out button, or a sign-in link."""
+    if not session or not session.get("auth"):
+        return []
+    if session.get("user"):
+        return [html.Span(f"{session['user']} ({session['role']})", className="account"),
+                html.Form(html.Button("Sign out", type="submit", className="link-button"), method="post",
+                          action="/logout", className="logout")]
+    return [html.A("Sign in", href="/login", className="api-link")]
+
+
+def sign_in_page(docs_url: str) -> html.Div:
+    """What an anonymous visitor sees on a server whose reads are private: nothing but the way in."""
+    return html.Div([
+        html.Header(html.Div([html.H1("Toroid"), html.Span("error landscapes of neural networks without "
+                                                            "symmetries", className="tagline")], className="brand"),
+                    className="topbar"),
+        html.Div([html.H2("Sign in to see this server's minima"),
+                  html.P("Its data are private (TOROID_PUBLIC_READS=false)."),
+                  html.A("Sign in", href="/login", className="button"),
+                  html.A("API docs", href=docs_url, className="api-link")], className="card sign-in"),
+    ], className="page")
+
+
+def build_layout(docs_url: str = "/docs", session: dict | None = None) -> html.Div:
     header = html.Header(
         [
             html.Div([html.H1("Toroid"),
@@ -49,7 +83,8 @@ def build_layout(docs_url: str = "/docs") -> html.Div:
                      className="brand"),
             html.Div([html.Span(id="jobs-badge", className="jobs-badge"),
                       html.Span(id="health", className="health"),
-                      html.A("API docs", href=docs_url, target="_blank", className="api-link")], className="status"),
+                      html.A("API docs", href=docs_url, target="_blank", className="api-link"),
+                      *_account(session)], className="status"),
         ],
         className="topbar",
     )
@@ -75,11 +110,12 @@ def slim_job(job: dict) -> dict:
     return {**job, "partial": {}}
 
 
-def create_dash(api_url: str, prefix: str = "/dashboard/", public_api_url: str | None = None) -> dash.Dash:
+def create_dash(api_url: str, prefix: str = "/dashboard/", public_api_url: str | None = None,
+                token_provider=None) -> dash.Dash:
     """The Dash app talking to the API at ``api_url`` (server side); download links in the page point to
     ``public_api_url`` (the server passes its TOROID_PUBLIC_API_URL; default: the path of ``api_url`` on the page's
     own origin)."""
-    client = ApiClient(api_url)
+    client = ApiClient(api_url, token_provider=token_provider)
     public = public_api_url or urlparse(api_url).path or "/api"
     app = dash.Dash(
         __name__,
@@ -92,7 +128,16 @@ def create_dash(api_url: str, prefix: str = "/dashboard/", public_api_url: str |
     )
     root = public.rstrip("/")
     docs_url = (root[: -len("/api")] if root.endswith("/api") else root) + "/docs"
-    app.layout = lambda: build_layout(docs_url)
+    def layout():
+        try:
+            session = client.session()
+        except ApiError:
+            session = None
+        if session and session.get("auth") and not session.get("user") and not session.get("public_reads"):
+            return sign_in_page(docs_url)
+        return build_layout(docs_url, session)
+
+    app.layout = layout
 
     @app.callback(Output("health", "children"), Input("health-tick", "n_intervals"))
     def show_health(_n):

@@ -8,9 +8,11 @@ without another round trip.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -43,20 +45,33 @@ def format_detail(detail: Any) -> str:
 
 
 class ApiClient:
-    """HTTP client of the Toroid API at ``base_url`` (ending in /api); a bearer token is sent when configured."""
+    """HTTP client of the Toroid API at ``base_url`` (ending in /api).
 
-    def __init__(self, base_url: str, token: str | None = None, timeout: float = 30.0, cache_size: int = 128):
+    ``token_provider``: called for every request, it returns the token of the user the request acts for (the
+    dashboard mounted in the server reads the browser's session cookie), so each call carries that user's
+    credentials and no one else's. Without it, the fixed ``token`` (default ``TOROID_API_TOKEN``) is sent: for a
+    dashboard run on its own for one person.
+    """
+
+    def __init__(self, base_url: str, token: str | None = None, timeout: float = 30.0, cache_size: int = 128,
+                 token_provider: Callable[[], str | None] | None = None):
         self.base_url = base_url.rstrip("/")
-        token = token if token is not None else os.environ.get("TOROID_API_TOKEN")
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
-        self._results: OrderedDict[str, dict] = OrderedDict()
+        if token_provider is None:
+            fixed = token if token is not None else os.environ.get("TOROID_API_TOKEN")
+            token_provider = lambda: fixed  # noqa: E731
+        self._token = token_provider
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout)
+        self._results: OrderedDict[tuple[str, str], dict] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
 
+    def _headers(self) -> dict[str, str]:
+        token = self._token()
+        return {"Authorization": f"Bearer {token}"} if token else {}
+
     def _request(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
-            response = self._http.request(method, path, **kwargs)
+            response = self._http.request(method, path, headers=self._headers(), **kwargs)
         except httpx.TransportError as exc:
             raise ApiError(0, f"cannot reach the API at {self.base_url}: {exc}") from exc
         if response.status_code >= 400:
@@ -85,7 +100,14 @@ class ApiClient:
 
     # --- system and registries -------------------------------------------------------------------------------------
     def health(self) -> dict:
-        return self.get("/health")
+        """GET /api/health: its body also when it answers 503 (a component is down: the body says which)."""
+        try:
+            response = self._http.get("/health", headers=self._headers())
+        except httpx.TransportError as exc:
+            raise ApiError(0, f"cannot reach the API at {self.base_url}: {exc}") from exc
+        if response.status_code not in (200, 503):
+            raise ApiError(response.status_code, response.text[:200])
+        return response.json()
 
     def architectures(self) -> list[dict]:
         return self.get("/architectures")
@@ -127,6 +149,11 @@ class ApiClient:
         """POST /api/analyses/<kind>: {"cached": true, "job", "result"} or {"cached": false, "job"}."""
         return self.post(f"/analyses/{kind}", request)
 
+    def lookup(self, kind: str, params: dict) -> dict:
+        """GET /api/analyses/<kind>: the same answer as POST for a computation done or in flight, else 404; it
+        never queues anything (what a page load may do)."""
+        return self.get(f"/analyses/{kind}", **params)
+
     def jobs(self, limit: int = 100, state: str | None = None, kind: str | None = None) -> list[dict]:
         return self.get("/jobs", limit=limit, state=state, kind=kind)
 
@@ -136,16 +163,23 @@ class ApiClient:
     def cancel_job(self, job_id: str) -> dict:
         return self.post(f"/jobs/{job_id}/cancel")
 
+    def session(self) -> dict:
+        """GET /api/session: whether the server needs tokens, and who this client acts as."""
+        return self.get("/session")
+
     def result(self, result_id: str) -> dict:
-        """GET /api/results/{id}, from memory when asked before (results never change)."""
+        """GET /api/results/{id}, from memory when the same credentials asked before (results never change; the
+        memory is per token, so a record read by one user is never handed to another)."""
+        token = self._token() or ""
+        key = (hashlib.sha256(token.encode()).hexdigest() if token else "", result_id)
         with self._lock:
-            cached = self._results.get(result_id)
+            cached = self._results.get(key)
             if cached is not None:
-                self._results.move_to_end(result_id)
+                self._results.move_to_end(key)
                 return cached
         record = self.get(f"/results/{result_id}")
         with self._lock:
-            self._results[result_id] = record
+            self._results[key] = record
             while len(self._results) > self._cache_size:
                 self._results.popitem(last=False)
         return record

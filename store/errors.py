@@ -33,6 +33,18 @@ class NotFound(ToroidError, LookupError):
     status = 404
 
 
+class Unauthorized(ToroidError):
+    """The request needs a valid token (sign in, or send ``Authorization: Bearer <token>``)."""
+
+    status = 401
+
+
+class Forbidden(ToroidError):
+    """The caller is known but may not do this (someone else's record)."""
+
+    status = 403
+
+
 class Conflict(ToroidError):
     """The request clashes with the current state (e.g. the record is in use)."""
 

@@ -67,6 +67,8 @@ class Minimum(Base):
     source: Mapped[str] = mapped_column(String(16))
     # The training job that produced this minimum; unique so that a job delivered twice creates one minimum.
     job_id: Mapped[str | None] = mapped_column(String(32), nullable=True, unique=True)
+    # The user who uploaded or trained it (None: made by a server without users, or by the demo).
+    owner: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
 
     def to_record(self) -> dict[str, Any]:
         return {
@@ -87,6 +89,7 @@ class Minimum(Base):
             "created_at": iso(self.created_at),
             "source": self.source,
             "job_id": self.job_id,
+            "owner": self.owner,
         }
 
 
@@ -127,6 +130,8 @@ class Job(Base):
     started_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
 
+    owner: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+
     def to_record(self) -> dict[str, Any]:
         return {
             "id": self.id,
@@ -143,6 +148,7 @@ class Job(Base):
             "created_at": iso(self.created_at),
             "started_at": iso(self.started_at),
             "finished_at": iso(self.finished_at),
+            "owner": self.owner,
         }
 
 
@@ -185,6 +191,8 @@ class Study(Base):
     outputs: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
+    owner: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+
     def to_record(self, job: Job | None, total_steps: int | None = None) -> dict[str, Any]:
         outputs = self.outputs or {}
         return {
@@ -197,5 +205,21 @@ class Study(Base):
             "minimum_ids": [v["minimum_id"] for v in outputs.values() if v.get("minimum_id")],
             "result_ids": [v["result_id"] for v in outputs.values() if v.get("result_id")],
             "steps_done": len(outputs), "steps_total": total_steps,
-            "outputs": outputs, "created_at": iso(self.created_at),
+            "outputs": outputs, "created_at": iso(self.created_at), "owner": self.owner,
         }
+
+
+class User(Base):
+    """A person with an API token (``toroid users add NAME``). Only the token's sha256 is stored: the token is
+    shown once, when it is made. ``role``: ``user`` (may delete and cancel only what they own) or ``admin``."""
+
+    __tablename__ = "users"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16), default="user")
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+    def to_record(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "role": self.role, "created_at": iso(self.created_at)}

@@ -35,11 +35,13 @@ def ensure_tables() -> None:
         _tables_ready.add(url)
 
 
-def open_study(spec: StudySpec, *, preset: str | None = None, publish: bool = True) -> tuple[Study, Job, bool]:
+def open_study(spec: StudySpec, *, preset: str | None = None, publish: bool = True, owner: str | None = None
+               ) -> tuple[Study, Job, bool]:
     """The study of ``spec`` (created, or found by its key) with an active or finished job; ``started`` tells
     whether a new job was created (a new study, or a resume of a failed / cancelled one).
 
-    ``publish``: send the job's Celery message (the API); the CLI runs the job in-process instead.
+    ``publish``: send the job's Celery message (the API); the CLI runs the job in-process instead. ``owner``: who
+    asks (a new study and its job are theirs; an existing study keeps its owner).
     """
     ensure_tables()
     validate_spec(spec)
@@ -48,7 +50,7 @@ def open_study(spec: StudySpec, *, preset: str | None = None, publish: bool = Tr
         study = session.scalar(select(Study).where(Study.key == key))
         if study is None:
             study = Study(id=new_id(), key=key, name=spec.name, preset=preset, spec=spec.model_dump(), outputs={},
-                          created_at=utcnow())
+                          created_at=utcnow(), owner=owner)
             session.add(study)
             try:
                 session.commit()
@@ -58,7 +60,8 @@ def open_study(spec: StudySpec, *, preset: str | None = None, publish: bool = Tr
         job = session.get(Job, study.job_id) if study.job_id else None
         if job is not None and job.state in (*ACTIVE_STATES, "succeeded"):
             return study, job, False
-        job = create_job(session, StudyJob(study_id=study.id, name=spec.name), key=key, publish=False)
+        job = create_job(session, StudyJob(study_id=study.id, name=spec.name), key=key, publish=False,
+                         owner=study.owner)
         study.job_id = job.id
         session.commit()
         if publish and job.task_id is None:

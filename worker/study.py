@@ -137,7 +137,7 @@ class StudyRunner:
         """The job computing ``key``: one already in flight, or a new unpublished one this process will run."""
         with new_session() as session:
             return create_job(session, params, key=key, message=f"queued by study {self.study.name}",
-                              publish=False).id
+                              publish=False, owner=self.study.owner).id
 
     # -- steps -----------------------------------------------------------------------------------------------
     def _minimum_for(self, index: int, step: Step) -> Minimum:

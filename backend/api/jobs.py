@@ -9,6 +9,7 @@ from toroid.backend.auth import require_read, require_write
 from toroid.backend.schemas import JobRecord
 from toroid.backend.services import jobs as service
 from toroid.store.params import JobKind, JobState
+from toroid.store.users import Principal
 
 router = APIRouter(prefix="/jobs", tags=["jobs"], responses=AUTH_RESPONSES)
 
@@ -30,9 +31,11 @@ def read_job(job_id: str, session: SessionDep) -> dict:
 
 
 @router.post(
-    "/{job_id}/cancel", response_model=JobRecord, dependencies=[Depends(require_write)],
+    "/{job_id}/cancel", response_model=JobRecord,
     summary="Cancel a queued or running job (a running task stops at its next progress report)",
-    responses={404: {"description": "unknown job"}, 409: {"description": "the job already finished"}},
+    responses={403: {"description": "someone else's job"}, 404: {"description": "unknown job"},
+               409: {"description": "the job already finished"}},
 )
-def cancel(job_id: str, session: SessionDep) -> dict:
+def cancel(job_id: str, session: SessionDep, principal: Principal = Depends(require_write)) -> dict:
+    principal.require_owner(service.get_job(session, job_id).owner, f"job {job_id}")
     return service.cancel(session, job_id).to_record()

@@ -17,6 +17,7 @@ from toroid.backend.api.deps import AUTH_RESPONSES, BODY_RESPONSES
 from toroid.backend.auth import require_read, require_write
 from toroid.backend.services import report
 from toroid.backend.services import studies as service
+from toroid.store.users import Principal
 
 router = APIRouter(prefix="/studies", tags=["studies"], responses=AUTH_RESPONSES)
 
@@ -28,13 +29,13 @@ def presets() -> list[dict[str, Any]]:
     return service.presets()
 
 
-@router.post("", status_code=202, dependencies=[Depends(require_write)],
+@router.post("", status_code=202,
              responses={**BODY_RESPONSES, 200: {"description": "the identical study finished before"},
                         503: {"description": "the message broker is unreachable"}},
              summary="Start (or resume) a study: a spec, or {'preset': name, ...overrides}")
-def create_study(response: Response, body: dict[str, Any] = Body(..., examples=[{"preset": "digits-mlp"}])
-                 ) -> dict[str, Any]:
-    record, finished = service.start(body)
+def create_study(response: Response, body: dict[str, Any] = Body(..., examples=[{"preset": "digits-mlp"}]),
+                 principal: Principal = Depends(require_write)) -> dict[str, Any]:
+    record, finished = service.start(body, owner=principal.name)
     response.status_code = 200 if finished else 202
     return record
 

@@ -25,10 +25,10 @@ def records() -> list[dict[str, Any]]:
     return [study_record(s, j) for s, j in list_studies()]
 
 
-def start(body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+def start(body: dict[str, Any], owner: str | None = None) -> tuple[dict[str, Any], bool]:
     """Start or resume the study of a spec (or ``{"preset": name, ...overrides}``); returns its record and whether
-    it was already finished (the identical study succeeded before)."""
+    it was already finished (the identical study succeeded before). ``owner``: who asks (a new study is theirs)."""
     preset = body.get("preset") if isinstance(body.get("preset"), str) else None
     spec = resolve_spec(body)
-    study, job, started = open_study(spec, preset=preset)
+    study, job, started = open_study(spec, preset=preset, owner=owner)
     return record(study.id), (not started and job.state == "succeeded")

@@ -30,11 +30,13 @@ from sqlalchemy.orm import Session
 from toroid.store import db
 from toroid.store.db import Base, current_revision, head_revision, init_db, upgrade_db
 from toroid.store.migrations import alembic_config
-from toroid.store.models import Job, Minimum, Result, Study
+from toroid.store.models import Job
 from toroid.store.settings import get_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 INDEXES_0002 = {"ix_jobs_result_id", "ix_jobs_minimum_id"}
+TABLES_0003 = {"users"}
+OWNED_0003 = ("minima", "jobs", "studies")
 
 
 # --- databases -------------------------------------------------------------------------------------------------
@@ -95,13 +97,20 @@ def sqlite_url(tmp_path, monkeypatch) -> str:
 
 
 def metadata_0001() -> MetaData:
-    """The schema of revision 0001 as the models declared it before migrations: today's, less 0002's indexes."""
+    """The schema of revision 0001 as the models declared it before migrations: today's, less 0002's indexes and
+    0003's users table and owner columns."""
     metadata = MetaData()
     for table in Base.metadata.sorted_tables:
-        table.to_metadata(metadata)
+        if table.name not in TABLES_0003:
+            table.to_metadata(metadata)
     jobs = metadata.tables["jobs"]
     for index in [index for index in jobs.indexes if index.name in INDEXES_0002]:
         jobs.indexes.discard(index)
+    for name in OWNED_0003:
+        table = metadata.tables[name]
+        for index in [index for index in table.indexes if index.name == f"ix_{name}_owner"]:
+            table.indexes.discard(index)
+        table._columns.remove(table.c.owner)  # test-only: the column did not exist at 0001
     return metadata
 
 
@@ -128,10 +137,11 @@ def schema(url: str) -> dict:
                 "indexes": sorted((i["name"], tuple(i["column_names"]), bool(i["unique"]), _where(i))
                                   for i in inspector.get_indexes(table)),
             }
-        if engine.dialect.name == "sqlite":  # the DDL itself, byte for byte
+        if engine.dialect.name == "sqlite":  # the indexes' DDL itself, byte for byte (partial WHERE clauses);
+            # tables are compared as inspected above: ALTER TABLE ADD COLUMN stores its own spelling of the DDL
             with engine.connect() as connection:
                 described["sqlite_master"] = sorted(connection.execute(text(
-                    "SELECT type, name, tbl_name, sql FROM sqlite_master WHERE name != 'alembic_version' "
+                    "SELECT type, name, tbl_name, sql FROM sqlite_master WHERE type = 'index' "
                     "AND name NOT LIKE 'sqlite_autoindex_alembic_version%'")).all())
         return described
     finally:
@@ -150,40 +160,46 @@ def indexes(url: str, table: str = "jobs") -> set[str]:
 
 
 def insert_rows(url: str) -> dict[str, list[tuple]]:
-    """One valid row in each table (two jobs: one active with a key, one finished pointing at the result)."""
+    """One valid row in each table of revision 0001 (two jobs: one active with a key, one finished pointing at the
+    result), written with the 0001 schema's own columns (the models of today have more)."""
     created = datetime(2026, 1, 2, 3, 4, 5)
+    rows = {
+        "minima": [dict(id="m1", name="digits sgd 0", architecture="mlp", config={"widths": [32]}, dataset="digits",
+                        dataset_options={}, sampler="sgd", seed=0, train_error=0.0, test_error=0.05,
+                        local_energy=None, flatness_result_id=None, provenance={"epochs": 8},
+                        checkpoint_sha256="a" * 64, canonical_sha256=None, created_at=created, source="upload",
+                        job_id=None)],
+        "results": [dict(id="r1", key="k" * 64, kind="flatness", params={"radius": 0.1}, minimum_ids=["m1"],
+                         data={"energy": [0.1, 0.2]}, job_id="j1", code_version="7", created_at=created)],
+        "jobs": [dict(id="j1", kind="flatness", state="succeeded", progress=1.0, message="done", partial={},
+                      params={"minimum_id": "m1"}, key="k" * 64, queue="gpu", result_id="r1", minimum_id="m1",
+                      error=None, attempts=1, worker=None, task_id=None, heartbeat_at=None, enqueued_at=None,
+                      created_at=created, started_at=None, finished_at=created),
+                 dict(id="j2", kind="path", state="queued", progress=0.0, message="", partial={}, params={},
+                      key="p" * 64, queue="gpu", result_id=None, minimum_id=None, error=None, attempts=0,
+                      worker=None, task_id=None, heartbeat_at=None, enqueued_at=None, created_at=created,
+                      started_at=None, finished_at=None)],
+        "studies": [dict(id="s1", key="s" * 64, name="study", preset="digits-mlp", spec={"name": "study"},
+                         job_id="j2", outputs={"train:sgd:0": {"minimum_id": "m1"}}, created_at=created)],
+    }
+    tables = metadata_0001().tables
     engine = create_engine(url)
     try:
-        with Session(engine) as session:
-            session.add_all([
-                Minimum(id="m1", name="digits sgd 0", architecture="mlp", config={"widths": [32]}, dataset="digits",
-                        dataset_options={}, sampler="sgd", seed=0, train_error=0.0, test_error=0.05,
-                        provenance={"epochs": 8}, checkpoint_sha256="a" * 64, created_at=created, source="upload"),
-                Result(id="r1", key="k" * 64, kind="flatness", params={"radius": 0.1}, minimum_ids=["m1"],
-                       data={"energy": [0.1, 0.2]}, job_id="j1", code_version="7", created_at=created),
-                Job(id="j1", kind="flatness", state="succeeded", progress=1.0, message="done", partial={},
-                    params={"minimum_id": "m1"}, key="k" * 64, queue="gpu", result_id="r1", minimum_id="m1",
-                    attempts=1, created_at=created, finished_at=created),
-                Job(id="j2", kind="path", state="queued", progress=0.0, message="", partial={}, params={},
-                    key="p" * 64, queue="gpu", attempts=0, created_at=created),
-                Study(id="s1", key="s" * 64, name="study", preset="digits-mlp", spec={"name": "study"}, job_id="j2",
-                      outputs={"train:sgd:0": {"minimum_id": "m1"}}, created_at=created),
-            ])
-            session.commit()
+        with engine.begin() as connection:
+            for name, values in rows.items():
+                connection.execute(tables[name].insert(), values)
         return dump_rows(engine)
     finally:
         engine.dispose()
 
 
 def dump_rows(engine_or_url: Engine | str) -> dict[str, list[tuple]]:
+    """The rows of the 0001 tables, their 0001 columns only (what an upgrade must keep)."""
     engine = create_engine(engine_or_url) if isinstance(engine_or_url, str) else engine_or_url
     try:
-        with Session(engine) as session:
-            return {
-                model.__tablename__: [tuple(getattr(row, column.key) for column in model.__table__.columns)
-                                      for row in session.scalars(select(model).order_by(model.id))]
-                for model in (Minimum, Job, Result, Study)
-            }
+        with engine.connect() as connection:
+            return {name: [tuple(row) for row in connection.execute(select(table).order_by(table.c.id))]
+                    for name, table in metadata_0001().tables.items()}
     finally:
         if isinstance(engine_or_url, str):
             engine.dispose()
@@ -259,9 +275,17 @@ def test_init_db_upgrades_a_database_at_0001_with_rows(database_url):
 
     init_db()
 
-    assert current_revision() == head_revision() == "0002"
+    assert current_revision() == head_revision() == "0003"
     assert INDEXES_0002 <= indexes(database_url)
     assert dump_rows(database_url) == rows
+    engine = create_engine(database_url)
+    try:  # 0003: the users table exists and the old rows have no owner
+        with engine.connect() as connection:
+            assert connection.execute(text("SELECT COUNT(*) FROM users")).scalar() == 0
+            for table in OWNED_0003:
+                assert connection.execute(text(f"SELECT COUNT(*) FROM {table} WHERE owner IS NOT NULL")).scalar() == 0
+    finally:
+        engine.dispose()
 
 
 def test_init_db_adopts_a_database_made_by_create_all_before_migrations(database_url):
