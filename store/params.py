@@ -9,12 +9,15 @@ its parameter set with every default filled in: that normalized form is what the
 
 ``resolve_dataset``, ``resolve_architecture`` and ``resolve_train`` check names and options against the core's
 registries (the one source of truth) and raise ``toroid.store.errors.Invalid`` with the fix; the API and the
-study engine both use them, so a study trains exactly what ``POST /api/minima/train`` would.
+study engine both use them, so a study trains exactly what ``POST /api/minima/train`` would. Dataset size options
+are capped by the registry (``dataset_info`` raises with the cap), and a training must fit the server's cost limit
+(``toroid.store.cost``, ``TOROID_MAX_JOB_COST``).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import math
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -22,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from toroid.store.errors import Invalid
 from toroid.store.settings import get_settings
+from toroid.store.text import check_json_depth, check_name, relative_paths
 
 JobKind = Literal["train", "flatness", "path", "distances", "section", "torus", "study"]
 JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -53,6 +57,31 @@ class TrainRequest(Strict):
     epochs: int | None = Field(None, ge=1, le=MAX_EPOCHS, description="Default: the sampler's epoch budget.")
     target_error: float = Field(0.0, ge=0.0, le=1.0, description="Stop early once the train error is at most this.")
     name: str | None = Field(None, max_length=200, description="Default: '<sampler>-<seed>'.")
+
+    @field_validator("name")
+    @classmethod
+    def _visible_name(cls, value: str | None) -> str | None:
+        return None if value is None else check_name(value)
+
+    @field_validator("config", "dataset_options", "hyperparameters")
+    @classmethod
+    def _finite(cls, value: dict[str, Any]) -> dict[str, Any]:
+        check_json_depth(value, "this field")
+        bad = _non_finite(value)
+        if bad:
+            raise ValueError(f"{bad} is not a finite number: send finite numbers only")
+        return value
+
+
+def _non_finite(value: Any, where: str = "value") -> str | None:
+    """The place of the first NaN or infinity inside a JSON-like value, or None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return where
+    if isinstance(value, dict):
+        return next((w for k, v in value.items() if (w := _non_finite(v, f"{where}.{k}"))), None)
+    if isinstance(value, list | tuple):
+        return next((w for i, v in enumerate(value) if (w := _non_finite(v, f"{where}[{i}]"))), None)
+    return None
 
 
 class FlatnessRequest(Strict):
@@ -225,8 +254,9 @@ def resolve_dataset(name: Any, options: Any) -> tuple[dict[str, Any], tuple[int,
     option ``path`` and the torchvision option ``root`` must point there (relative paths are taken from there, and
     an unset ``root`` means the data root itself), and ``download`` is refused (the server never downloads).
     """
-    from toroid.worker.landscape.data import DATASETS, dataset_info
+    from toroid.worker.landscape.data import DATASETS, dataset_info, set_cache_limit_mb
 
+    set_cache_limit_mb(get_settings().dataset_cache_mb)  # TOROID_DATASET_CACHE_MB, also when set in .env
     if not isinstance(name, str) or name not in DATASETS:
         raise Invalid(f"unknown dataset {name!r}; valid datasets: {sorted(DATASETS)}")
     if not isinstance(options, dict):
@@ -244,20 +274,21 @@ def resolve_dataset(name: Any, options: Any) -> tuple[dict[str, Any], tuple[int,
             continue
         if not isinstance(value, str) or not _inside(allowed_root / value, allowed_root):
             raise Invalid(
-                f"dataset option {key}={value!r}: data files must lie under the server's data root {allowed_root} "
+                f"dataset option {key}={value!r}: data files must lie under the server's data root "
                 f"(TOROID_DATA_ROOT; give a path relative to it, e.g. 'mydata.npz')"
             )
         full[key] = str((allowed_root / value).resolve())
     if full.get("download"):
         raise Invalid("dataset option download=true is refused: the server never downloads data; put the "
-                      f"files under {allowed_root} and pass root")
+                      "files under the server's data root (TOROID_DATA_ROOT) and pass root")
     if not dataset_available(name):
         raise Invalid(f"dataset {name!r} is not available on this server: it needs torchvision "
                       "(pip install the 'vision' extra) or export it to .npz and use dataset 'npz'")
     try:
         input_shape, num_classes = dataset_info(name, **full)
     except Exception as exc:  # the registry raises ValueError with the reason; odd values can raise TypeError
-        raise Invalid(f"dataset {name!r} with options {options}: {exc}") from exc
+        reason = relative_paths(str(exc), {"$TOROID_DATA_ROOT": allowed_root})
+        raise Invalid(f"dataset {name!r} with options {options}: {reason}") from exc
     return full, tuple(input_shape), int(num_classes)
 
 
@@ -288,7 +319,7 @@ def resolve_train(request: TrainRequest, source: str = "train") -> TrainJob:
     from toroid.worker.landscape.samplers import SAMPLERS, resolve_hparams
 
     options, input_shape, num_classes = resolve_dataset(request.dataset, request.dataset_options)
-    _template, config = resolve_architecture(request.architecture, request.config, input_shape, num_classes)
+    template, config = resolve_architecture(request.architecture, request.config, input_shape, num_classes)
     if request.sampler not in SAMPLERS:
         raise Invalid(f"unknown sampler {request.sampler!r}; valid samplers: {sorted(SAMPLERS)}")
     spec = SAMPLERS[request.sampler]
@@ -312,6 +343,7 @@ def resolve_train(request: TrainRequest, source: str = "train") -> TrainJob:
     epochs = hyperparameters.get("epochs")
     if not isinstance(epochs, int) or not 1 <= epochs <= MAX_EPOCHS:
         raise Invalid(f"the epoch budget must be an integer in [1, {MAX_EPOCHS}], got {epochs!r}")
+    _check_train_cost(request.dataset, options, template, request.sampler, hyperparameters, epochs)
     return TrainJob.model_validate(clean_json({
         "architecture": request.architecture, "config": config, "dataset": request.dataset,
         "dataset_options": options, "sampler": request.sampler, "hyperparameters": hyperparameters,
@@ -319,3 +351,17 @@ def resolve_train(request: TrainRequest, source: str = "train") -> TrainJob:
         "name": request.name or f"{request.sampler}-{request.seed}", "source": source,
     }))
 
+
+
+def _check_train_cost(dataset: str, options: dict[str, Any], template: dict[str, Any], sampler: str,
+                      hyperparameters: dict[str, Any], epochs: int) -> float:
+    """A training's estimated cost (``toroid.store.cost``); ``TooCostly`` (422) above ``TOROID_MAX_JOB_COST``."""
+    from toroid.store.cost import check_cost, parameter_count
+    from toroid.worker.landscape.data import dataset_sizes
+
+    try:
+        n_train, n_test = dataset_sizes(dataset, **options)
+    except Exception as exc:  # the registry's reason (options were checked by resolve_dataset already)
+        raise Invalid(f"dataset {dataset!r}: {exc}") from exc
+    params = {"sampler": sampler, "hyperparameters": hyperparameters, "epochs": epochs}
+    return check_cost("train", params, parameter_count(template), n_train, n_test)

@@ -2,7 +2,8 @@
 
 Each request is validated (ids exist, the minima share one parameter space, options fit the networks), then
 answered from the results cache when the identical computation exists (``cached``), joined to an identical job
-already in flight, or queued as a new job. The rules of which path kinds fit which networks live in the core
+already in flight, or queued as a new job; a new job must fit the server's cost limit (``toroid.store.cost``,
+``TOROID_MAX_JOB_COST``). The rules of which path kinds fit which networks live in the core
 (``toroid.worker.landscape.kinds``); this module only applies them.
 """
 
@@ -15,7 +16,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from toroid.backend.services.minima import get_minima, get_minimum, require_same_family
-from toroid.store.errors import Invalid
+from toroid.store.cost import check_minima_cost
+from toroid.store.errors import Invalid, NotFound
 from toroid.store.ledger import create_job, find_active_job, find_result, record_flatness, result_key
 from toroid.store.models import Job, Minimum, Result
 from toroid.store.params import (
@@ -62,7 +64,8 @@ def _check_kinds(request: PathRequest, binary: bool) -> None:
         raise Invalid(str(exc)) from exc
 
 
-def submit(session: Session, kind: str, minima: list[Minimum], request: BaseModel) -> Submitted:
+def submit(session: Session, kind: str, minima: list[Minimum], request: BaseModel, owner: str | None = None
+           ) -> Submitted:
     """The cached result, the identical job in flight, or a new job for this request on these minima."""
     key = result_key(kind, minima, key_params(request))
     result = find_result(session, key)
@@ -78,40 +81,60 @@ def submit(session: Session, kind: str, minima: list[Minimum], request: BaseMode
     active = find_active_job(session, key)
     if active is not None:
         return Submitted(active, None)
-    return Submitted(create_job(session, analysis_job(kind, request, [m.id for m in minima]), key=key), None)
+    check_minima_cost(kind, request, minima)  # TooCostly (422) above TOROID_MAX_JOB_COST
+    return Submitted(create_job(session, analysis_job(kind, request, [m.id for m in minima]), key=key, owner=owner),
+                     None)
 
 
-def flatness(session: Session, request: FlatnessRequest) -> Submitted:
+def flatness(session: Session, request: FlatnessRequest, owner: str | None = None) -> Submitted:
     minimum = get_minimum(session, request.minimum_id)
     if request.sigmas is not None and _binary(minimum):
         too_big = [s for s in request.sigmas if s > 1]
         if too_big:
             raise Invalid(f"{minimum.name!r} is binary: sigmas are flip fractions in [0, 1]; got {too_big}")
-    return submit(session, "flatness", [minimum], request)
+    return submit(session, "flatness", [minimum], request, owner)
 
 
-def path(session: Session, request: PathRequest) -> Submitted:
+def path(session: Session, request: PathRequest, owner: str | None = None) -> Submitted:
     a, b = get_minimum(session, request.a), get_minimum(session, request.b)
     require_same_family([a, b], "a path")
     _check_kinds(request, _binary(a))
-    return submit(session, "path", [a, b], request)
+    return submit(session, "path", [a, b], request, owner)
 
 
-def distances(session: Session, request: DistancesRequest) -> Submitted:
+def distances(session: Session, request: DistancesRequest, owner: str | None = None) -> Submitted:
     minima = get_minima(session, request.minimum_ids, what="distances")
     require_same_family(minima, "distances")
-    return submit(session, "distances", minima, request)
+    return submit(session, "distances", minima, request, owner)
 
 
-def section(session: Session, request: SectionRequest) -> Submitted:
+def section(session: Session, request: SectionRequest, owner: str | None = None) -> Submitted:
     minima = get_minima(session, request.minimum_ids, what="a section")
     require_same_family(minima, "a section")
-    return submit(session, "section", minima, request)
+    return submit(session, "section", minima, request, owner)
 
 
-def torus(session: Session, request: TorusRequest) -> Submitted:
+def torus(session: Session, request: TorusRequest, owner: str | None = None) -> Submitted:
     minima = get_minima(session, request.minimum_ids, what="a torus slice")
     require_same_family(minima, "a torus slice")
     if _binary(minima[0]):
         raise Invalid("torus slices need continuous networks (binary weights cannot be normalized)")
-    return submit(session, "torus", minima, request)
+    return submit(session, "torus", minima, request, owner)
+
+
+def lookup_distances(session: Session, request: DistancesRequest) -> Submitted:
+    """The distances of these minima computed before or in flight, never queued (GET: what a page load may ask);
+    NotFound when neither."""
+    minima = get_minima(session, request.minimum_ids, what="distances")
+    key = result_key("distances", minima, key_params(request))
+    result = find_result(session, key)
+    if result is not None:
+        job = session.get(Job, result.job_id) if result.job_id else None
+        job = job if job is not None and job.state == "succeeded" else session.scalar(
+            select(Job).where(Job.result_id == result.id, Job.state == "succeeded").limit(1))
+        if job is not None:
+            return Submitted(job, result)
+    active = find_active_job(session, key)
+    if active is not None:
+        return Submitted(active, None)
+    raise NotFound("these distances were neither computed nor asked for; POST /api/analyses/distances asks")

@@ -10,10 +10,13 @@ Datasets (``DATASETS``):
   standardization; ``input_shape`` ``(1, 8, 8)``, 10 classes.
 * ``hmm``      Hidden Manifold Model (docs/method.md §9, shallow check): latent
   ``xi ~ N(0, I_D)``, features ``F`` (N x D, i.i.d. N(0, 1)), inputs ``sign(F xi / sqrt(D))``,
-  labels from a teacher perceptron ``sign(w* . xi)``; 2 classes, ``input_shape`` ``(N,)``.
+  labels from a teacher perceptron ``sign(w* . xi)``; 2 classes, ``input_shape`` ``(N,)``. Sizes capped
+  (``HMM_CAPS``, ``HMM_MAX_ELEMENTS``, ``HMM_MAX_WORK``): generating it stays under ~500 MB and a few seconds.
 * ``npz``      a user file with arrays ``x_train, y_train, x_test, y_test`` (validated).
 * ``mnist``, ``fashion_mnist``, ``cifar10``  through torchvision when it is installed, from a
   local ``root``; nothing is downloaded unless ``download=True`` is passed explicitly.
+
+``load_dataset`` caches datasets in-process, least recently used out, at most ``TOROID_DATASET_CACHE_MB`` MiB.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import json
 import os
 import threading
 import zipfile
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +40,9 @@ __all__ = [
     "DatasetSpec",
     "clear_cache",
     "dataset_info",
+    "dataset_sizes",
     "load_dataset",
+    "set_cache_limit_mb",
     "standardize",
 ]
 
@@ -74,6 +80,7 @@ class DatasetSpec:
     options: dict[str, Any]
     loader: Callable[..., Dataset] = field(repr=False)
     info: Callable[..., tuple[tuple[int, ...], int]] | None = field(default=None, repr=False)
+    sizes: Callable[..., tuple[int, int]] | None = field(default=None, repr=False)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -169,16 +176,38 @@ def _standardize_opt(name: str, x_train: np.ndarray, x_test: np.ndarray, mode: A
 # Hidden Manifold Model
 
 
+#: Caps of the Hidden Manifold Model (inclusive): each size option; the largest array of the generator in elements,
+#: ``(P_train + P_test) x max(N, D)`` and ``N x D`` (float64: 160 MB, three such arrays per split); its work,
+#: ``(P_train + P_test) x N x D`` multiply-adds of projecting the latent vectors (a few seconds).
+HMM_CAPS = {"D": 10_000, "N": 10_000, "P_train": 100_000, "P_test": 100_000}
+HMM_MAX_ELEMENTS = 20_000_000
+HMM_MAX_WORK = 20_000_000_000
+
+
+def _check_hmm(D: Any, N: Any, P_train: Any, P_test: Any, seed: Any) -> tuple[int, int]:
+    """Refuse HMM options outside the caps, naming the cap (the API answers 422); returns (P_train, P_test)."""
+    for key, value in (("D", D), ("N", N), ("P_train", P_train), ("P_test", P_test)):
+        _check_int("hmm", key, value, 1)
+        if value > HMM_CAPS[key]:
+            raise ValueError(f"dataset 'hmm': option {key}={value} is above its cap of {HMM_CAPS[key]:,}")
+    _check_int("hmm", "seed", seed, 0)
+    samples, elements = P_train + P_test, max((P_train + P_test) * max(N, D), N * D)
+    for what, value, cap in (("(P_train + P_test) x max(N, D) and N x D", elements, HMM_MAX_ELEMENTS),
+                             ("(P_train + P_test) x N x D", samples * N * D, HMM_MAX_WORK)):
+        if value > cap:
+            raise ValueError(f"dataset 'hmm': {what} = {value:,} is above the cap of {cap:,} (the generator's "
+                             "arrays and work): use fewer samples or smaller N, D")
+    return int(P_train), int(P_test)
+
+
 def _load_hmm(D: int = 501, N: int = 1001, P_train: int = 1503, P_test: int = 2000, seed: int = 0) -> Dataset:
     """Hidden Manifold Model (Goldt et al. 2020), as used in docs/method.md §9.
 
     ``F`` (N x D), the teacher ``w*`` (D) and the latent vectors come from one
     ``numpy.random.default_rng(seed)``, drawn in that order, so a seed fixes the dataset.
-    Inputs are +-1 and not standardized; labels are ``(sign(w* . xi) + 1) / 2`` in {0, 1}.
+    Inputs are +-1 and not standardized; labels are ``(sign(w* . xi) + 1) / 2`` in {0, 1}. Caps: ``_check_hmm``.
     """
-    for key, value, minimum in (("D", D, 1), ("N", N, 1), ("P_train", P_train, 1), ("P_test", P_test, 1)):
-        _check_int("hmm", key, value, minimum)
-    _check_int("hmm", "seed", seed, 0)
+    _check_hmm(D, N, P_train, P_test, seed)
     rng = np.random.default_rng(seed)
     features = rng.standard_normal((N, D))
     teacher = rng.standard_normal(D)
@@ -196,7 +225,7 @@ def _load_hmm(D: int = 501, N: int = 1001, P_train: int = 1503, P_test: int = 20
 
 
 def _info_hmm(D: int = 501, N: int = 1001, P_train: int = 1503, P_test: int = 2000, seed: int = 0):
-    _check_int("hmm", "N", N, 1)
+    _check_hmm(D, N, P_train, P_test, seed)
     return (int(N),), 2
 
 
@@ -311,6 +340,14 @@ def _info_npz(path: str | None = None, num_classes: int | None = None, standardi
     return shapes["x_train"][1:], int(num_classes)
 
 
+def _sizes_npz(path: str | None = None, num_classes: int | None = None, standardize: str = "none"):
+    shapes = _npz_shapes(_npz_path(path))
+    missing = [k for k in ("y_train", "y_test") if k not in shapes or not shapes[k]]
+    if missing:
+        raise ValueError(f"dataset 'npz': the file lacks the label arrays {missing}")
+    return shapes["y_train"][0], shapes["y_test"][0]
+
+
 # --------------------------------------------------------------------------------------------------
 # torchvision sets
 
@@ -319,6 +356,8 @@ _VISION = {
     "fashion_mnist": ("FashionMNIST", (1, 28, 28)),
     "cifar10": ("CIFAR10", (3, 32, 32)),
 }
+#: Split sizes of the torchvision sets (train, test).
+_VISION_SIZES = {"mnist": (60_000, 10_000), "fashion_mnist": (60_000, 10_000), "cifar10": (50_000, 10_000)}
 
 
 def _default_root() -> str:
@@ -389,6 +428,12 @@ def _vision_info(name: str) -> Callable[..., tuple[tuple[int, ...], int]]:
     return info
 
 
+def _vision_sizes(name: str) -> Callable[..., tuple[int, int]]:
+    full = _VISION_SIZES[name]
+    return lambda train_size=None, test_size=None, **_: (min(full[0], train_size or full[0]),
+                                                           min(full[1], test_size or full[1]))
+
+
 _VISION_OPTIONS = {
     "root": None,
     "download": False,
@@ -405,13 +450,17 @@ DATASETS: dict[str, DatasetSpec] = {
         {"standardize": "feature"},
         _load_digits,
         lambda standardize="feature": ((1, 8, 8), 10),
+        lambda standardize="feature": (1437, 360),
     ),
     "hmm": DatasetSpec(
         "Hidden Manifold Model: latent xi ~ N(0, I_D), inputs sign(F xi / sqrt(D)) with Gaussian "
-        "features F (N x D), labels of a teacher perceptron sign(w* . xi); 2 classes.",
+        "features F (N x D), labels of a teacher perceptron sign(w* . xi); 2 classes. Caps: D, N <= 10,000; "
+        "P_train, P_test <= 100,000; (P_train + P_test) x max(N, D) and N x D <= 2e7; "
+        "(P_train + P_test) x N x D <= 2e10.",
         {"D": 501, "N": 1001, "P_train": 1503, "P_test": 2000, "seed": 0},
         _load_hmm,
         _info_hmm,
+        _check_hmm,
     ),
     "npz": DatasetSpec(
         "Your own data: an .npz file with arrays x_train, y_train, x_test, y_test (integer labels "
@@ -419,6 +468,7 @@ DATASETS: dict[str, DatasetSpec] = {
         {"path": None, "num_classes": None, "standardize": "none"},
         _load_npz,
         _info_npz,
+        _sizes_npz,
     ),
     "mnist": DatasetSpec(
         "MNIST 28x28 handwritten digits via torchvision (local root; download only if asked); "
@@ -426,6 +476,7 @@ DATASETS: dict[str, DatasetSpec] = {
         dict(_VISION_OPTIONS),
         _vision_loader("mnist"),
         _vision_info("mnist"),
+        _vision_sizes("mnist"),
     ),
     "fashion_mnist": DatasetSpec(
         "Fashion-MNIST 28x28 clothing images via torchvision (local root; download only if asked); "
@@ -433,6 +484,7 @@ DATASETS: dict[str, DatasetSpec] = {
         dict(_VISION_OPTIONS),
         _vision_loader("fashion_mnist"),
         _vision_info("fashion_mnist"),
+        _vision_sizes("fashion_mnist"),
     ),
     "cifar10": DatasetSpec(
         "CIFAR-10 32x32 colour images via torchvision (local root; download only if asked); "
@@ -440,6 +492,7 @@ DATASETS: dict[str, DatasetSpec] = {
         dict(_VISION_OPTIONS),
         _vision_loader("cifar10"),
         _vision_info("cifar10"),
+        _vision_sizes("cifar10"),
     ),
 }
 
@@ -447,8 +500,40 @@ DATASETS: dict[str, DatasetSpec] = {
 # --------------------------------------------------------------------------------------------------
 # public entry points
 
-_CACHE: dict[tuple[str, str], Dataset] = {}
+DEFAULT_CACHE_MB = 1024
+_CACHE: OrderedDict[tuple[str, str], Dataset] = OrderedDict()
 _LOCK = threading.Lock()
+_LIMIT_MB: list[float] = []
+
+
+def cache_limit_bytes() -> int:
+    """The cache's bound in bytes (0 disables the cache): ``set_cache_limit_mb``'s value, else
+    ``TOROID_DATASET_CACHE_MB`` (the server's setting, README), else ``DEFAULT_CACHE_MB`` (1024 MiB)."""
+    raw = _LIMIT_MB[0] if _LIMIT_MB else os.environ.get("TOROID_DATASET_CACHE_MB", "").strip() or DEFAULT_CACHE_MB
+    return max(0, int(float(raw) * 2**20))
+
+
+def set_cache_limit_mb(mb: float | None) -> None:
+    """Bound the cache at ``mb`` MiB in this process (``None``: ``TOROID_DATASET_CACHE_MB`` again)."""
+    with _LOCK:
+        _LIMIT_MB[:] = [] if mb is None else [float(mb)]
+        _fit(0)
+
+
+def dataset_nbytes(dataset: Dataset) -> int:
+    """The bytes a loaded dataset holds (its four tensors)."""
+    return sum(t.numel() * t.element_size() for t in (dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test))
+
+
+def cached_bytes() -> int:
+    """The bytes the cache holds now."""
+    return sum(dataset_nbytes(d) for d in list(_CACHE.values()))
+
+
+def _fit(room: int) -> None:
+    """Drop the least recently used datasets until ``room`` more bytes fit (the caller holds ``_LOCK``)."""
+    while _CACHE and cached_bytes() + room > cache_limit_bytes():
+        _CACHE.popitem(last=False)
 
 
 def _resolve(name: str, options: dict[str, Any]) -> tuple[DatasetSpec, dict[str, Any]]:
@@ -465,30 +550,48 @@ def _resolve(name: str, options: dict[str, Any]) -> tuple[DatasetSpec, dict[str,
 def load_dataset(name: str, **options: Any) -> Dataset:
     """Load dataset ``name`` with ``options`` (missing ones take the registry defaults).
 
-    Cached in-process by ``(name, options)``: a second call returns the same object.
+    Cached in-process by ``(name, options)``: a second call returns the same object while it stays in the cache
+    (least recently used first out, at most ``TOROID_DATASET_CACHE_MB`` MiB in all; a dataset larger than that is
+    returned but not kept).
 
     Raises:
-        ValueError: unknown name or option, invalid option values, invalid ``npz`` files,
-            torchvision sets that are missing locally.
+        ValueError: unknown name or option, invalid option values (above their caps: ``HMM_CAPS``), invalid
+            ``npz`` files, torchvision sets that are missing locally.
     """
     spec, full = _resolve(name, options)
     key = (name, json.dumps(full, sort_keys=True, default=str))
     with _LOCK:
         if key in _CACHE:
+            _CACHE.move_to_end(key)
             return _CACHE[key]
     dataset = spec.loader(**full)
+    size = dataset_nbytes(dataset)
     with _LOCK:
-        return _CACHE.setdefault(key, dataset)
+        if key not in _CACHE and size <= cache_limit_bytes():
+            _fit(size)
+            _CACHE[key] = dataset
+        return _CACHE.get(key, dataset)  # another thread's copy if it was quicker
 
 
 def dataset_info(name: str, **options: Any) -> tuple[tuple[int, ...], int]:
-    """``(input_shape, num_classes)`` of a dataset, without loading the data when possible."""
+    """``(input_shape, num_classes)`` of a dataset, without loading the data when possible (and checking the size
+    options against their caps)."""
     spec, full = _resolve(name, options)
     if spec.info is not None:
         shape, classes = spec.info(**full)
         return tuple(int(s) for s in shape), int(classes)
     ds = load_dataset(name, **options)
     return ds.input_shape, ds.num_classes
+
+
+def dataset_sizes(name: str, **options: Any) -> tuple[int, int]:
+    """``(train samples, test samples)`` of a dataset, without loading the data when possible."""
+    spec, full = _resolve(name, options)
+    if spec.sizes is not None:
+        n_train, n_test = spec.sizes(**full)
+        return int(n_train), int(n_test)
+    ds = load_dataset(name, **options)
+    return len(ds.y_train), len(ds.y_test)
 
 
 def clear_cache() -> None:
