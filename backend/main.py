@@ -1,21 +1,39 @@
-"""The FastAPI application factory: JSON API under /api, the Dash UI mounted under /dashboard."""
+"""The FastAPI application factory: JSON API under /api, the Dash UI mounted under /dashboard.
+
+Before a route runs, ``RequestGuard`` (pure ASGI) looks at each /api request: a mutating request without any
+credentials on a server that needs them gets 401, and a body other than a checkpoint upload gets 413 above
+``TOROID_MAX_JSON_KB`` (by its Content-Length, or counted while it streams in) and 422 when its JSON nests deeper
+than ``toroid.store.text.MAX_JSON_DEPTH``, all before a byte of it is parsed.
+"""
 
 from __future__ import annotations
 
+import math
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
+from starlette.requests import cookie_parser
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import toroid
-from toroid.backend.api import analyses, demo, health, jobs, minima, registry, results, studies
+from toroid.backend.api import analyses, demo, health, jobs, minima, registry, results, session, studies
 from toroid.store.db import init_db
-from toroid.store.errors import ToroidError
-from toroid.store.settings import get_settings
+from toroid.store.errors import Invalid, ToroidError
+from toroid.store.settings import Settings, get_settings
+from toroid.store.text import check_json_text, relative_paths
 
 DASHBOARD_PREFIX = "/dashboard/"
+#: Methods that change data: without credentials they are refused before their body is read.
+MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+#: The dashboard's session cookie (``toroid.backend.auth.SESSION_COOKIE``).
+SESSION_COOKIE = "toroid_session"
+#: Routes whose multipart body streams in under its own limit (the checkpoint upload: TOROID_MAX_UPLOAD_MB).
+STREAMED_UPLOADS = frozenset({"/api/minima"})
 
 
 def create_app(*, with_dashboard: bool = True) -> FastAPI:
@@ -33,10 +51,12 @@ def create_app(*, with_dashboard: bool = True) -> FastAPI:
         description="Error landscapes of neural networks without symmetries (Pittorino et al., ICML 2022).",
         lifespan=lifespan,
     )
-    for module in (health, registry, minima, analyses, jobs, results, demo, studies):
+    for module in (health, session, registry, minima, analyses, jobs, results, demo, studies):
         app.include_router(module.router, prefix="/api")
+    app.include_router(session.pages)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(ToroidError, _domain_error)
+    app.add_middleware(RequestGuard, settings=settings)
     _declare_optional_auth(app, settings)
 
     @app.get("/", include_in_schema=False)
@@ -46,12 +66,96 @@ def create_app(*, with_dashboard: bool = True) -> FastAPI:
     if with_dashboard:
         from a2wsgi import WSGIMiddleware
 
-        from toroid.dashboard.app import create_dash
+        from toroid.dashboard.app import create_dash, session_token
 
-        api_url = settings.dashboard_api_url or f"{settings.base_url}/api"
-        dash_app = create_dash(api_url=api_url, prefix=DASHBOARD_PREFIX, public_api_url=settings.public_api_url)
+        api_url = settings.dashboard_api_url or f"{_local_base_url(settings)}/api"
+        dash_app = create_dash(api_url=api_url, prefix=DASHBOARD_PREFIX, public_api_url=settings.public_api_url,
+                               token_provider=session_token)
         app.mount(DASHBOARD_PREFIX.rstrip("/"), WSGIMiddleware(dash_app.server))
     return app
+
+
+def _local_base_url(settings: Settings) -> str:
+    """This server as its own dashboard reaches it: the host and port it listens on (``toroid api`` puts the port
+    it bound into the settings); a wildcard address is reached over the loopback interface."""
+    host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(settings.host, settings.host)
+    return f"http://{f'[{host}]' if ':' in host else host}:{settings.port}"
+
+
+class RequestGuard:
+    """Refuses, before the body is read or parsed, what no /api route should read: a mutating request without
+    credentials where the server needs them (401; the auth dependencies still check the credentials' validity
+    later), and a body other than a streamed checkpoint upload that exceeds ``TOROID_MAX_JSON_KB`` (413) or nests
+    its JSON deeper than ``MAX_JSON_DEPTH`` (422). An accepted body is read once here and handed on unchanged."""
+
+    def __init__(self, app: ASGIApp, settings: Settings):
+        self.app = app
+        self.settings = settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/api/"):
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        if scope["method"] in MUTATING and self.settings.api_token and not _has_credentials(headers):
+            await _refuse(scope, receive, send, 401, (
+                "this request changes data and needs an API token: send 'Authorization: Bearer <token>' "
+                "(TOROID_API_TOKEN, or a user's token from `toroid users add`)"), {"WWW-Authenticate": "Bearer"})
+            return
+        media_type = headers.get("content-type", "").split(";")[0].strip().lower()
+        streamed = media_type == "multipart/form-data" and scope["path"].rstrip("/") in STREAMED_UPLOADS
+        if streamed or not (headers.get("content-length", "0").strip() not in ("", "0")
+                            or "transfer-encoding" in headers):
+            await self.app(scope, receive, send)
+            return
+        limit = self.settings.max_json_kb * 1024
+        too_large = (f"the request body exceeds the limit of {self.settings.max_json_kb} KiB for JSON bodies "
+                     "(TOROID_MAX_JSON_KB); checkpoints go to POST /api/minima as multipart/form-data")
+        declared = headers.get("content-length", "").strip()
+        if declared.isdigit() and int(declared) > limit:
+            await _refuse(scope, receive, send, 413, too_large)
+            return
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return  # the client left: nobody to answer
+            body += message.get("body", b"")
+            if len(body) > limit:
+                await _refuse(scope, receive, send, 413, too_large)
+                return
+            if not message.get("more_body", False):
+                break
+        if media_type in ("", "application/json") or media_type.endswith("+json"):
+            try:  # a large body is scanned off the event loop (tens of milliseconds per MiB)
+                if len(body) > 64 * 1024:
+                    await run_in_threadpool(check_json_text, bytes(body), "the JSON body")
+                else:
+                    check_json_text(body, "the JSON body")
+            except Invalid as exc:
+                await _refuse(scope, receive, send, 422, str(exc))
+                return
+        delivered = False
+
+        async def replay() -> Message:
+            nonlocal delivered
+            if delivered:
+                return await receive()
+            delivered = True
+            return {"type": "http.request", "body": bytes(body), "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+def _has_credentials(headers: Headers) -> bool:
+    """Whether a request carries any credentials at all (their validity is the auth dependencies' business)."""
+    return bool(headers.get("authorization", "").strip()) or bool(
+        cookie_parser(headers.get("cookie", "")).get(SESSION_COOKIE))
+
+
+async def _refuse(scope: Scope, receive: Receive, send: Send, status: int, detail: str,
+                  headers: dict[str, str] | None = None) -> None:
+    await JSONResponse(status_code=status, content={"detail": detail}, headers=headers)(scope, receive, send)
 
 
 def _declare_optional_auth(app: FastAPI, settings) -> None:
@@ -79,19 +183,39 @@ def _readable(error: dict) -> str:
     return f"{where}: {error.get('msg', 'invalid')}"
 
 
+def _utf8(text: str) -> str:
+    """``text`` as UTF-8 can carry it: a lone surrogate (JSON may send ``"\\ud800"``) becomes its escape."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+#: How the 422 answer writes what a request sent that JSON cannot hold: NaN and infinities (Python's parser takes
+#: ``NaN``, ``Infinity`` and ``1e400``) as the strings "nan", "inf", "-inf"; bytes as text; lone surrogates as
+#: escapes; exceptions as messages.
+VALIDATION_ENCODERS = {
+    str: _utf8,
+    bytes: lambda b: b.decode("utf-8", "replace"),
+    float: lambda x: x if math.isfinite(x) else str(x),
+    BaseException: str,
+}
+
+
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     """422 with FastAPI's list of errors in ``detail`` plus one readable ``message`` line (shown by the UI)."""
     errors = exc.errors() if isinstance(exc, RequestValidationError) else []
     return JSONResponse(
         status_code=422,
         content={
-            "detail": jsonable_encoder(errors, custom_encoder={bytes: lambda b: b.decode("utf-8", "replace")}),
-            "message": "; ".join(_readable(e) for e in errors) or "invalid request",
+            "detail": jsonable_encoder(errors, custom_encoder=VALIDATION_ENCODERS),
+            "message": _utf8("; ".join(_readable(e) for e in errors) or "invalid request"),
         },
     )
 
 
 async def _domain_error(_request: Request, exc: Exception) -> JSONResponse:
-    """The one mapping of the typed domain errors (``toroid.store.errors``) to HTTP: their status, their message."""
+    """The one mapping of the typed domain errors (``toroid.store.errors``) to HTTP: their status, their message
+    (with the server's own folders named by their setting, never by their absolute path)."""
     status = exc.status if isinstance(exc, ToroidError) else 500
-    return JSONResponse(status_code=status, content={"detail": str(exc)})
+    settings = get_settings()
+    detail = relative_paths(str(exc), {"$TOROID_DATA_ROOT": settings.resolved_data_root,
+                                       "$TOROID_HOME": settings.home})
+    return JSONResponse(status_code=status, content={"detail": _utf8(detail)})

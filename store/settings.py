@@ -50,6 +50,25 @@ class Settings(BaseSettings):
     data_root: Path | None = Field(
         None, description="Folder the server reads dataset files from; default <home>/datasets."
     )
+    max_json_kb: int = Field(
+        1024, ge=1, description="Largest JSON request body under /api (KiB), refused with 413 before it is parsed."
+    )
+    max_job_cost: float = Field(
+        1e13, ge=0, description="Largest estimated job cost in sample-parameter operations (store/cost.py); "
+        "bigger requests are refused with 422. 0: no limit."
+    )
+    job_soft_limit_s: int = Field(
+        21600, ge=0, description="Time limit of training and study jobs (s): the job stops, marked failed. 0: none."
+    )
+    analysis_soft_limit_s: int = Field(
+        7200, ge=0, description="Time limit of analysis jobs (flatness, path, distances, section, torus) in s. 0: none."
+    )
+    job_hard_limit_grace_s: int = Field(
+        120, ge=1, description="After a time limit, seconds a job gets to record its failure before it is killed."
+    )
+    dataset_cache_mb: int = Field(
+        1024, ge=0, description="Bound of each process's in-memory dataset cache (MiB, least recently used out)."
+    )
 
     @property
     def artifacts_dir(self) -> Path:

@@ -40,7 +40,13 @@ def up(
     host: str = typer.Option(None, help="Address to listen on (default TOROID_HOST, 127.0.0.1)."),
     demo: bool = typer.Option(None, "--demo/--no-demo", help="Seed demo minima when the database is empty."),
 ) -> None:
-    """Start everything: embedded Redis (unless TOROID_REDIS_URL is set), one worker, the API and the dashboard."""
+    """Start everything: embedded Redis (unless TOROID_REDIS_URL is set), one worker, the API and the dashboard.
+
+    A part that crashes later is restarted (with backoff; Redis on the same port, its queue kept in its
+    append-only file); only Ctrl-C or SIGTERM stops everything.
+    """
+    import time
+
     from toroid.backend.supervisor import Supervisor, free_port
 
     settings = get_settings()
@@ -60,7 +66,7 @@ def up(
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
 
-    supervisor = Supervisor(settings.home, log=lambda line: typer.echo(line, err=True))
+    supervisor = Supervisor(settings.home, log=lambda line: typer.echo(f"{time.strftime('%H:%M:%S')} {line}", err=True))
     exit_code = 0
     try:
         if settings.redis_url:
@@ -77,10 +83,7 @@ def up(
                 typer.echo(f"demo    {started} demo minima queued for training (see the Jobs panel)", err=True)
         typer.echo(f"Toroid is running at {base}/dashboard/  (API {base}/api, docs {base}/docs). Ctrl-C stops.")
         sys.stdout.flush()
-        exited = supervisor.watch(lambda: stopping)
-        if exited is not None:
-            typer.echo(f"{exited.name} exited with code {exited.process.returncode}; stopping.", err=True)
-            exit_code = 1
+        supervisor.supervise(lambda: stopping)  # restarts crashed children until Ctrl-C / SIGTERM
     except RuntimeError as exc:
         typer.echo(f"error: {exc}", err=True)
         exit_code = 1
@@ -92,14 +95,35 @@ def up(
 
 @app.command()
 def api(
-    port: int = typer.Option(None, help="Port (default TOROID_PORT)."),
+    port: int = typer.Option(None, help="Port (default TOROID_PORT, 8000; 0 = any free)."),
     host: str = typer.Option(None, help="Address (default TOROID_HOST)."),
 ) -> None:
     """Serve only the API + dashboard (Redis and workers run elsewhere: set TOROID_REDIS_URL)."""
+    import socket
+
     import uvicorn
 
     settings = get_settings()
-    uvicorn.run("toroid.backend.main:create_app", factory=True, host=host or settings.host, port=port or settings.port)
+    host = host or settings.host
+    port = settings.port if port is None else port
+    # Bind first, then tell the settings the port actually bound (port 0: the free one the kernel chose), so the
+    # mounted dashboard calls this server and no other process that may listen on the default port.
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        typer.echo(f"error: cannot listen on {host}:{port}: {exc.strerror or exc}", err=True)
+        raise typer.Exit(1) from None
+    port = sock.getsockname()[1]
+    os.environ["TOROID_HOST"], os.environ["TOROID_PORT"] = host, str(port)
+    get_settings.cache_clear()
+    config = uvicorn.Config("toroid.backend.main:create_app", factory=True, host=host, port=port)
+    typer.echo(f"Toroid API at http://{f'[{host}]' if ':' in host else host}:{port}/api "
+               "(dashboard /dashboard/, docs /docs). Ctrl-C stops.", err=True)
+    uvicorn.Server(config).run(sockets=[sock])
 
 
 @app.command()
@@ -223,8 +247,10 @@ def train(
 
 
 from toroid.cli_study import study_app  # noqa: E402  (registered after the commands above)
+from toroid.cli_users import users_app  # noqa: E402
 
 app.add_typer(study_app, name="study")
+app.add_typer(users_app, name="users")
 
 
 def main() -> None:  # pragma: no cover

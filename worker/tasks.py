@@ -19,6 +19,7 @@ dead worker left behind and keeps checking every ``TOROID_STALE_JOB_S`` seconds
 from __future__ import annotations
 
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from celery.utils.log import get_task_logger
 
 from toroid.store.celery_app import celery_app
 from toroid.store.db import new_session
+from toroid.store.families import queue_family_distances
 from toroid.store.ledger import (
     TASK_NAMES,
     JobCancelled,
@@ -57,7 +59,7 @@ class JobFailed(Exception):
 
 @celery_app.task(name="toroid.ping")
 def ping() -> dict:
-    """Answer with the device this worker computes on (used by /api/health)."""
+    """Answer with the device this worker computes on (a manual probe; /api/health reads the heartbeat keys)."""
     from toroid.worker.landscape.device import default_device
 
     return {"device": str(default_device())}
@@ -85,6 +87,12 @@ def run_job(kind: str, job_id: str, worker: str | None = None) -> str:
         except Exception as exc:
             log.exception("job %s failed", job_id)
             message = str(exc) if isinstance(exc, ValueError) and str(exc) else f"{type(exc).__name__}: {exc}"
+            from celery.exceptions import SoftTimeLimitExceeded
+
+            from toroid.store.celery_app import time_limit_message
+
+            if isinstance(exc, SoftTimeLimitExceeded):  # the task's soft time limit (store/celery_app.py)
+                message = time_limit_message()
             run.fail(message)
             return "failed"
     return "succeeded"
@@ -158,12 +166,22 @@ def train(run: JobRun) -> None:
     run.check()
     errors = Evaluator(model, dataset).evaluate_state(model, "both")
     sha = get_store().put_state_dict(model.state_dict())
-    run.finish_minimum(Minimum(
+    minimum_id = run.finish_minimum(Minimum(
         id=new_id(), name=p.name, architecture=p.architecture, config=p.config, dataset=p.dataset,
         dataset_options=p.dataset_options, sampler=p.sampler, seed=p.seed,
         train_error=float(errors["train_error"]), test_error=float(errors["test_error"]),
         provenance=clean_json(provenance), checkpoint_sha256=sha, source=p.source, created_at=utcnow(),
+        owner=run.owner,
     ))
+    _map_distances(minimum_id)
+
+
+def _map_distances(minimum_id: str) -> None:
+    """Keep the minimum's family on the map: ask for its distances (``toroid.store.families``)."""
+    with new_session() as session:
+        minimum = session.get(Minimum, minimum_id)
+        if minimum is not None:
+            queue_family_distances(session, minimum)
 
 
 @job_task("flatness")
@@ -233,6 +251,7 @@ def distances(run: JobRun) -> None:
         run.progress(done / len(pairs), {"i": i, "j": j, **{m: float(values[m]) for m in metrics}})
     data = {"ids": ids, "names": [m.name for m in minima], "matrices": matrices, "binary": binary}
     run.finish_result(data, ids, run.key)
+    _map_distances(ids[0])  # minima that joined the family meanwhile: catch up
 
 
 @job_task("section")
@@ -264,6 +283,14 @@ def torus(run: JobRun) -> None:
 # --------------------------------------------------------------------------------------------- worker signals
 _recovery: dict[str, threading.Thread] = {}
 
+#: Each worker's main process sets ``WORKER_KEY_PREFIX + <hostname>`` in Redis every WORKER_HEARTBEAT_S seconds,
+#: expiring after WORKER_KEY_TTL_S: /api/health counts these keys instead of pinging the workers (a ping waits out
+#: its timeout when no worker is alive), and a killed worker's key expires on its own.
+WORKER_KEY_PREFIX = "toroid:worker:"
+WORKER_HEARTBEAT_S = 5.0
+WORKER_KEY_TTL_S = 15
+_heartbeat: dict[str, Any] = {}
+
 
 def _recover_once() -> None:
     try:
@@ -274,22 +301,56 @@ def _recover_once() -> None:
         log.exception("job recovery failed")
 
 
+def _beat() -> None:
+    """Set this worker's heartbeat key (what /api/health counts); a Redis hiccup is logged, never raised."""
+    if _heartbeat.get("stopped") or "hostname" not in _heartbeat:
+        return
+    try:
+        import redis
+
+        client = _heartbeat.get("client")
+        if client is None:
+            client = _heartbeat["client"] = redis.Redis.from_url(
+                celery_app.conf.broker_url, socket_connect_timeout=2, socket_timeout=2)
+        client.set(WORKER_KEY_PREFIX + _heartbeat["hostname"], str(os.getpid()), ex=WORKER_KEY_TTL_S)
+    except Exception:
+        log.warning("could not write the worker heartbeat", exc_info=True)
+
+
 def _recovery_loop() -> None:
+    next_recovery = 0.0
     while True:
-        _recover_once()
-        time.sleep(stale_job_s())
+        _beat()
+        if time.monotonic() >= next_recovery:
+            _recover_once()
+            next_recovery = time.monotonic() + stale_job_s()
+        time.sleep(min(WORKER_HEARTBEAT_S, stale_job_s()))
 
 
 @signals.worker_ready.connect
-def _on_worker_ready(**_: Any) -> None:
+def _on_worker_ready(sender: Any = None, **_: Any) -> None:
     """A starting worker brings the schema up to date and recovers jobs a dead worker left behind, then keeps
-    checking every TOROID_STALE_JOB_S seconds in a daemon thread of its main process."""
+    checking every TOROID_STALE_JOB_S seconds in a daemon thread of its main process, which also writes the
+    worker's heartbeat key every WORKER_HEARTBEAT_S seconds."""
     from toroid.store.db import init_db
 
     init_db()
+    _heartbeat["hostname"] = getattr(sender, "hostname", None) or f"pid{os.getpid()}@{socket.gethostname()}"
     if "thread" not in _recovery:
         _recovery["thread"] = threading.Thread(target=_recovery_loop, name="toroid-job-recovery", daemon=True)
         _recovery["thread"].start()
+
+
+@signals.worker_shutdown.connect
+def _on_worker_shutdown(**_: Any) -> None:
+    """A worker stopping on purpose takes its heartbeat key away at once (health then says so)."""
+    _heartbeat["stopped"] = True
+    client, hostname = _heartbeat.get("client"), _heartbeat.get("hostname")
+    if client is not None and hostname:
+        try:
+            client.delete(WORKER_KEY_PREFIX + hostname)
+        except Exception:
+            log.warning("could not remove the worker heartbeat", exc_info=True)
 
 
 @signals.worker_process_init.connect

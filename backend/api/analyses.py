@@ -9,19 +9,18 @@ the identical one already in flight).
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel
-from sqlalchemy.orm import Session
 
 from toroid.backend.api.deps import AUTH_RESPONSES, BODY_RESPONSES, SessionDep
-from toroid.backend.auth import require_write
+from toroid.backend.auth import require_read, require_write
 from toroid.backend.schemas import AnalysisResponse
 from toroid.backend.services import analyses as service
 from toroid.store.params import DistancesRequest, FlatnessRequest, PathRequest, SectionRequest, TorusRequest
+from toroid.store.users import Principal
 
 router = APIRouter(
-    prefix="/analyses", tags=["analyses"], dependencies=[Depends(require_write)],
-    responses={**AUTH_RESPONSES, **BODY_RESPONSES},
+    prefix="/analyses", tags=["analyses"], responses={**AUTH_RESPONSES, **BODY_RESPONSES},
 )
 
 RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -32,18 +31,29 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _register(path: str, model: type[BaseModel], run: Callable[[Session, Any], service.Submitted],
+def _register(path: str, model: type[BaseModel], run: Callable[..., service.Submitted],
               summary: str) -> None:
     """POST /api/analyses{path}: validate the body as ``model``, hand it to ``run``, answer 200 (cached) or 202."""
 
-    def endpoint(request: model, response: Response, session: SessionDep) -> dict:  # type: ignore[valid-type]
-        submitted = run(session, request)
+    def endpoint(request: model, response: Response, session: SessionDep,  # type: ignore[valid-type]
+                 principal: Principal = Depends(require_write)) -> dict:
+        submitted = run(session, request, owner=principal.name)
         response.status_code = 200 if submitted.cached else 202
         return submitted.to_record()
 
     endpoint.__name__ = path.strip("/")
     router.add_api_route(path, endpoint, methods=["POST"], status_code=202, response_model=AnalysisResponse,
                          responses=RESPONSES, summary=summary)
+
+
+@router.get("/distances", response_model=AnalysisResponse, dependencies=[Depends(require_read)],
+            responses={200: {"model": AnalysisResponse}, 404: {"description": "neither computed nor asked for"}},
+            summary="Distances computed before or in flight (never queues: what a page load may ask)")
+def lookup_distances(response: Response, session: SessionDep,
+                     minimum_ids: list[str] = Query(..., min_length=2, max_length=32)) -> dict:
+    submitted = service.lookup_distances(session, DistancesRequest(minimum_ids=minimum_ids))
+    response.status_code = 200 if submitted.cached else 202
+    return submitted.to_record()
 
 
 for _path, _model, _run, _summary in (

@@ -21,6 +21,7 @@ from toroid.backend.services import minima as service
 from toroid.store.errors import Invalid, Malformed, TooLarge, Unsupported
 from toroid.store.params import TrainRequest
 from toroid.store.settings import get_settings
+from toroid.store.users import Principal
 
 router = APIRouter(tags=["minima"], responses=AUTH_RESPONSES)
 
@@ -56,6 +57,13 @@ UPLOAD_OPENAPI: dict[str, Any] = {
 }
 
 
+def _field_too_large(what: str = "a form field") -> TooLarge:
+    return TooLarge(
+        f"{what} exceeds the limit of 1 MiB for a form field or the sidecar (only the checkpoint, the field 'file', "
+        "may be larger: up to TOROID_MAX_UPLOAD_MB)",
+    )
+
+
 def _too_large(limit_mb: int) -> TooLarge:
     return TooLarge(
         f"the upload exceeds the limit of {limit_mb} MiB (TOROID_MAX_UPLOAD_MB); raise the limit on the server or "
@@ -89,6 +97,8 @@ async def _read_form(request: Request, limit_mb: int):
     try:
         return await parser.parse()
     except MultiPartException as exc:
+        if "exceeded maximum size" in exc.message:  # starlette's words for a field above max_part_size
+            raise _field_too_large() from exc
         raise Malformed(f"malformed multipart body: {exc.message}") from exc
 
 
@@ -99,13 +109,13 @@ def list_minima(session: SessionDep) -> list[dict]:
 
 
 @router.post(
-    "/minima", status_code=201, response_model=MinimumRecord, dependencies=[Depends(require_write)],
+    "/minima", status_code=201, response_model=MinimumRecord,
     summary="Upload a checkpoint (multipart: file + architecture/config/dataset/name, or file + sidecar)",
     openapi_extra=UPLOAD_OPENAPI,
     responses={400: {"description": "malformed multipart body"}, 413: {"description": "upload too large"},
                415: {"description": "not multipart/form-data"}, 422: {"description": "invalid checkpoint"}},
 )
-async def upload_minimum(request: Request) -> dict:
+async def upload_minimum(request: Request, principal: Principal = Depends(require_write)) -> dict:
     settings = get_settings()
     form = await _read_form(request, settings.max_upload_mb)
     try:
@@ -118,6 +128,8 @@ async def upload_minimum(request: Request) -> dict:
         sidecar_part = form.get("sidecar")
         if sidecar_part is not None and not isinstance(sidecar_part, UploadFile):
             sidecar = str(sidecar_part).encode()
+        elif sidecar_part is not None and (sidecar_part.size or 0) > MiB:
+            raise _field_too_large("the sidecar")
         else:
             sidecar = await sidecar_part.read() if sidecar_part is not None else None
         fields = {k: v for k, v in form.multi_items() if isinstance(v, str) and k in FORM_FIELDS}
@@ -125,14 +137,14 @@ async def upload_minimum(request: Request) -> dict:
         filename = file.filename
     finally:
         await form.close()
-    return await run_in_threadpool(service.create_from_upload, fields, data, sidecar, filename)
+    return await run_in_threadpool(service.create_from_upload, fields, data, sidecar, filename, principal.name)
 
 
-@router.post("/minima/train", status_code=202, response_model=JobRecord, dependencies=[Depends(require_write)],
+@router.post("/minima/train", status_code=202, response_model=JobRecord,
              responses={**BODY_RESPONSES, 503: {"description": "the message broker is unreachable"}},
              summary="Train a minimum with a sampler (a job; job.minimum_id is set on success)")
-def train_minimum(request: TrainRequest, session: SessionDep) -> dict:
-    return service.train(session, request).to_record()
+def train_minimum(request: TrainRequest, session: SessionDep, principal: Principal = Depends(require_write)) -> dict:
+    return service.train(session, request, owner=principal.name).to_record()
 
 
 @router.get("/minima/{minimum_id}", response_model=MinimumRecord, dependencies=[Depends(require_read)],
@@ -141,23 +153,29 @@ def read_minimum(minimum_id: str, session: SessionDep) -> dict:
     return service.get_minimum(session, minimum_id).to_record()
 
 
-@router.delete("/minima/{minimum_id}", status_code=204, dependencies=[Depends(require_write)],
-               responses={404: {"description": "unknown minimum"}})
-def delete_minimum(minimum_id: str, session: SessionDep) -> Response:
-    service.delete(session, minimum_id)
+@router.delete("/minima/{minimum_id}", status_code=204,
+               responses={403: {"description": "someone else's minimum"}, 404: {"description": "unknown minimum"},
+                          409: {"description": "queued or running jobs use the minimum (force=true cancels them)"}})
+def delete_minimum(
+    minimum_id: str, session: SessionDep,
+    force: bool = Query(False, description="Cancel the queued or running jobs that use the minimum, then delete it."),
+    principal: Principal = Depends(require_write),
+) -> Response:
+    service.delete(session, minimum_id, force=force, principal=principal)
     return Response(status_code=204)
 
 
 @router.get(
-    "/minima/{minimum_id}/checkpoint", dependencies=[Depends(require_read)],
+    "/minima/{minimum_id}/checkpoint",
     summary="The checkpoint as safetensors; form=canonical gives the normalized network (docs/method.md §2)",
     responses={200: {"content": {"application/octet-stream": {}}, "description": "safetensors bytes"},
                404: {"description": "unknown minimum or missing file"}},
 )
 def download_checkpoint(
     minimum_id: str, session: SessionDep, form: Literal["original", "canonical"] = Query("original"),
+    principal: Principal = Depends(require_read),
 ) -> Response:
     minimum = service.get_minimum(session, minimum_id)
-    data = service.checkpoint_bytes(session, minimum, form)
+    data = service.checkpoint_bytes(session, minimum, form, principal)
     headers = {"Content-Disposition": f'attachment; filename="{service.download_name(minimum, form)}"'}
     return Response(content=data, media_type="application/octet-stream", headers=headers)

@@ -20,16 +20,21 @@ from sqlalchemy.orm import Session
 
 from toroid.store.artifacts import get_store, state_dict_bytes
 from toroid.store.db import new_session
-from toroid.store.errors import Invalid, NotFound
-from toroid.store.ledger import clean_json, create_job
+from toroid.store.errors import Conflict, Invalid, NotFound, Unauthorized
+from toroid.store.families import family_of, queue_family_distances
+from toroid.store.ledger import cancel_job, clean_json, create_job
 from toroid.store.loading import check_state_dict, load_model, minimum_model, read_checkpoint
-from toroid.store.models import Job, Minimum, new_id, utcnow
+from toroid.store.models import ACTIVE_STATES, Job, Minimum, new_id, utcnow
 from toroid.store.params import TrainRequest, resolve_architecture, resolve_dataset, resolve_train
 from toroid.store.settings import get_settings
+from toroid.store.text import check_json_text, check_name, clean_name, relative_paths
+from toroid.store.users import OPEN, Principal
 
 #: What `toroid up` trains on first start: MLP (default widths) on digits, these samplers x seeds.
 DEMO_SAMPLERS = ("sgd", "rsgd", "adv")
 DEMO_SEEDS = (0, 1)
+#: Seeds a minimum may record: what the training request accepts (and what every database's INTEGER holds).
+MAX_SEED = 2**31 - 1
 
 
 # ============================================================================================= lookup and rules
@@ -67,6 +72,7 @@ def list_minima(session: Session) -> list[Minimum]:
 
 # ============================================================================================= uploads
 def _json_object(text: str, field: str) -> dict[str, Any]:
+    check_json_text(text, field)
     try:
         value = json.loads(text) if text.strip() else {}
     except json.JSONDecodeError as exc:
@@ -82,6 +88,7 @@ def upload_spec(fields: dict[str, str], sidecar: bytes | None, filename: str | N
     if sidecar is not None:
         from toroid.worker.landscape.io import parse_sidecar
 
+        check_json_text(sidecar, "the sidecar")
         try:
             meta = parse_sidecar(sidecar)
         except ValueError as exc:
@@ -91,13 +98,11 @@ def upload_spec(fields: dict[str, str], sidecar: bytes | None, filename: str | N
             if given and given != meta[field]:
                 raise Invalid(f"the form says {field}={given!r} but the sidecar says {meta[field]!r}; send one")
         provenance = dict(meta.get("provenance") or {})
-        seed, sampler = provenance.get("seed"), provenance.get("sampler")
         spec = {
             "architecture": meta["architecture"], "config": dict(meta.get("config") or {}),
             "dataset": meta["dataset"], "dataset_options": dict(meta.get("dataset_options") or {}),
-            "name": name or meta["name"], "sampler": sampler if isinstance(sampler, str) else None,
-            "seed": seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
-            "provenance": provenance,
+            "name": name or meta["name"], "sampler": _sidecar_sampler(provenance.get("sampler")),
+            "seed": _sidecar_seed(provenance.get("seed")), "provenance": provenance,
         }
     else:
         missing = [f for f in ("architecture", "dataset") if not fields.get(f, "").strip()]
@@ -113,11 +118,34 @@ def upload_spec(fields: dict[str, str], sidecar: bytes | None, filename: str | N
             "name": name, "sampler": None, "seed": None, "provenance": {},
         }
     if not spec["name"]:
-        stem = PurePath(filename or "").stem  # a display name only; never used as a path
-        spec["name"] = stem or "upload"
-    if len(spec["name"]) > 200:
-        raise Invalid("name is longer than 200 characters")
+        stem = clean_name(PurePath(filename or "").stem)  # a display name only; never used as a path
+        spec["name"] = stem[:200] or "upload"
+    check_name(spec["name"], "the sidecar's name" if sidecar is not None and not name else "name")
     return spec
+
+
+def _sidecar_sampler(value: Any) -> str | None:
+    """The sidecar's ``provenance.sampler``: absent, or the name of a sampler this server knows."""
+    from toroid.worker.landscape.samplers import SAMPLERS
+
+    if value is None:
+        return None
+    if not isinstance(value, str) or value not in SAMPLERS:
+        shown = repr(value)[:80] if isinstance(value, str | int | float) else type(value).__name__
+        raise Invalid(f"the sidecar's provenance.sampler {shown} is not a known sampler; valid samplers: "
+                      f"{sorted(SAMPLERS)} (or leave it out)")
+    return value
+
+
+def _sidecar_seed(value: Any) -> int | None:
+    """The sidecar's ``provenance.seed``: absent, or an integer in [0, 2**31 - 1] (what a training run accepts)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEED:
+        shown = (f"{str(value)[:20]}... ({len(str(value))} digits)" if isinstance(value, int) and len(str(value)) > 24
+                 else repr(value)[:40])
+        raise Invalid(f"the sidecar's provenance.seed must be an integer in [0, {MAX_SEED}] (or left out), got {shown}")
+    return value
 
 
 def _evaluate(spec: dict[str, Any], config: dict, input_shape: tuple[int, ...], num_classes: int, state: dict
@@ -130,7 +158,10 @@ def _evaluate(spec: dict[str, Any], config: dict, input_shape: tuple[int, ...], 
         model = load_model(spec["architecture"], config, input_shape, num_classes, state)
         errors = Evaluator(model, dataset).evaluate_state(model, "both")
     except Exception as exc:
-        raise Invalid(f"the model could not be evaluated on dataset {spec['dataset']!r}: {exc}") from exc
+        settings = get_settings()
+        reason = relative_paths(str(exc), {"$TOROID_DATA_ROOT": settings.resolved_data_root,
+                                           "$TOROID_HOME": settings.home})
+        raise Invalid(f"the model could not be evaluated on dataset {spec['dataset']!r}: {reason}") from exc
     return float(errors["train_error"]), float(errors["test_error"])
 
 
@@ -141,15 +172,17 @@ def _referenced(session: Session, sha256: str) -> bool:
     ) is not None
 
 
-def create_from_upload(fields: dict[str, str], data: bytes, sidecar: bytes | None, filename: str | None) -> dict:
-    """Check an upload completely, then store its checkpoint and its row; returns the new minimum's record."""
+def create_from_upload(fields: dict[str, str], data: bytes, sidecar: bytes | None, filename: str | None,
+                       owner: str | None = None) -> dict:
+    """Check an upload completely, then store its checkpoint and its row (``owner``'s); returns the new minimum's
+    record. Its family's distances are asked for at once, so the map places it (``toroid.store.families``)."""
     spec = upload_spec(fields, sidecar, filename)
     options, input_shape, num_classes = resolve_dataset(spec["dataset"], spec["dataset_options"])
     spec["dataset_options"] = options
     template, config = resolve_architecture(spec["architecture"], spec["config"], input_shape, num_classes)
     what = (f"architecture {spec['architecture']!r} (config {config}) on dataset {spec['dataset']!r} "
             f"(inputs {input_shape}, {num_classes} classes)")
-    state = check_state_dict(read_checkpoint(data), template, what)
+    state = check_state_dict(read_checkpoint(data, template), template, what)
     train_error, test_error = _evaluate(spec, config, input_shape, num_classes, state)
 
     store = get_store()
@@ -158,7 +191,7 @@ def create_from_upload(fields: dict[str, str], data: bytes, sidecar: bytes | Non
         id=new_id(), name=spec["name"], architecture=spec["architecture"], config=clean_json(config),
         dataset=spec["dataset"], dataset_options=clean_json(options), sampler=spec["sampler"], seed=spec["seed"],
         train_error=train_error, test_error=test_error, provenance=clean_json(spec["provenance"]),
-        checkpoint_sha256=sha, source="upload", created_at=utcnow(),
+        checkpoint_sha256=sha, source="upload", created_at=utcnow(), owner=owner,
     )
     with new_session() as session:
         try:
@@ -169,13 +202,15 @@ def create_from_upload(fields: dict[str, str], data: bytes, sidecar: bytes | Non
             if not _referenced(session, sha):
                 store.delete(sha)
             raise
-        return minimum.to_record()
+        record = minimum.to_record()
+        queue_family_distances(session, minimum)
+        return record
 
 
 # ============================================================================================= train, delete, download
-def train(session: Session, request: TrainRequest, source: str = "train") -> Job:
-    """Queue a training job (``job.minimum_id`` is set when it succeeds)."""
-    return create_job(session, resolve_train(request, source=source))
+def train(session: Session, request: TrainRequest, source: str = "train", owner: str | None = None) -> Job:
+    """Queue a training job for ``owner`` (``job.minimum_id`` is set when it succeeds; the minimum is theirs)."""
+    return create_job(session, resolve_train(request, source=source), owner=owner)
 
 
 def seed_demo(session: Session) -> int:
@@ -193,9 +228,47 @@ def seed_demo(session: Session) -> int:
     return queued
 
 
-def delete(session: Session, minimum_id: str) -> None:
-    """Delete a minimum and the artifacts no other minimum references."""
+#: Job parameters that name input minima (``toroid.store.params``: every analysis job lists its inputs in
+#: ``minimum_ids``; ``minimum_id``, ``a`` and ``b`` are the requests' own names for them).
+INPUT_FIELDS = ("minimum_ids", "minimum_id", "a", "b")
+
+
+def active_jobs_using(session: Session, minimum_id: str) -> list[Job]:
+    """The queued or running jobs that take this minimum as an input (oldest first)."""
+    jobs = session.scalars(select(Job).where(Job.state.in_(ACTIVE_STATES)).order_by(Job.created_at, Job.id)).all()
+    using = []
+    for job in jobs:
+        params = job.params or {}
+        named = [params.get(field) for field in INPUT_FIELDS]
+        ids = {i for value in named for i in (value if isinstance(value, list) else [value]) if isinstance(i, str)}
+        if minimum_id in ids:
+            using.append(job)
+    return using
+
+
+def delete(session: Session, minimum_id: str, *, force: bool = False, principal: Principal = OPEN) -> None:
+    """Delete a minimum and the artifacts no other minimum references. Only its owner or an admin may (403).
+    Queued or running jobs that use it make this a 409 naming them, unless ``force``: then they are cancelled
+    first (the caller must be allowed to cancel each of them). Distances jobs never block: they only feed the
+    map, so they are cancelled, and the family's distances are asked for again without this minimum."""
     minimum = get_minimum(session, minimum_id)
+    principal.require_owner(minimum.owner, f"minimum {minimum.name!r} ({minimum.id})")
+    users = active_jobs_using(session, minimum_id)
+    for job in [j for j in users if j.kind == "distances"]:
+        cancel_job(session, job)
+    users = [j for j in users if j.kind != "distances"]
+    family = [m for m in family_of(session, minimum) if m.id != minimum.id]
+    if users and not force:
+        named = ", ".join(f"{job.kind} job {job.id} ({job.state})" for job in users[:10])
+        more = f" and {len(users) - 10} more" if len(users) > 10 else ""
+        raise Conflict(
+            f"minimum {minimum_id} is an input of {len(users)} queued or running job(s): {named}{more}; wait for "
+            "them, cancel them (POST /api/jobs/<id>/cancel), or delete with ?force=true to cancel them and delete"
+        )
+    for job in users:
+        principal.require_owner(job.owner, f"job {job.id}, which uses minimum {minimum.id},")
+    for job in users:
+        cancel_job(session, job)
     artifacts = [h for h in (minimum.checkpoint_sha256, minimum.canonical_sha256) if h]
     session.delete(minimum)
     session.commit()
@@ -203,6 +276,8 @@ def delete(session: Session, minimum_id: str) -> None:
     for sha in artifacts:
         if not _referenced(session, sha):
             store.delete(sha)
+    if family:
+        queue_family_distances(session, family[0])
 
 
 def download_name(minimum: Minimum, form: str) -> str:
@@ -210,9 +285,9 @@ def download_name(minimum: Minimum, form: str) -> str:
     return f"{safe}-{form}.safetensors"
 
 
-def checkpoint_bytes(session: Session, minimum: Minimum, form: str) -> bytes:
+def checkpoint_bytes(session: Session, minimum: Minimum, form: str, principal: Principal = OPEN) -> bytes:
     """The checkpoint as safetensors: ``original``, or ``canonical`` (the normalized network, docs/method.md §2;
-    computed once, then kept in the artifact store)."""
+    computed once, for a signed-in caller, then kept in the artifact store and read by anyone who may read)."""
     from toroid.worker.landscape.symmetry import normalize
 
     store = get_store()
@@ -221,6 +296,9 @@ def checkpoint_bytes(session: Session, minimum: Minimum, form: str) -> bytes:
             return store.get_bytes(minimum.checkpoint_sha256)
         if minimum.canonical_sha256 and store.exists(minimum.canonical_sha256):
             return store.get_bytes(minimum.canonical_sha256)
+        if principal.anonymous:
+            raise Unauthorized("the canonical form of this minimum has not been computed yet, and computing it "
+                               "writes to the server: sign in (send your API token) to compute it")
         data = state_dict_bytes(normalize(minimum_model(minimum)).state_dict())
         minimum.canonical_sha256 = store.put_bytes(data)
         session.commit()

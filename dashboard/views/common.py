@@ -107,6 +107,17 @@ def request_analysis(client: ApiClient, kind: str, params: Mapping[str, Any]) ->
         return entry_from_error(kind, params, exc.message)
 
 
+def lookup_analysis(client: ApiClient, kind: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """GET /api/analyses/<kind>: the entry of a computation done or in flight, without asking for it (a 404 gives
+    an entry in state ``missing``); reading never queues anything."""
+    try:
+        return entry_from_answer(kind, params, client.lookup(kind, dict(params)))
+    except ApiError as exc:
+        if exc.status == 404:
+            return {**entry_from_error(kind, params, ""), "state": "missing", "error": None}
+        return entry_from_error(kind, params, exc.message)
+
+
 def track(client: ApiClient, entry: dict[str, Any] | None, jobs: list[dict] | None) -> dict[str, Any] | None:
     """The entry moved forward with its job's latest record (from the polled list, else fetched); None: unchanged."""
     if not is_active(entry):

@@ -25,6 +25,7 @@ from toroid.dashboard.views.common import (
     entry_status,
     fetch_result,
     graph,
+    lookup_analysis,
     minimum_options,
     request_analysis,
     track,
@@ -41,6 +42,7 @@ PAIR_B = "pair-b"
 RESET = "pair-reset"
 POSITIONS = "map-positions"
 STATUS = "map-status"
+COMPUTE = "map-compute"
 THIRD = "torus-third"  # the third minimum, chosen in the torus view, is ringed on the map too
 
 VARIANTS = {"geodesic": "geodesic (normalized + aligned)", "raw": "raw Euclidean"}
@@ -71,7 +73,10 @@ def layout() -> html.Section:
     )
     return card(
         "Minima map",
-        [controls, html.Div(id=STATUS), graph(GRAPH, "minima-map", height="520px", clear_on_unhover=True),
+        [controls, html.Div(id=STATUS),
+         html.Button("Compute the distances", id=COMPUTE, className="button secondary", n_clicks=0,
+                     style={"display": "none"}),
+         graph(GRAPH, "minima-map", height="520px", clear_on_unhover=True),
          html.Div(id=NOTE, className="note"), pair, dcc.Store(id=POSITIONS)],
         class_name="map-card",
     )
@@ -91,26 +96,38 @@ def register(app, client: ApiClient) -> None:
 
     @app.callback(
         Output(DISTANCES, "data"),
-        Input(MINIMA, "data"), Input(FAMILY, "value"), Input(JOBS, "data"),
+        Input(MINIMA, "data"), Input(FAMILY, "value"), Input(JOBS, "data"), Input(COMPUTE, "n_clicks"),
         State(DISTANCES, "data"), State(CATALOG, "data"),
     )
-    def distances(minima, family, jobs, entry, catalog):
+    def distances(minima, family, jobs, _compute, entry, catalog):
+        """The family's distances, looked up (never requested) as the page loads and polls: the server asks for
+        them when a minimum joins a family. Only the "Compute the distances" button asks (a user's action)."""
         ids = sorted(_family_ids(minima, family, catalog))
         same_family = bool(entry) and entry.get("family") == family
         if len(ids) < 2:
             if entry is None:
                 raise PreventUpdate
             return None
-        if entry and entry.get("params", {}).get("minimum_ids") == ids:
+        previous = None
+        if same_family:
+            previous = entry["result_id"] if entry.get("state") == "succeeded" else entry.get("previous_result_id")
+        params = {"minimum_ids": ids}
+        if ctx.triggered_id == COMPUTE:
+            return {**request_analysis(client, "distances", params), "family": family, "previous_result_id": previous}
+        if entry and entry.get("params", {}).get("minimum_ids") == ids and entry.get("state") != "missing":
             updated = track(client, entry, jobs)
             if updated is None:
                 raise PreventUpdate
             return updated
-        previous = None
-        if same_family:
-            previous = entry["result_id"] if entry.get("state") == "succeeded" else entry.get("previous_result_id")
-        new = request_analysis(client, "distances", {"minimum_ids": ids})
-        return {**new, "family": family, "previous_result_id": previous}
+        new = {**lookup_analysis(client, "distances", params), "family": family, "previous_result_id": previous}
+        if entry is not None and new == entry:
+            raise PreventUpdate
+        return new
+
+    @app.callback(Output(COMPUTE, "style"), Input(DISTANCES, "data"))
+    def compute_button(entry):
+        missing = bool(entry) and entry.get("state") == "missing"
+        return {"display": "inline-block", "marginBottom": "8px"} if missing else {"display": "none"}
 
     @app.callback(
         Output(SELECTION, "data"), Output(PAIR_A, "value"), Output(PAIR_B, "value"), Output(GRAPH, "clickData"),

@@ -67,7 +67,7 @@ class ApiStack:
         api = next(child for child in self.supervisor.children if child.name == "api")
         while time.monotonic() < deadline and api.process.poll() is None:
             try:
-                if httpx.get(f"{self.url}/api/health", timeout=2).status_code == 200:
+                if httpx.get(f"{self.url}/api/health", timeout=2).status_code in (200, 503):  # 503: no worker yet
                     return
             except httpx.TransportError:
                 pass

@@ -60,7 +60,7 @@ def test_mutating_routes_need_the_token(public_reads):
     assert httpx.post(f"{url}/api/demo").status_code == 401
     assert httpx.delete(f"{url}/api/minima/x").status_code == 401
     assert httpx.get(f"{url}/api/minima").status_code == 200  # reads stay public
-    assert httpx.get(f"{url}/api/health").status_code == 200
+    assert httpx.get(f"{url}/api/health").status_code in (200, 503)  # public (503: no worker in this stack)
     accepted = httpx.post(f"{url}/api/minima/train", json=body, headers=BEARER)
     assert accepted.status_code == 202 and accepted.json()["state"] == "queued"
     assert public_reads.count("SELECT COUNT(*) FROM jobs") == 1
@@ -70,7 +70,7 @@ def test_private_reads_and_the_demo_seeds_once(private_reads):
     url = private_reads.url
     assert httpx.get(f"{url}/api/minima").status_code == 401
     assert httpx.get(f"{url}/api/jobs").status_code == 401
-    assert httpx.get(f"{url}/api/health").status_code == 200  # probes stay public
+    assert httpx.get(f"{url}/api/health").status_code in (200, 503)  # probes stay public (no worker here: 503)
     assert request_demo(url, token=TOKEN) == 6
     jobs = httpx.get(f"{url}/api/jobs", headers=BEARER).json()
     assert sorted(j["params"]["name"] for j in jobs) == ["adv-0", "adv-1", "rsgd-0", "rsgd-1", "sgd-0", "sgd-1"]
@@ -90,6 +90,7 @@ def test_schemathesis_finds_no_server_error(public_reads, tmp_path):
          "--header", f"Authorization: Bearer {TOKEN}",
          "--checks", "not_a_server_error,status_code_conformance,content_type_conformance,"
          "response_schema_conformance,negative_data_rejection",
+         "--exclude-path", "/api/health",  # 503 without a worker is its answer, not a server error
          "--phases", "coverage,fuzzing", "--max-examples", "8", "--seed", "7", "--no-shrink",
          "--request-timeout", "30", "--workers", "2"],
         capture_output=True, text=True, timeout=240, cwd=tmp_path,  # its caches go to the temporary folder

@@ -1,0 +1,55 @@
+"""Families: minima that share one parameter space (architecture, config, dataset and its options), the only ones
+that can be compared, aligned and drawn on one map.
+
+When a minimum joins a family (an upload, a finished training), ``queue_family_distances`` asks for the family's
+distance matrix right away, through the ledger like any request, so the map is laid out by distance without a
+browser ever having to ask for it: opening the dashboard changes nothing (docs/operations.md, "Running a shared
+server"). The request is the one the dashboard looks up (``GET /api/analyses/distances``): the family's minimum ids
+in sorted order, at most ``MAX_MAP_MINIMA`` of them.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from toroid.store.errors import Unavailable
+from toroid.store.ledger import create_job, find_result, result_key
+from toroid.store.models import ACTIVE_STATES, Job, Minimum
+from toroid.store.params import DistancesJob, DistancesRequest
+
+#: The largest family whose whole distance matrix is one request (``DistancesRequest.minimum_ids``).
+MAX_MAP_MINIMA = DistancesRequest.model_fields["minimum_ids"].metadata[-1].max_length
+
+
+def family_of(session: Session, minimum: Minimum) -> list[Minimum]:
+    """Every minimum in ``minimum``'s parameter space, in id order (the order the map's distance request uses)."""
+    rows = session.scalars(select(Minimum).where(
+        Minimum.architecture == minimum.architecture, Minimum.dataset == minimum.dataset)).all()
+    return sorted((m for m in rows if (m.config or {}) == (minimum.config or {})
+                   and (m.dataset_options or {}) == (minimum.dataset_options or {})), key=lambda m: m.id)
+
+
+def queue_family_distances(session: Session, minimum: Minimum) -> Job | None:
+    """Ask for the distance matrix of ``minimum``'s family (2 to ``MAX_MAP_MINIMA`` minima) unless it is known or
+    a distances job of the family is in flight; returns the new job, or None.
+
+    One job at a time per family: minima that arrive meanwhile (a demo or a study trains several in a row) are
+    caught up by the distances task itself, which calls this again when it finishes. So a family of n minima costs
+    a few matrices, not n. A broker outage is not the caller's failure: the map waits for the next minimum.
+    """
+    family = family_of(session, minimum)
+    if not 2 <= len(family) <= MAX_MAP_MINIMA:
+        return None
+    key = result_key("distances", family, {})
+    if find_result(session, key) is not None:
+        return None
+    ids = {m.id for m in family}
+    for job in session.scalars(select(Job).where(Job.kind == "distances", Job.state.in_(ACTIVE_STATES))):
+        if ids & set((job.params or {}).get("minimum_ids") or []):
+            return None
+    try:
+        return create_job(session, DistancesJob(minimum_ids=[m.id for m in family]), key=key,
+                          message="queued: the map's distances", owner=minimum.owner)
+    except Unavailable:
+        return None
