@@ -70,6 +70,7 @@ class MinimumRecord(BaseModel):
     created_at: str
     source: Literal["upload", "train", "demo"]
     job_id: str | None
+    owner: str | None = Field(None, description="Who uploaded or trained it (null: no users on this server).")
 
 
 class JobRecord(BaseModel):
@@ -87,6 +88,7 @@ class JobRecord(BaseModel):
     created_at: str
     started_at: str | None
     finished_at: str | None
+    owner: str | None = Field(None, description="Who started it (null: no users on this server).")
 
 
 class ResultRecord(BaseModel):

@@ -123,13 +123,15 @@ def result_key(kind: str, minima: Sequence[Minimum], params: dict[str, Any]) -> 
 
 # --------------------------------------------------------------------------------------------- API side
 def create_job(
-    session: Session, params: JobParams, *, key: str | None = None, message: str = "queued", publish: bool = True
+    session: Session, params: JobParams, *, key: str | None = None, message: str = "queued", publish: bool = True,
+    owner: str | None = None,
 ) -> Job:
     """The one way a job is born: insert it queued and (``publish``) send its Celery message by task name.
 
     With a ``key``, an identical computation already queued or running is returned instead (also when it won the
     race to the unique partial index a moment ago). ``publish=False`` leaves the message out: a study runs such
-    jobs inline in its own process. Raises ``BrokerUnavailable`` when Redis is unreachable (the job is then failed).
+    jobs inline in its own process. ``owner``: the user asking (what the job makes, a minimum, is theirs too).
+    Raises ``BrokerUnavailable`` when Redis is unreachable (the job is then failed).
     """
     kind = params.job_kind
     if key:
@@ -139,6 +141,7 @@ def create_job(
     job = Job(
         id=new_id(), kind=kind, state="queued", progress=0.0, message=message, partial={},
         params=clean_json(params.model_dump()), key=key, queue=queue_for(kind), attempts=0, created_at=utcnow(),
+        owner=owner,
     )
     session.add(job)
     try:
@@ -237,6 +240,7 @@ class JobRun:
         #: The job's typed parameters (``toroid.store.params``): what the task computes.
         self.request = job_params(job.kind, self.params)
         self.attempt = int(job.attempts)
+        self.owner = job.owner
         self.partial: dict[str, Any] = {}
         self.fraction = 0.0
         self.message = "running"
