@@ -38,12 +38,13 @@ def _principal(request: Request, credentials: HTTPAuthorizationCredentials | Non
     token = request_token(request, credentials)
     principal = authenticate(token)
     if token and principal.anonymous:
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            "the API token is wrong: use TOROID_API_TOKEN (admin) or the token `toroid users add` printed",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+        raise _unauthorized("the API token is wrong: use TOROID_API_TOKEN (admin) or the token `toroid users add` "
+                            "printed")
     return principal
+
+
+def _unauthorized(message: str) -> HTTPException:
+    return HTTPException(status.HTTP_401_UNAUTHORIZED, message, headers={"WWW-Authenticate": "Bearer"})
 
 
 def require_write(request: Request,
@@ -51,12 +52,8 @@ def require_write(request: Request,
     """Dependency of mutating routes: a valid token when the server has one; returns who asks."""
     principal = _principal(request, credentials)
     if principal.anonymous:
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            "this request changes data and needs an API token: send 'Authorization: Bearer <token>' "
-            "(TOROID_API_TOKEN, or a user's token from `toroid users add`)",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+        raise _unauthorized("this request changes data and needs an API token: send 'Authorization: Bearer "
+                            "<token>' (TOROID_API_TOKEN, or a user's token from `toroid users add`)")
     return principal
 
 
@@ -65,10 +62,6 @@ def require_read(request: Request,
     """Dependency of read routes: a valid token when the server has one and public reads are off."""
     principal = _principal(request, credentials)
     if principal.anonymous and not get_settings().public_reads:
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            "reads are private on this server (TOROID_PUBLIC_READS=false), so it needs an API token: send "
-            "'Authorization: Bearer <token>'",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+        raise _unauthorized("reads are private on this server (TOROID_PUBLIC_READS=false), so it needs an API "
+                            "token: send 'Authorization: Bearer <token>'")
     return principal

@@ -9,9 +9,15 @@ from __future__ import annotations
 
 
 class ToroidError(Exception):
-    """Base of the domain errors. ``status`` is the HTTP status the API answers with."""
+    """Base of the domain errors. ``status`` is the HTTP status the API answers with (a class keyword:
+    ``class Invalid(ToroidError, status=422)``)."""
 
     status = 400
+
+    def __init_subclass__(cls, status: int | None = None, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if status is not None:
+            cls.status = status
 
     def __init__(self, message: str):
         super().__init__(message)
@@ -21,58 +27,40 @@ class ToroidError(Exception):
         return self.message
 
 
-class Invalid(ToroidError, ValueError):
+class Invalid(ToroidError, ValueError, status=422):
     """The request is well-formed but cannot be honoured as asked (unknown name, option out of range, ...)."""
 
-    status = 422
 
-
-class NotFound(ToroidError, LookupError):
+class NotFound(ToroidError, LookupError, status=404):
     """A named record (minimum, job, result, study) does not exist."""
 
-    status = 404
 
-
-class Unauthorized(ToroidError):
+class Unauthorized(ToroidError, status=401):
     """The request needs a valid token (sign in, or send ``Authorization: Bearer <token>``)."""
 
-    status = 401
 
-
-class Forbidden(ToroidError):
+class Forbidden(ToroidError, status=403):
     """The caller is known but may not do this (someone else's record)."""
 
-    status = 403
 
-
-class Conflict(ToroidError):
+class Conflict(ToroidError, status=409):
     """The request clashes with the current state (e.g. the record is in use)."""
 
-    status = 409
 
-
-class TooLarge(ToroidError):
+class TooLarge(ToroidError, status=413):
     """A body or file exceeds a server limit."""
 
-    status = 413
 
-
-class Unsupported(ToroidError):
+class Unsupported(ToroidError, status=415):
     """The body is of a media type the route does not take."""
 
-    status = 415
 
-
-class Malformed(ToroidError):
+class Malformed(ToroidError, status=400):
     """The body cannot be parsed at all."""
 
-    status = 400
 
-
-class Unavailable(ToroidError):
+class Unavailable(ToroidError, status=503):
     """A component the request needs is down (the message broker, the database)."""
-
-    status = 503
 
 
 class BrokerUnavailable(Unavailable, RuntimeError):

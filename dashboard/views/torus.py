@@ -13,21 +13,7 @@ from dash.exceptions import PreventUpdate
 
 from toroid.dashboard import figures
 from toroid.dashboard.client import ApiClient
-from toroid.dashboard.views.common import (
-    JOBS,
-    MINIMA,
-    SELECTION,
-    TABS,
-    card,
-    entry_status,
-    fetch_result,
-    graph,
-    minima_by_id,
-    minimum_options,
-    request_analysis,
-    result_links,
-    track,
-)
+from toroid.dashboard.views import common
 from toroid.plots import empty_figure
 
 VIEW = "torus"
@@ -65,17 +51,17 @@ def layout() -> html.Div:
         ],
         className="controls",
     )
-    torus = card("Torus through A and B", [
+    torus = common.card("Torus through A and B", [
         html.Div(id=STATUS, className="progress-stack"),
-        html.Div([graph(SURFACE, "torus-3d", height="520px"), graph(UNROLLED, "torus-unrolled", height="520px")],
-                 className="grid two tight"),
+        html.Div([common.graph(SURFACE, "torus-3d", height="520px"),
+                  common.graph(UNROLLED, "torus-unrolled", height="520px")], className="grid two tight"),
         html.Div(id=LINKS, className="links-row"),
     ])
-    section = card("Plane through A, B and C", [
+    section = common.card("Plane through A, B and C", [
         dcc.RadioItems(id=SPACE, value="normalized", inline=True, className="radio",
                        options=[{"label": "normalized parameters", "value": "normalized"},
                                 {"label": "raw parameters", "value": "raw"}]),
-        html.Div(id=SECTION_STATUS, className="progress-stack"), graph(SECTION, "section", height="480px"),
+        html.Div(id=SECTION_STATUS, className="progress-stack"), common.graph(SECTION, "section", height="480px"),
         html.Div(id=SECTION_LINKS, className="links-row"),
     ])
     return html.Div([controls, torus, section, dcc.Store(id=STORE, data={})])
@@ -99,15 +85,15 @@ def section_request(selection: dict | None, resolution: int, third: str | None, 
 
 
 def register(app, client: ApiClient, public_api_url: str) -> None:
-    @app.callback(Output(THIRD, "options"), Input(MINIMA, "data"), Input(SELECTION, "data"))
+    @app.callback(Output(THIRD, "options"), Input(common.MINIMA, "data"), Input(common.SELECTION, "data"))
     def third_options(minima, selection):
         chosen = {(selection or {}).get("a"), (selection or {}).get("b")}
-        return [o for o in minimum_options(minima) if o["value"] not in chosen]
+        return [o for o in common.minimum_options(minima) if o["value"] not in chosen]
 
     @app.callback(
         Output(STORE, "data"),
-        Input(TABS, "value"), Input(SELECTION, "data"), Input(RESOLUTION, "value"), Input(THIRD, "value"),
-        Input(USE_THIRD, "value"), Input(SPACE, "value"), Input(JOBS, "data"),
+        Input(common.TABS, "value"), Input(common.SELECTION, "data"), Input(RESOLUTION, "value"), Input(THIRD, "value"),
+        Input(USE_THIRD, "value"), Input(SPACE, "value"), Input(common.JOBS, "data"),
         State(STORE, "data"),
     )
     def analyses(tab, selection, resolution, third, use_third, space, jobs, store):
@@ -121,10 +107,10 @@ def register(app, client: ApiClient, public_api_url: str) -> None:
                 if params is None:
                     continue
                 if entry is None or entry.get("params") != params:
-                    store[kind] = request_analysis(client, kind, params)
+                    store[kind] = common.request_analysis(client, kind, params)
                     changed = True
         for kind, entry in list(store.items()):
-            updated = track(client, entry, jobs)
+            updated = common.track(client, entry, jobs)
             if updated is not None:
                 store[kind] = updated
                 changed = True
@@ -135,22 +121,22 @@ def register(app, client: ApiClient, public_api_url: str) -> None:
     @app.callback(
         Output(SURFACE, "figure"), Output(UNROLLED, "figure"), Output(STATUS, "children"), Output(LINKS, "children"),
         Output(SECTION, "figure"), Output(SECTION_STATUS, "children"), Output(SECTION_LINKS, "children"),
-        Input(STORE, "data"), Input(ERROR, "value"), Input(SELECTION, "data"), Input(THIRD, "value"),
-        State(MINIMA, "data"),
+        Input(STORE, "data"), Input(ERROR, "value"), Input(common.SELECTION, "data"), Input(THIRD, "value"),
+        State(common.MINIMA, "data"),
     )
     def draw(store, error, selection, third, minima):
         store = store or {}
-        labels = _labels(minima_by_id(minima), selection, third)
+        labels = _labels(common.minima_by_id(minima), selection, third)
         selection = selection or {}
         pair = bool(selection.get("a") and selection.get("b"))
         torus_entry = store.get("torus") if pair else None
         section_entry = store.get("section") if pair and third else None
-        torus_data = fetch_result(client, torus_entry)
+        torus_data = common.fetch_result(client, torus_entry)
         if torus_data is not None and _same_pair(torus_entry, selection):
             surface = figures.torus_surface(torus_data, labels, error)
             unrolled = figures.torus_heatmap(torus_data, labels, error)
             links = [html.Span("torus result", className="link-label"),
-                     result_links(torus_entry["result_id"], public_api_url)]
+                     common.result_links(torus_entry["result_id"], public_api_url)]
         else:
             text = "Select a pair on the map." if not pair else "Computing the torus slice…"
             surface, unrolled, links = empty_figure(text), empty_figure(text), None
@@ -160,17 +146,17 @@ def register(app, client: ApiClient, public_api_url: str) -> None:
                 streamed = figures.torus_partial(torus_entry.get("partial") or {}, resolution)
             if streamed is not None:  # the unrolled slice fills in as the worker streams its cells
                 unrolled = figures.torus_heatmap(streamed, labels, error)
-        section_data = fetch_result(client, section_entry)
+        section_data = common.fetch_result(client, section_entry)
         if section_data is not None:
             section = figures.section_contour(section_data, labels, error)
             section_links = [html.Span("section result", className="link-label"),
-                             result_links(section_entry["result_id"], public_api_url)]
+                             common.result_links(section_entry["result_id"], public_api_url)]
         else:
             text = "Choose a third minimum C above." if pair and not third else (
                 "Select a pair on the map, then a third minimum C." if not pair else "Computing the plane…")
             section, section_links = empty_figure(text), None
-        return (surface, unrolled, entry_status(torus_entry, "torus slice"), links, section,
-                entry_status(section_entry, "plane"), section_links)
+        return (surface, unrolled, common.entry_status(torus_entry, "torus slice"), links, section,
+                common.entry_status(section_entry, "plane"), section_links)
 
 
 def _same_pair(entry: dict | None, selection: dict) -> bool:

@@ -13,25 +13,19 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0003"
-down_revision: str | None = "0002"
-branch_labels: str | None = None
-depends_on: str | None = None
+revision, down_revision = "0003", "0002"
+branch_labels = depends_on = None
 
 OWNED = ("minima", "jobs", "studies")
 
 
 def upgrade() -> None:
+    strings = {"id": 32, "name": 64, "role": 16, "token_sha256": 64}
     op.create_table(
         "users",
-        sa.Column("id", sa.String(length=32), nullable=False),
-        sa.Column("name", sa.String(length=64), nullable=False),
-        sa.Column("role", sa.String(length=16), nullable=False),
-        sa.Column("token_sha256", sa.String(length=64), nullable=False),
+        *(sa.Column(name, sa.String(length=length), nullable=False) for name, length in strings.items()),
         sa.Column("created_at", sa.DateTime(), nullable=False),
-        sa.PrimaryKeyConstraint("id"),
-        sa.UniqueConstraint("name"),
-        sa.UniqueConstraint("token_sha256"),
+        sa.PrimaryKeyConstraint("id"), sa.UniqueConstraint("name"), sa.UniqueConstraint("token_sha256"),
     )
     for table in OWNED:
         with op.batch_alter_table(table) as batch:
