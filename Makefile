@@ -5,7 +5,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN        := $(VENV)/bin
 PIP        := $(BIN)/python -m pip -q --disable-pip-version-check
 
-.PHONY: up install install-dev chromium test lint bench bench-gpu clean
+.PHONY: up install install-dev chromium test load-test lint bench bench-gpu clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,11 @@ lint: install-dev
 test: install-dev chromium
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
+
+# 40 clients for 60 s against a real stack (docs/operations.md, "Load test"); its report goes to $(LOAD_REPORT)
+LOAD_REPORT ?= .toroid/load-report.json
+load-test: install-dev
+	TOROID_LOAD_REPORT=$(LOAD_REPORT) $(BIN)/python -m pytest -m load -s tests/security/test_load.py
 
 bench: install-dev
 	$(PIP) install -e ".[dev,bench]"

@@ -13,11 +13,13 @@ Checkpoints are safetensors files of a model's ``state_dict`` (the format of ``t
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -46,6 +48,21 @@ class ArtifactStore:
 
     def exists(self, sha256: str) -> bool:
         return self.path(sha256).is_file()
+
+    @contextmanager
+    def guard(self, sha256: str) -> Iterator[None]:
+        """Hold the artifact's lock (an exclusive ``flock``, across processes; 256 lock files, by the digest's first
+        byte). Writers hold it from writing a file until the row that references it is committed, deleters from
+        checking that no row references a file until it is removed: so a delete never removes a file that an
+        upload of the same bytes is about to reference."""
+        locks = self.root / "locks"
+        locks.mkdir(parents=True, exist_ok=True)
+        with open(locks / f"{self._check(sha256)[:2]}.lock", "a") as handle:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
     def put_bytes(self, data: bytes) -> str:
         """Store ``data`` (idempotent) and return its sha256 hex digest."""

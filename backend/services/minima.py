@@ -9,13 +9,15 @@ error and leaves the database and the artifact store unchanged.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Sequence
 from pathlib import PurePath
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import delete as sql_delete
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from toroid.store.artifacts import get_store, state_dict_bytes
@@ -186,14 +188,16 @@ def create_from_upload(fields: dict[str, str], data: bytes, sidecar: bytes | Non
     train_error, test_error = _evaluate(spec, config, input_shape, num_classes, state)
 
     store = get_store()
-    sha = store.put_state_dict(state)
+    data = state_dict_bytes(state)
+    sha = hashlib.sha256(data).hexdigest()
     minimum = Minimum(
         id=new_id(), name=spec["name"], architecture=spec["architecture"], config=clean_json(config),
         dataset=spec["dataset"], dataset_options=clean_json(options), sampler=spec["sampler"], seed=spec["seed"],
         train_error=train_error, test_error=test_error, provenance=clean_json(spec["provenance"]),
         checkpoint_sha256=sha, source="upload", created_at=utcnow(), owner=owner,
     )
-    with new_session() as session:
+    with new_session() as session, store.guard(sha):  # no delete of the same bytes between file and row
+        store.put_bytes(data)
         try:
             session.add(minimum)
             session.commit()
@@ -202,6 +206,7 @@ def create_from_upload(fields: dict[str, str], data: bytes, sidecar: bytes | Non
             if not _referenced(session, sha):
                 store.delete(sha)
             raise
+    with new_session() as session:
         record = minimum.to_record()
         queue_family_distances(session, minimum)
         return record
@@ -269,13 +274,24 @@ def delete(session: Session, minimum_id: str, *, force: bool = False, principal:
         principal.require_owner(job.owner, f"job {job.id}, which uses minimum {minimum.id},")
     for job in users:
         cancel_job(session, job)
-    artifacts = [h for h in (minimum.checkpoint_sha256, minimum.canonical_sha256) if h]
-    session.delete(minimum)
-    session.commit()
+    # delete the row only as read: a canonical form stored meanwhile would otherwise leave its file behind
+    for _ in range(3):
+        current = session.get(Minimum, minimum_id, populate_existing=True)
+        if current is None:
+            raise NotFound(f"minimum {minimum_id} was deleted by another request meanwhile")
+        canonical = current.canonical_sha256
+        gone = session.execute(sql_delete(Minimum).where(
+            Minimum.id == minimum.id,
+            Minimum.canonical_sha256.is_(None) if canonical is None else Minimum.canonical_sha256 == canonical))
+        session.commit()
+        if gone.rowcount == 1:
+            break
+    artifacts = [h for h in (minimum.checkpoint_sha256, canonical) if h]
     store = get_store()
     for sha in artifacts:
-        if not _referenced(session, sha):
-            store.delete(sha)
+        with store.guard(sha):
+            if not _referenced(session, sha):
+                store.delete(sha)
     if family:
         queue_family_distances(session, family[0])
 
@@ -300,8 +316,16 @@ def checkpoint_bytes(session: Session, minimum: Minimum, form: str, principal: P
             raise Unauthorized("the canonical form of this minimum has not been computed yet, and computing it "
                                "writes to the server: sign in (send your API token) to compute it")
         data = state_dict_bytes(normalize(minimum_model(minimum)).state_dict())
-        minimum.canonical_sha256 = store.put_bytes(data)
-        session.commit()
+        sha = hashlib.sha256(data).hexdigest()
+        with store.guard(sha):
+            store.put_bytes(data)
+            # conditional: the minimum may have been deleted meanwhile (then its file must not stay behind)
+            stored = session.execute(update(Minimum).where(Minimum.id == minimum.id).values(canonical_sha256=sha))
+            session.commit()
+            if stored.rowcount != 1 and not _referenced(session, sha):
+                store.delete(sha)
+        if stored.rowcount != 1:
+            raise NotFound(f"minimum {minimum.id} was deleted while its canonical form was computed")
         return data
     except FileNotFoundError as exc:
         raise NotFound(f"the checkpoint file of minimum {minimum.id} is missing from the artifact store; upload it "

@@ -98,8 +98,9 @@ class ApiStack:
             return int(connection.execute(text(sql), params).scalar_one())
 
     def artifacts(self) -> set[str]:
+        """The stored artifact files (the store's lock files, ``locks/``, are not artifacts)."""
         root = self.home / "artifacts"
-        return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
+        return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and p.parent.name != "locks"}
 
     def stop(self) -> None:
         self.engine.dispose()

@@ -171,7 +171,8 @@ def test_the_dashboard_acts_with_its_users_token_never_the_servers(private, brow
         deadline = time.monotonic() + 30
         while private.count("SELECT COUNT(*) FROM jobs WHERE owner = 'bob' AND kind = 'train'") == 0:
             assert time.monotonic() < deadline, "the signed-in train form queued nothing"
-            time.sleep(0.2)
+            page.wait_for_timeout(200)  # (lets Playwright deliver the page's request events meanwhile)
+        page.wait_for_timeout(500)
         train_call = _with_output(seen, "train-message")
         poll_call = _with_output(seen, "jobs-badge")
 

@@ -1,24 +1,29 @@
 """A bounded load test of one shared server: 40 concurrent clients for 60 s, two users, loopback only.
 
-One real stack (Redis, one Celery worker process, uvicorn; ``tests.integration.conftest.ApiStack``) with
+One real stack (Redis, one Celery worker process, uvicorn on 127.0.0.1; ``tests.integration.conftest.ApiStack``) with
 ``TOROID_API_TOKEN`` set and two users, alice and bob. Each client is a thread with its own ``httpx.Client`` that acts
-as one of them, for at most ``DURATION_S`` seconds and ``MAX_REQUESTS`` requests, with a budget per kind of write:
+as one of them, for at most ``DURATION_S`` seconds and ``MAX_REQUESTS`` requests (each with a timeout), with a
+budget per kind of write:
 
 * reads: ``GET /api/minima``, ``/api/jobs``, ``/api/jobs/{id}``, ``/api/results/{id}`` of finished jobs,
-  ``/api/health``, ``/api/session``, and now and then a minimum's canonical form (computed once, then an artifact);
-* uploads: small digits MLP checkpoints (widths [16], untrained: valid checkpoints), a different seed each, and
-  from a small shared pool of seeds, so that both users upload identical bytes;
+  ``/api/health``, ``/api/session``, a minimum's checkpoint, and now and then its canonical form (a read that writes:
+  computed once, then kept as an artifact);
+* uploads: small digits MLP checkpoints (widths [16], untrained: valid checkpoints), a different seed each, some from
+  a small shared pool, some with the bytes of a minimum being deleted right now, so that identical bytes meet;
 * analyses: ``POST /api/analyses/path`` (3 to 5 points) on two minima of one family, ``POST
   /api/analyses/flatness`` (4 samples, 3 sigmas) on a fixed minimum or one of the client's own uploads;
-* deletes: of the client's own uploads (204, or 409 while a job uses it; sometimes ``?force=true``), and of the
-  other user's minima (403; 404 only for one its owner deleted).
+* deletes: of the client's own uploads (204, or 409 naming the jobs while one uses it; sometimes ``?force=true``),
+  and of the other user's minima (403; 404 only for one its owner deleted). A client announces a delete a moment
+  before it sends it, and the others aim canonical reads and identical uploads at that minimum: the races a shared
+  server meets by chance, made frequent.
 
 Every status code and latency is recorded. Then the ledger drains (bounded; leftovers are cancelled by the admin
-through the API) and the test asserts: no answer >= 500 and none outside each request's allowed set; the artifact
-store holds exactly the files the minima reference; every 201 upload is listed or was deleted by a recorded 204;
-every job is final; results and succeeded jobs agree one to one per key; every analysis job id answered is in the
-ledger. A summary is printed and, with ``TOROID_LOAD_REPORT=<path>``, written there as JSON (docs/operations.md,
-"Load test").
+through the API) and the test asserts, listing every broken promise at once: no answer >= 500 (the API log's
+tracebacks are printed) and none outside each request's allowed set; the artifact store holds exactly the files the
+minima reference, and no listed minimum's file was ever found missing (by a read or a job); every 201 upload is
+listed or was deleted by a recorded 204; every job is final; results and succeeded jobs agree one to one per key;
+every analysis job id answered is in the ledger. A summary is printed and, with ``TOROID_LOAD_REPORT=<path>``,
+written there as JSON (docs/operations.md, "Load test").
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ from sqlalchemy import text
 
 from tests.integration.conftest import ApiStack
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.load]  # run with `make load-test`
 
 ADMIN = "admin-token-for-the-load-test-0123456789"
 CONFIG = {"widths": [16]}
@@ -51,7 +56,7 @@ DURATION_S = 60.0
 MAX_REQUESTS = 500  # per client; the time bound usually ends the loop first
 REQUEST_TIMEOUT_S = 30.0
 PAUSE_S = (0.0, 0.1)  # think time between two requests of one client
-BUDGET = {"upload": 4, "analysis": 5, "delete_own": 3, "delete_other": 3, "canonical": 2}  # per client
+BUDGET = {"upload": 4, "analysis": 5, "delete_own": 3, "delete_other": 3, "canonical": 4}  # per client
 SHARED_SEEDS = (900_001, 900_002, 900_003)  # identical bytes, uploaded by both users
 SIGMAS = [0.05, 0.1, 0.2]
 PATH_KINDS = ("linear", "linear_aligned", "geodesic")
@@ -68,6 +73,8 @@ class Call:
     status: int  # 0: no answer (transport error or timeout)
     latency_s: float
     user: str
+    client: int = -1
+    at: float = 0.0  # seconds since the request phase began
     body: str = ""  # kept for answers >= 500, unexpected ones and transport errors
     json: dict | list | None = None
 
@@ -77,8 +84,12 @@ class Shared:
     """What the clients learn while they run (guarded by ``lock``)."""
 
     lock: threading.Lock = field(default_factory=threading.Lock)
+    started: float = field(default_factory=time.perf_counter)
     calls: list[Call] = field(default_factory=list)
     uploaded: dict[str, str] = field(default_factory=dict)  # id -> owner (201 answers)
+    seed_of: dict[str, int] = field(default_factory=dict)  # id -> the seed of its bytes
+    doomed: list[str] = field(default_factory=list)  # ids whose owner is about to delete them
+    missing_reads: list[tuple[Call, str]] = field(default_factory=list)  # 404 on a checkpoint, and the id read
     deleted: dict[str, float] = field(default_factory=dict)  # id -> when its owner's 204 came
     analysis_jobs: set[str] = field(default_factory=set)
     job_ids: set[str] = field(default_factory=set)
@@ -139,15 +150,17 @@ class Client:
                 payload = None
         except httpx.HTTPError as exc:
             status, body, payload = 0, f"{type(exc).__name__}: {exc}", None
-        call = Call(kind, method, path, status, time.perf_counter() - started, self.user, json=payload)
-        if status >= 500 or status == 0 or status not in allowed:
+        call = Call(kind, method, path, status, time.perf_counter() - started, self.user, self.index,
+                    started - self.shared.started, json=payload)
+        if status >= 500 or status == 0 or status not in allowed or status in (404, 409):
             call.body = body[:2000]
         with self.shared.lock:
             self.shared.calls.append(call)
             if status not in allowed and not (status >= 500 or status == 0):
                 self.shared.unexpected.append(call)
-        call_json = payload if 200 <= status < 300 else None
-        self._learn(kind, call_json)
+        self._learn(kind, payload if 200 <= status < 300 else None)
+        if kind.startswith("read:") and kind != "read:session":
+            call.json = None  # lists of jobs and minima: harvested above, not kept
         return call
 
     def _learn(self, kind: str, payload) -> None:
@@ -181,7 +194,9 @@ class Client:
             self.call(http, "read:result", "GET", f"/api/results/{self.rng.choice(results)}", (200,))
         elif choice < 0.70 and jobs:
             self.call(http, "read:job", "GET", f"/api/jobs/{self.rng.choice(jobs)}", (200,))
-        elif choice < 0.85:
+        elif choice < 0.76:
+            self.checkpoint(http)
+        elif choice < 0.88:
             self.call(http, "read:health", "GET", "/api/health", (200,))
         else:
             call = self.call(http, "read:session", "GET", "/api/session", (200,))
@@ -192,7 +207,11 @@ class Client:
 
     def upload(self, http: httpx.Client) -> None:
         self.uploads += 1
-        if self.rng.random() < 0.3:
+        with self.shared.lock:
+            doomed = [self.shared.seed_of[i] for i in self.shared.doomed[-5:]]
+        if doomed and self.rng.random() < 0.3:
+            seed = self.rng.choice(doomed)  # the bytes of a minimum being deleted right now
+        elif self.rng.random() < 0.3:
             seed = self.rng.choice(SHARED_SEEDS)
         else:
             seed = 10_000 + 100 * self.index + self.uploads
@@ -203,6 +222,7 @@ class Client:
             self.own.append(call.json["id"])
             with self.shared.lock:
                 self.shared.uploaded[call.json["id"]] = self.user
+                self.shared.seed_of[call.json["id"]] = seed
 
     def analysis(self, http: httpx.Client) -> None:
         if self.rng.random() < 0.5:
@@ -221,6 +241,9 @@ class Client:
     def delete_own(self, http: httpx.Client, target: str | None = None) -> None:
         target = target or self.own[0]
         force = self.rng.random() < 0.15
+        with self.shared.lock:  # other clients now aim canonical reads and identical uploads at it
+            self.shared.doomed.append(target)
+        time.sleep(self.rng.uniform(0.0, 0.05))
         call = self.call(http, "delete:own", "DELETE", f"/api/minima/{target}", (204, 409),
                          params={"force": "true"} if force else None)
         if call.status == 204:
@@ -228,6 +251,9 @@ class Client:
             with self.shared.lock:
                 self.shared.deleted[target] = time.monotonic()
         elif call.status == 409:
+            if "queued or running job" not in call.body and "queued or running job" not in str(call.json):
+                with self.shared.lock:  # a 409 must name the jobs that use the minimum
+                    self.shared.unexpected.append(call)
             self.own.remove(target)
             self.own.append(target)  # try another one next time
 
@@ -235,16 +261,32 @@ class Client:
         with self.shared.lock:
             theirs = [i for i, owner in self.shared.uploaded.items() if owner == self.other]
         target = self.rng.choice(theirs + self.fixed[self.other])
-        call = self.call(http, "delete:other", "DELETE", f"/api/minima/{target}", (403, 404))
+        # a 404 is checked afterwards: only for a minimum its owner deleted
+        self.call(http, "delete:other", "DELETE", f"/api/minima/{target}", (403, 404))
+
+    def checkpoint(self, http: httpx.Client) -> None:
+        """The weights as uploaded, of a listed minimum (often one whose bytes were just uploaded again): 404 only
+        for a minimum deleted meanwhile, never for a listed one whose file is gone."""
+        with self.shared.lock:
+            listed = sorted(set(self.shared.uploaded) - set(self.shared.deleted))
+            doomed = {self.shared.seed_of[i] for i in self.shared.doomed[-5:]}
+            twins = [i for i in listed if self.shared.seed_of[i] in doomed]
+        target = self.rng.choice(twins if twins and self.rng.random() < 0.7 else listed + self.fixed["bob"])
+        call = self.call(http, "read:checkpoint", "GET", f"/api/minima/{target}/checkpoint", (200, 404))
         if call.status == 404:
-            call.body = target  # checked afterwards: only a minimum its owner deleted may be 404
+            with self.shared.lock:
+                self.shared.missing_reads.append((call, target))  # fine if its owner deleted it (checked at the end)
 
     def canonical(self, http: httpx.Client) -> None:
         with self.shared.lock:
             listed = sorted(set(self.shared.uploaded) - set(self.shared.deleted))
-        target = self.rng.choice(listed + self.fixed["alice"])
-        self.call(http, "read:canonical", "GET", f"/api/minima/{target}/checkpoint", (200, 404),
-                  params={"form": "canonical"})
+            doomed = self.shared.doomed[-5:]
+        target = self.rng.choice(doomed if doomed and self.rng.random() < 0.7 else listed + self.fixed["alice"])
+        call = self.call(http, "read:canonical", "GET", f"/api/minima/{target}/checkpoint", (200, 404),
+                         params={"form": "canonical"})
+        if call.status == 404:
+            with self.shared.lock:
+                self.shared.missing_reads.append((call, target))  # fine if its owner deleted it
 
     def step(self, http: httpx.Client) -> None:
         roll = self.rng.random()
@@ -367,65 +409,117 @@ def test_forty_clients_for_a_minute(load):
     files = stack.artifacts()
 
     calls = shared.calls
+    problems = find_problems(calls, shared, stuck, fixed, listed_ids, minima, jobs, results, files, failed)
     summary = summarize(calls, jobs, request_phase_s, waited, cancelled, shared, len(minima), len(files))
     summary["failed_jobs"] = [{"id": i, "kind": k, "error": (e or "")[:300]} for i, k, e in failed]
+    summary["problems"] = problems
     print(json.dumps(summary, indent=2))
     report = os.environ.get("TOROID_LOAD_REPORT")
     if report:
         with open(report, "w") as handle:
             json.dump(summary, handle, indent=2)
+    if any(c.status >= 500 for c in calls):
+        print("the server's tracebacks (api.log):\n" + tracebacks(stack))
+    assert not problems, "\n\n".join(problems)
 
-    # ---------------------------------------------------------------------------------- the answers
-    assert not stuck, f"clients still running after the bound: {stuck}"
+
+def tracebacks(stack: ApiStack, limit: int = 3) -> str:
+    """The project's frames and the exception of the API log's tracebacks (where a 5xx came from), each distinct
+    one once with its count (the first ``limit`` distinct ones)."""
+    lines = [line for line in (stack.home / "logs" / "api.log").read_text(errors="replace").splitlines()
+             if not line.startswith("INFO:")]
+    found = []
+    for at, line in enumerate(lines):
+        if not line.startswith("Traceback") or len(set(found)) >= limit:
+            continue
+        block = []
+        for index in range(at + 1, min(len(lines), at + 400)):
+            current = lines[index]
+            if current.startswith('  File "/') and "site-packages" not in current:
+                block += [current, lines[index + 1] if index + 1 < len(lines) else ""]
+            elif current and not current.startswith(" "):
+                block.append(current)
+                break
+        found.append("\n".join(block))
+    return "\n---\n".join(f"({n} times)\n{block}" for block, n in Counter(found).items()) or "(none in api.log)"
+
+
+def find_problems(calls: list[Call], shared: Shared, stuck: list[str], fixed: dict[str, list[str]],
+                  listed_ids: set[str], minima: list[tuple], jobs: list[tuple], results: list[tuple],
+                  files: set[str], failed: list[tuple]) -> list[str]:
+    """Every broken promise, each as one readable message (all of them, so one run shows everything)."""
+    problems: list[str] = []
+
+    def check(ok: bool, message: str) -> None:
+        if not ok:
+            problems.append(message)
+
+    # -- the answers
+    check(not stuck, f"clients still running after the bound: {stuck}")
     failures = [c for c in calls if c.status >= 500 or c.status == 0]
-    assert not failures, "answers >= 500 or no answer:\n" + "\n".join(
-        f"{c.method} {c.path} -> {c.status} ({c.latency_s:.2f} s, {c.user}): {c.body}" for c in failures[:30])
-    assert not shared.unexpected, "answers outside the allowed set:\n" + "\n".join(
-        f"{c.kind} {c.method} {c.path} -> {c.status}: {c.body[:300]}" for c in shared.unexpected[:30])
-    wrong_404 = [c for c in calls if c.kind == "delete:other" and c.status == 404 and c.body not in shared.deleted]
-    assert not wrong_404, f"404 for another user's minimum its owner never deleted: {wrong_404}"
-    assert Counter(c.kind for c in calls if c.kind == "delete:other" and c.status == 403), "no cross delete ran"
+    check(not failures, f"{len(failures)} answers >= 500 or no answer:\n" + "\n".join(
+        f"  client {c.client} {c.method} {c.path} -> {c.status} ({c.latency_s:.2f} s, {c.user}, at "
+        f"{c.at:.1f} s): {c.body}" for c in failures[:30]))
+    check(not shared.unexpected, f"{len(shared.unexpected)} answers outside the allowed set:\n" + "\n".join(
+        f"  {c.kind} {c.method} {c.path} -> {c.status}: {c.body[:300]}" for c in shared.unexpected[:30]))
+    wrong_404 = [c.path for c in calls if c.kind == "delete:other" and c.status == 404
+                 and c.path.rsplit("/", 1)[-1] not in shared.deleted]
+    check(not wrong_404, f"404 for another user's minimum its owner never deleted: {wrong_404}")
+    check(any(c.kind == "delete:other" and c.status == 403 for c in calls), "no cross-user delete was refused")
 
-    # ---------------------------------------------------------------------------------- uploads and deletes
+    # -- uploads and deletes
     uploaded, deleted = set(shared.uploaded), set(shared.deleted)
-    assert deleted <= uploaded
-    assert not (deleted & listed_ids), f"deleted by a 204 yet still listed: {sorted(deleted & listed_ids)}"
+    check(deleted <= uploaded, f"204 for ids never uploaded: {sorted(deleted - uploaded)}")
+    check(not (deleted & listed_ids), f"deleted by a 204 yet still listed: {sorted(deleted & listed_ids)}")
     lost = uploaded - deleted - listed_ids
-    assert not lost, f"uploaded (201), never deleted by a recorded 204, yet not listed: {sorted(lost)}"
-    assert listed_ids == {m[0] for m in minima}, "GET /api/minima and the minima table disagree"
-    assert listed_ids >= set(fixed["alice"]) | set(fixed["bob"]), "a fixed minimum is gone (a 403 did not hold)"
+    check(not lost, f"uploaded (201), never deleted by a recorded 204, yet not listed: {sorted(lost)}")
+    check(listed_ids == {m[0] for m in minima}, "GET /api/minima and the minima table disagree")
+    gone = (set(fixed["alice"]) | set(fixed["bob"])) - listed_ids
+    check(not gone, f"fixed minima are gone (only their owner could delete them, and none did): {gone}")
 
-    # ---------------------------------------------------------------------------------- the artifact store
-    assert not [f for f in files if f.startswith("tmp/")], f"half-written artifacts left: {files}"
-    referenced = {sha for _, checkpoint_sha, canonical_sha in minima for sha in (checkpoint_sha, canonical_sha) if sha}
-    expected = {f"{sha[:2]}/{sha}" for sha in referenced}
-    missing = sorted(expected - files)
-    assert not missing, f"minima whose checkpoint/canonical file is missing from the artifact store: {missing}"
-    orphans = sorted(files - expected)
-    assert not orphans, f"artifact files no minimum references: {orphans}"
+    # -- the artifact store: exactly the files the minima reference
+    check(not [f for f in files if f.startswith("tmp/")], f"half-written artifacts left: {sorted(files)}")
+    by_file: dict[str, list[str]] = defaultdict(list)
+    for minimum_id, checkpoint_sha, canonical_sha in minima:
+        for column, sha in (("checkpoint", checkpoint_sha), ("canonical", canonical_sha)):
+            if sha:
+                by_file[f"{sha[:2]}/{sha}"].append(f"{minimum_id} ({column})")
+    missing = {f: ids for f, ids in by_file.items() if f not in files}
+    check(not missing, f"minima whose file is missing from the artifact store: {missing}")
+    gone_files = [f"{c.path}: {c.body[:200]}" for c, target in shared.missing_reads
+                  if "missing from the artifact store" in c.body or target not in shared.deleted]
+    check(not gone_files, "a listed minimum's checkpoint could not be read (its file was gone for a while):\n  "
+          + "\n  ".join(gone_files[:20]))
+    lost_inputs = [f"{kind} job {job_id}: {error[:200]}" for job_id, kind, error in failed
+                   if "missing from the store" in (error or "")]
+    check(not lost_inputs, "jobs failed because an input's checkpoint file was missing from the artifact store:\n  "
+          + "\n  ".join(lost_inputs))
+    orphans = sorted(f for f in files - set(by_file) if not f.startswith("tmp/"))
+    check(not orphans, f"artifact files no minimum references (checkpoint_sha256 or canonical_sha256): {orphans}")
 
-    # ---------------------------------------------------------------------------------- the ledger
-    not_final = [j for j in jobs if j[2] not in FINAL]
-    assert not not_final, f"jobs not in a final state after the drain and the cancels: {not_final}"
-    job_ids = {j[0] for j in jobs}
-    missing_jobs = sorted(shared.analysis_jobs - job_ids)
-    assert not missing_jobs, f"analysis job ids answered (200/202) but absent from the ledger: {missing_jobs}"
+    # -- the ledger
+    not_final = [j[:3] for j in jobs if j[2] not in FINAL]
+    check(not not_final, f"jobs not in a final state after the drain and the cancels: {not_final}")
+    missing_jobs = sorted(shared.analysis_jobs - {j[0] for j in jobs})
+    check(not missing_jobs, f"analysis job ids answered (200/202) but absent from the ledger: {missing_jobs}")
     results_by_id = {r[0]: r for r in results}
-    keys = Counter(r[1] for r in results)
-    assert not [k for k, n in keys.items() if n > 1], "two result rows share a key"
+    shared_keys = [k for k, n in Counter(r[1] for r in results).items() if n > 1]
+    check(not shared_keys, f"result rows sharing a key: {shared_keys}")
     analysis = [j for j in jobs if j[1] not in ("train", "study")]
-    no_row = [j for j in analysis if j[2] == "succeeded" and (j[4] not in results_by_id
-                                                              or results_by_id[j[4]][1] != j[3])]
-    assert not no_row, f"succeeded analysis jobs without their result row (or a row of another key): {no_row}"
+    active_keys = Counter(j[3] for j in analysis if j[2] in ("queued", "running") and j[3])
+    check(not [k for k, n in active_keys.items() if n > 1], f"two active jobs of one key: {active_keys}")
+    succeeded = [j for j in analysis if j[2] == "succeeded"]
+    no_row = [j[:2] for j in succeeded if j[4] not in results_by_id or results_by_id[j[4]][1] != j[3]]
+    check(not no_row, f"succeeded analysis jobs without their result row (or with a row of another key): {no_row}")
     by_key: dict[str, set[str]] = defaultdict(set)
-    for job in analysis:
-        if job[2] == "succeeded":
-            by_key[job[3]].add(job[4])
-    assert not [k for k, ids in by_key.items() if len(ids) > 1], "succeeded jobs of one key point to two results"
-    made = {j[4] for j in analysis if j[2] == "succeeded"}
-    orphan_results = [r for r in results if r[0] not in made]
-    assert not orphan_results, f"result rows no succeeded job made: {orphan_results}"
-    assert len(results) == len(by_key), "a result row no succeeded job points to, or a key without its row"
+    for job in succeeded:
+        by_key[job[3]].add(job[4])
+    split = {k: ids for k, ids in by_key.items() if len(ids) > 1}
+    check(not split, f"succeeded jobs of one key point to different result rows: {split}")
+    made = {j[4] for j in succeeded}
+    orphan_results = [r[:2] for r in results if r[0] not in made]
+    check(not orphan_results, f"result rows no succeeded job points to: {orphan_results}")
+    return problems
 
 
 def summarize(calls: list[Call], jobs: list[tuple], phase_s: float, waited: float, cancelled: list[str],
