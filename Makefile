@@ -36,7 +36,7 @@ test: install-dev chromium
 	$(BIN)/python -m pytest
 
 # 40 clients for 60 s against a real stack (docs/operations.md, "Load test"); its report goes to $(LOAD_REPORT)
-LOAD_REPORT ?= .toroid/load-report.json
+LOAD_REPORT ?= /tmp/toroid-load-report.json
 load-test: install-dev
 	TOROID_LOAD_REPORT=$(LOAD_REPORT) $(BIN)/python -m pytest -m load -s tests/security/test_load.py
 
