@@ -328,5 +328,8 @@ def checkpoint_bytes(session: Session, minimum: Minimum, form: str, principal: P
             raise NotFound(f"minimum {minimum.id} was deleted while its canonical form was computed")
         return data
     except FileNotFoundError as exc:
+        session.expire_all()
+        if session.get(Minimum, minimum.id) is None:  # deleted while we read it: the minimum is gone, not its file
+            raise NotFound(f"no minimum with id {minimum.id!r} (it was deleted meanwhile)") from exc
         raise NotFound(f"the checkpoint file of minimum {minimum.id} is missing from the artifact store; upload it "
                        "again") from exc
