@@ -1,32 +1,28 @@
 """Helpers of the security tests (not fixtures: each test module starts the stack it needs).
 
 The stacks are the real thing: ``tests.integration.conftest.ApiStack`` (embedded Redis, uvicorn, optionally a Celery
-worker, all separate processes). A stack without a worker answers /api/health with 503, so ``wait_answering`` waits
+worker, all separate processes). A stack without a worker answers /api/health with 503, so ``ApiStack`` waits
 for any answer instead of a 200.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 import httpx
 
 from tests.integration.conftest import ApiStack
 
 
-def wait_answering(stack: ApiStack, timeout_s: float = 120) -> None:
-    """Until the API answers /api/health at all (200, or 503 while no worker is alive)."""
-    deadline = time.monotonic() + timeout_s
-    api = next(child for child in stack.supervisor.children if child.name == "api")
-    while time.monotonic() < deadline and api.process.poll() is None:
-        try:
-            if httpx.get(f"{stack.url}/api/health", timeout=2).status_code in (200, 503):
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    stack.stop()
-    raise RuntimeError(f"the API at {stack.url} did not start; see {stack.home / 'logs' / 'api.log'}")
+def api_only(tmp_path_factory, name: str, env: dict[str, str] | None = None) -> Iterator[ApiStack]:
+    """A module's stack without a worker (Redis + API), up until the module ends; ``yield from`` it in a fixture.
+    ``ApiStack`` waits for any answer of /api/health (503 while no worker is alive)."""
+    started = ApiStack(tmp_path_factory.mktemp(name) / "home", env, worker=False)
+    try:
+        yield started
+    finally:
+        started.stop()
 
 
 def wait_health(url: str, predicate, timeout_s: float = 120) -> httpx.Response:

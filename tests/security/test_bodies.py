@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.integration.conftest import ApiStack
-from tests.security.stacks import wait_answering
+from tests.security.stacks import api_only
 
 pytestmark = pytest.mark.integration
 
@@ -25,13 +25,7 @@ MiB = 2**20
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory) -> ApiStack:
-    started = ApiStack(tmp_path_factory.mktemp("bodies") / "home", {"TOROID_API_TOKEN": TOKEN}, worker=False,
-                       wait=False)
-    wait_answering(started)
-    try:
-        yield started
-    finally:
-        started.stop()
+    yield from api_only(tmp_path_factory, "bodies", {"TOROID_API_TOKEN": TOKEN})
 
 
 def rss_kib(pid: int) -> int:

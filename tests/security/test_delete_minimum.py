@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from tests.integration.conftest import MINIMUM_CONFIG, ApiStack
-from tests.security.stacks import wait_answering
+from tests.security.stacks import api_only
 from toroid.worker.landscape.io import state_dict_bytes
 
 pytestmark = pytest.mark.integration
@@ -17,12 +17,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory) -> ApiStack:
-    started = ApiStack(tmp_path_factory.mktemp("delete") / "home", worker=False, wait=False)
-    wait_answering(started)
-    try:
-        yield started
-    finally:
-        started.stop()
+    yield from api_only(tmp_path_factory, "delete")
 
 
 @pytest.fixture(scope="module")

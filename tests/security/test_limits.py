@@ -25,7 +25,7 @@ import pytest
 import torch
 
 from tests.integration.conftest import ApiStack
-from tests.security.stacks import wait_answering
+from tests.security.stacks import api_only
 from toroid.store.errors import Invalid
 from toroid.store.loading import CheckpointError, check_state_dict, read_checkpoint, template_state
 from toroid.store.params import TrainRequest, resolve_dataset, resolve_train
@@ -162,13 +162,7 @@ def test_hmm_caps_are_invalid_before_anything_is_generated():
 # ============================================================================================= through the API
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory) -> ApiStack:
-    started = ApiStack(tmp_path_factory.mktemp("limits") / "home", {"TOROID_MAX_UPLOAD_MB": "16"}, worker=False,
-                       wait=False)
-    wait_answering(started)
-    try:
-        yield started
-    finally:
-        started.stop()
+    yield from api_only(tmp_path_factory, "limits", {"TOROID_MAX_UPLOAD_MB": "16"})
 
 
 def upload(url: str, payload: bytes, config: dict, filename: str = "m.pt", **fields) -> httpx.Response:

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tests.integration.conftest import MINIMUM_CONFIG, ApiStack
-from tests.security.stacks import wait_answering
+from tests.security.stacks import api_only
 from toroid.worker.landscape.io import make_sidecar, state_dict_bytes
 
 pytestmark = pytest.mark.integration
@@ -20,12 +20,7 @@ FORM = {"architecture": "mlp", "config": json.dumps(MINIMUM_CONFIG), "dataset": 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory) -> ApiStack:
-    started = ApiStack(tmp_path_factory.mktemp("uploads") / "home", worker=False, wait=False)
-    wait_answering(started)
-    try:
-        yield started
-    finally:
-        started.stop()
+    yield from api_only(tmp_path_factory, "uploads")
 
 
 @pytest.fixture(scope="module")
