@@ -195,3 +195,17 @@ def test_the_dashboard_acts_with_its_users_token_never_the_servers(private, brow
         page.wait_for_selector("#token", timeout=10_000)
     finally:
         context.close()
+
+
+def test_the_sign_in_form_refuses_oversized_and_wrong_input(private):
+    url = private.url
+    huge = httpx.post(f"{url}/login", content=b"token=" + b"x" * 100_000, timeout=30,
+                      headers={"Content-Type": "application/x-www-form-urlencoded"}, follow_redirects=False)
+    assert huge.status_code == 413 and "toroid_session" not in huge.headers.get("set-cookie", "")
+    for body in (b"", b"token=", b"token=%00%ff", b"nothing=here"):
+        refused = httpx.post(f"{url}/login", content=body, follow_redirects=False,
+                             headers={"Content-Type": "application/x-www-form-urlencoded"})
+        assert refused.status_code == 401 and "set-cookie" not in refused.headers, body
+    accepted = httpx.post(f"{url}/login", data={"token": private.tokens["alice"]}, follow_redirects=False)
+    assert accepted.status_code == 303 and "HttpOnly" in accepted.headers["set-cookie"]
+    assert "SameSite=strict" in accepted.headers["set-cookie"] or "SameSite=Strict" in accepted.headers["set-cookie"]
