@@ -61,8 +61,15 @@ class MinimumRecord(BaseModel):
     dataset_options: dict[str, Any]
     sampler: str | None
     seed: int | None
-    train_error: float = Field(description="Fraction of training samples misclassified, in [0, 1].")
-    test_error: float = Field(description="Fraction of test samples misclassified, in [0, 1].")
+    train_error: float | None = Field(description="Fraction of training samples misclassified, in [0, 1]; null until "
+                                                "an upload's evaluation job has run (see `evaluation`).")
+    test_error: float | None = Field(description="Fraction of test samples misclassified, in [0, 1]; null until "
+                                               "an upload's evaluation job has run.")
+    evaluation: Literal["done", "pending", "failed"] = Field(
+        "done", description="`pending` while an upload's evaluation job (`evaluation_job_id`) is queued or running, "
+                            "`failed` when it failed or was cancelled (`evaluation_error` says why).")
+    evaluation_job_id: str | None = Field(None, description="The job that evaluates an uploaded minimum.")
+    evaluation_error: str | None = Field(None, description="Why the evaluation failed (when `evaluation` is failed).")
     local_energy: float | None = Field(description="Local energy at the largest sigma of the latest flatness run.")
     flatness_result_id: str | None
     provenance: dict[str, Any]

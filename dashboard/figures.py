@@ -66,7 +66,8 @@ def map_positions(
     With a distances result (``{"ids", "matrices": {variant: NxN}}``) covering at least two of the minima: classical
     MDS of the ``variant`` matrix restricted to them, turned (Procrustes) to match ``previous`` positions so that the
     map stays still; minima the result does not cover yet (just added, their distances still computing) are
-    *pending*: lined up under the map. Otherwise the fallback layout: train error vs test error, in percent.
+    *pending*: lined up under the map. Otherwise the fallback layout: train error vs test error, in percent (uploads
+    whose evaluation job has not finished are pending there).
     """
     ids = [m["id"] for m in minima]
     if distances and len(ids) >= 2:
@@ -83,17 +84,27 @@ def map_positions(
                 if previous:
                     positions = procrustes_align(positions, previous)
                 pending = [mid for mid in ids if mid not in index]
-                if pending:
-                    xy = np.asarray(list(positions.values()))
-                    (x0, y0), (x1, y1) = xy.min(axis=0), xy.max(axis=0)
-                    span = max(x1 - x0, y1 - y0, 1e-9)
-                    xs = np.linspace(x0, x1, len(pending) + 2)[1:-1] if len(pending) > 1 else [(x0 + x1) / 2]
-                    for mid, x in zip(pending, xs, strict=True):
-                        positions[mid] = [float(x), float(y0 - 0.2 * span)]
-                return positions, "mds", pending
-    positions = {m["id"]: [100.0 * float(m.get("train_error") or 0.0), 100.0 * float(m.get("test_error") or 0.0)]
-                 for m in minima}
-    return positions, "error", []
+                return _line_up(positions, pending), "mds", pending
+    known = [m for m in minima if m.get("train_error") is not None and m.get("test_error") is not None]
+    positions = {m["id"]: [100.0 * float(m["train_error"]), 100.0 * float(m["test_error"])] for m in known}
+    pending = [mid for mid in ids if mid not in positions]  # uploads whose evaluation has not finished
+    return _line_up(positions, pending), "error", pending
+
+
+def _line_up(positions: dict[str, list[float]], pending: Sequence[str]) -> dict[str, list[float]]:
+    """``positions`` plus the ``pending`` ids lined up under them (or on a line of their own when none is placed)."""
+    if not pending:
+        return positions
+    if positions:
+        xy = np.asarray(list(positions.values()))
+        (x0, y0), (x1, y1) = xy.min(axis=0), xy.max(axis=0)
+    else:
+        (x0, y0), (x1, y1) = (0.0, 0.0), (1.0, 0.0)
+    span = max(x1 - x0, y1 - y0, 1e-9)
+    xs = np.linspace(x0, x1, len(pending) + 2)[1:-1] if len(pending) > 1 else [(x0 + x1) / 2]
+    for mid, x in zip(pending, xs, strict=True):
+        positions[mid] = [float(x), float(y0 - 0.2 * span)]
+    return positions
 
 
 def _flatness_sizes(minima: Sequence[Mapping[str, Any]], small: float = 10.0, large: float = 26.0) -> list[float]:
@@ -114,6 +125,15 @@ def _flatness_sizes(minima: Sequence[Mapping[str, Any]], small: float = 10.0, la
     return sizes
 
 
+def error_text(minimum: Mapping[str, Any], field: str) -> str:
+    """A minimum's train or test error as a percent, or what its evaluation is doing (uploads are evaluated by a
+    job: ``evaluation`` is ``pending`` or ``failed`` until it succeeds)."""
+    value = minimum.get(field)
+    if value is not None:
+        return percent(value)
+    return "evaluation failed" if minimum.get("evaluation") == "failed" else "evaluating…"
+
+
 def _hover_data(minimum: Mapping[str, Any]) -> list[Any]:
     local_energy = minimum.get("local_energy")
     return [
@@ -121,8 +141,8 @@ def _hover_data(minimum: Mapping[str, Any]) -> list[Any]:
         minimum.get("name") or minimum["id"],
         minimum.get("architecture") or "?",
         minimum.get("dataset") or "?",
-        percent(minimum.get("train_error")),
-        percent(minimum.get("test_error")),
+        error_text(minimum, "train_error"),
+        error_text(minimum, "test_error"),
         "not computed" if local_energy is None else percent(local_energy, 3),
         minimum.get("sampler") or "upload",
     ]

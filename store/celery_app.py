@@ -28,6 +28,7 @@ from toroid.store.settings import get_settings
 TIME_LIMIT_SETTINGS: dict[str, str] = {
     "toroid.train": "job_soft_limit_s",
     "toroid.study": "job_soft_limit_s",
+    "toroid.evaluate": "analysis_soft_limit_s",
     "toroid.flatness": "analysis_soft_limit_s",
     "toroid.path": "analysis_soft_limit_s",
     "toroid.distances": "analysis_soft_limit_s",

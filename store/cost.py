@@ -9,6 +9,7 @@ alignment's assignment work: the sum over the weight tensors of rows^3, one Hung
 ``train``      ``E x P x (3 x R x n + N)``: ``E`` epochs (``adv`` adds its ``confusion_epochs`` of pre-training),
                a gradient step is about 3 passes (forward + backward), ``R`` replicas (``rsgd`` and the binary
                ``rsgd`` variant; 2 for ``sam``'s two gradients, else 1), one evaluation on both splits per epoch
+``evaluate``   ``N x P``: one forward pass over both splits (the train and test error of an upload)
 ``flatness``   ``P x (N + S x M x m)``: ``S`` sigmas (8 by default), ``M`` samples per sigma, each evaluated on
                ``m`` = ``n`` training samples (``exact``) or at most 2048 of them (``fast``)
 ``path``       ``P x points x N x O (+ A when the kind aligns)``: ``O`` = 5 random flip orders for ``flip``,
@@ -23,7 +24,8 @@ These are orders of magnitude, not timings: on a 2-core CPU an evaluation runs a
 1.5e9 operations per second (digits MLP); a GPU is 10 to 100 times faster. A request whose estimate is above
 ``TOROID_MAX_JOB_COST`` (default 1e13; 0 disables the check) is refused with a 422 that states the estimate, the
 limit and how to raise it (docs/operations.md, "Limits"); the time limits of store/celery_app.py stop what the
-estimate misses. The API checks analyses (``toroid.backend.services.analyses``) and training
+estimate misses. The API checks analyses (``toroid.backend.services.analyses``), uploads
+(``toroid.backend.services.minima``: their evaluation job) and training
 (``toroid.store.params.resolve_train``, so studies too).
 """
 
@@ -55,7 +57,7 @@ __all__ = [
 UNIT = "sample-parameter operations"
 #: Passes of one gradient step (forward + backward) in forward-pass units.
 TRAIN_PASSES = 3
-KINDS = ("train", "flatness", "path", "distances", "section", "torus")
+KINDS = ("train", "evaluate", "flatness", "path", "distances", "section", "torus")
 
 
 class TooCostly(Invalid):
@@ -115,6 +117,8 @@ def explain(kind: str, params: BaseModel | Mapping[str, Any], parameter_count: i
         epochs, replicas, words = _train_factors(p)
         cost = epochs * P * (TRAIN_PASSES * replicas * n + N)
         return cost, f"{words} x {pw} x ({TRAIN_PASSES} passes x {int(n):,} training samples + one evaluation)"
+    if kind == "evaluate":
+        return N * P, f"one pass over {Nw} x {pw}"
     defaults = _core_defaults()
     if kind == "flatness":
         sigmas = len(p["sigmas"]) if p.get("sigmas") else defaults["sigmas"]
@@ -162,6 +166,7 @@ def limit() -> float:
 
 _HINTS = {
     "train": "fewer epochs, a smaller network or fewer training samples",
+    "evaluate": "a smaller network or a dataset with fewer samples",
     "flatness": "fewer sigmas or samples, or mode 'fast'",
     "path": "fewer points (or fewer bend epochs)",
     "distances": "fewer minima",

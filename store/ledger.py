@@ -49,6 +49,7 @@ log = logging.getLogger("toroid.jobs")
 
 TASK_NAMES: dict[str, str] = {
     "train": "toroid.train",
+    "evaluate": "toroid.evaluate",
     "flatness": "toroid.flatness",
     "path": "toroid.path",
     "distances": "toroid.distances",

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from toroid.store.db import Base
 
-JOB_KINDS = ("train", "flatness", "path", "distances", "section", "torus", "study")
+JOB_KINDS = ("train", "evaluate", "flatness", "path", "distances", "section", "torus", "study")
 JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 ACTIVE_STATES = ("queued", "running")
 MINIMUM_SOURCES = ("upload", "train", "demo")
@@ -56,8 +56,9 @@ class Minimum(Base):
     dataset_options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     sampler: Mapped[str | None] = mapped_column(String(64), nullable=True)
     seed: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    train_error: Mapped[float] = mapped_column(Float)
-    test_error: Mapped[float] = mapped_column(Float)
+    # None until an upload's evaluation job (``evaluation_job_id``) succeeds; a trained minimum has both at once.
+    train_error: Mapped[float | None] = mapped_column(Float, nullable=True)
+    test_error: Mapped[float | None] = mapped_column(Float, nullable=True)
     local_energy: Mapped[float | None] = mapped_column(Float, nullable=True)
     flatness_result_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     provenance: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
@@ -69,8 +70,19 @@ class Minimum(Base):
     job_id: Mapped[str | None] = mapped_column(String(32), nullable=True, unique=True)
     # The user who uploaded or trained it (None: made by a server without users, or by the demo).
     owner: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    # The job that evaluates an upload (migration 0004); its state says whether the errors are pending or failed.
+    evaluation_job_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
 
-    def to_record(self) -> dict[str, Any]:
+    def to_record(self, evaluation_job: Job | None = None) -> dict[str, Any]:
+        """The API's record; ``evaluation_job``: the job of ``evaluation_job_id`` when the errors are not known yet
+        (its state tells a pending evaluation from a failed one)."""
+        if self.train_error is not None and self.test_error is not None:
+            evaluation, evaluation_error = "done", None
+        elif evaluation_job is not None and evaluation_job.state in ("failed", "cancelled"):
+            evaluation = "failed"
+            evaluation_error = evaluation_job.error or f"the evaluation job was {evaluation_job.state}"
+        else:
+            evaluation, evaluation_error = "pending", None
         return {
             "id": self.id,
             "name": self.name,
@@ -82,6 +94,9 @@ class Minimum(Base):
             "seed": self.seed,
             "train_error": self.train_error,
             "test_error": self.test_error,
+            "evaluation": evaluation,
+            "evaluation_job_id": self.evaluation_job_id,
+            "evaluation_error": evaluation_error,
             "local_energy": self.local_energy,
             "flatness_result_id": self.flatness_result_id,
             "provenance": self.provenance or {},

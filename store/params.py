@@ -27,7 +27,7 @@ from toroid.store.errors import Invalid
 from toroid.store.settings import get_settings
 from toroid.store.text import check_json_depth, check_name, relative_paths
 
-JobKind = Literal["train", "flatness", "path", "distances", "section", "torus", "study"]
+JobKind = Literal["train", "evaluate", "flatness", "path", "distances", "section", "torus", "study"]
 JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 PathKind = Literal["linear", "linear_aligned", "geodesic", "one_bend", "flip"]
 BendKind = Literal["geodesic", "linear_aligned", "linear", "flip"]
@@ -203,15 +203,22 @@ class TorusJob(_Analysis, TorusRequest):
     job_kind: ClassVar[str] = "torus"
 
 
+class EvaluateJob(_Analysis):
+    """The train and test error of an uploaded minimum (``minimum_ids``: that one minimum), computed on a worker
+    so an upload never holds the API (docs/operations.md, "Running a shared server")."""
+
+    job_kind: ClassVar[str] = "evaluate"
+
+
 class StudyJob(_Job):
     job_kind: ClassVar[str] = "study"
     study_id: str
     name: str
 
 
-JobParams = TrainJob | FlatnessJob | PathJob | DistancesJob | SectionJob | TorusJob | StudyJob
-JOB_PARAMS: dict[str, type[_Job]] = {m.job_kind: m for m in (TrainJob, FlatnessJob, PathJob, DistancesJob, SectionJob,
-                                                       TorusJob, StudyJob)}
+JobParams = TrainJob | EvaluateJob | FlatnessJob | PathJob | DistancesJob | SectionJob | TorusJob | StudyJob
+JOB_PARAMS: dict[str, type[_Job]] = {m.job_kind: m for m in (TrainJob, EvaluateJob, FlatnessJob, PathJob, DistancesJob,
+                                                       SectionJob, TorusJob, StudyJob)}
 
 
 def job_params(kind: str, params: dict[str, Any]) -> JobParams:

@@ -28,6 +28,7 @@ from typing import Any
 from celery import signals
 from celery.exceptions import Ignore
 from celery.utils.log import get_task_logger
+from sqlalchemy import update
 
 from toroid.store.celery_app import celery_app
 from toroid.store.db import new_session
@@ -45,7 +46,7 @@ from toroid.store.ledger import (
 )
 from toroid.store.loading import minimum_dataset, minimum_model, minimum_shape
 from toroid.store.models import Job, Minimum, new_id, utcnow
-from toroid.store.params import DistancesJob, FlatnessJob, PathJob, SectionJob, TorusJob, TrainJob
+from toroid.store.params import DistancesJob, EvaluateJob, FlatnessJob, PathJob, SectionJob, TorusJob, TrainJob
 
 log = get_task_logger("toroid.worker")
 
@@ -174,6 +175,31 @@ def train(run: JobRun) -> None:
         owner=run.owner,
     ))
     _map_distances(minimum_id)
+
+
+@job_task("evaluate")
+def evaluate(run: JobRun) -> None:
+    """The train and test error of an uploaded minimum, written to its row (docs/operations.md, "Running a shared
+    server": uploads are evaluated on a worker, never in the API)."""
+    from toroid.worker.landscape.evaluate import Evaluator
+
+    p: EvaluateJob = run.request
+    (minimum,), dataset, (model,) = _inputs(p.minimum_ids)
+    run.say(f"evaluating {minimum.name} on {minimum.dataset}")
+    run.progress(0.0, {})
+    errors = Evaluator(model, dataset).evaluate_state(model, "both")
+    train_error, test_error = float(errors["train_error"]), float(errors["test_error"])
+    run.progress(1.0, {"train_error": train_error, "test_error": test_error})
+
+    def write(session) -> str:
+        stored = session.execute(update(Minimum).where(Minimum.id == minimum.id).values(
+            train_error=train_error, test_error=test_error))
+        if stored.rowcount != 1:
+            raise ValueError(f"minimum {minimum.id} was deleted while it was evaluated")
+        session.execute(update(Job).where(Job.id == run.job_id).values(minimum_id=minimum.id))
+        return minimum.id
+
+    run.finish(write)
 
 
 def _map_distances(minimum_id: str) -> None:

@@ -105,15 +105,17 @@ async def _read_form(request: Request, limit_mb: int):
 @router.get("/minima", response_model=list[MinimumRecord], dependencies=[Depends(require_read)],
             summary="All minima, newest first")
 def list_minima(session: SessionDep) -> list[dict]:
-    return [m.to_record() for m in service.list_minima(session)]
+    return service.minimum_records(session, service.list_minima(session))
 
 
 @router.post(
     "/minima", status_code=201, response_model=MinimumRecord,
-    summary="Upload a checkpoint (multipart: file + architecture/config/dataset/name, or file + sidecar)",
+    summary="Upload a checkpoint (multipart: file + architecture/config/dataset/name, or file + sidecar); its "
+            "train/test errors follow from an evaluation job (evaluation: pending)",
     openapi_extra=UPLOAD_OPENAPI,
     responses={400: {"description": "malformed multipart body"}, 413: {"description": "upload too large"},
-               415: {"description": "not multipart/form-data"}, 422: {"description": "invalid checkpoint"}},
+               415: {"description": "not multipart/form-data"}, 422: {"description": "invalid checkpoint"},
+               503: {"description": "the message broker is unreachable (nothing was stored)"}},
 )
 async def upload_minimum(request: Request, principal: Principal = Depends(require_write)) -> dict:
     settings = get_settings()
@@ -150,7 +152,7 @@ def train_minimum(request: TrainRequest, session: SessionDep, principal: Princip
 @router.get("/minima/{minimum_id}", response_model=MinimumRecord, dependencies=[Depends(require_read)],
             responses={404: {"description": "unknown minimum"}})
 def read_minimum(minimum_id: str, session: SessionDep) -> dict:
-    return service.get_minimum(session, minimum_id).to_record()
+    return service.minimum_record(session, service.get_minimum(session, minimum_id))
 
 
 @router.delete("/minima/{minimum_id}", status_code=204,

@@ -3,8 +3,9 @@ deletion, checkpoint downloads, and the demo seed.
 
 An upload is checked before anything is stored: the file format (safetensors, or a torch state_dict read with
 ``weights_only=True``, which refuses code-executing pickles without running them), the exact keys and shapes of the
-declared architecture for the declared dataset, and one evaluation (train/test error). Any failure raises a typed
-error and leaves the database and the artifact store unchanged.
+declared architecture for the declared dataset, and the cost of its evaluation. Any failure raises a typed error and
+leaves the database and the artifact store unchanged. The evaluation itself (train/test error) is a job on a
+worker: the upload answers at once with the errors pending (``evaluation``), so no upload holds the API.
 """
 
 from __future__ import annotations
@@ -22,14 +23,14 @@ from sqlalchemy.orm import Session
 
 from toroid.store.artifacts import get_store, state_dict_bytes
 from toroid.store.db import new_session
-from toroid.store.errors import Conflict, Invalid, NotFound, Unauthorized
+from toroid.store.errors import BrokerUnavailable, Conflict, Invalid, NotFound, Unauthorized
 from toroid.store.families import family_of, queue_family_distances
-from toroid.store.ledger import cancel_job, clean_json, create_job
-from toroid.store.loading import check_state_dict, load_model, minimum_model, read_checkpoint
+from toroid.store.ledger import cancel_job, clean_json, create_job, publish_job
+from toroid.store.loading import check_state_dict, minimum_model, read_checkpoint
 from toroid.store.models import ACTIVE_STATES, Job, Minimum, new_id, utcnow
-from toroid.store.params import TrainRequest, resolve_architecture, resolve_dataset, resolve_train
+from toroid.store.params import EvaluateJob, TrainRequest, resolve_architecture, resolve_dataset, resolve_train
 from toroid.store.settings import get_settings
-from toroid.store.text import check_json_text, check_name, clean_name, relative_paths
+from toroid.store.text import check_json_text, check_name, clean_name
 from toroid.store.users import OPEN, Principal
 
 #: What `toroid up` trains on first start: MLP (default widths) on digits, these samplers x seeds.
@@ -70,6 +71,18 @@ def require_same_family(minima: Sequence[Minimum], what: str) -> None:
 
 def list_minima(session: Session) -> list[Minimum]:
     return list(session.scalars(select(Minimum).order_by(Minimum.created_at.desc(), Minimum.id)).all())
+
+
+def minimum_records(session: Session, minima: Sequence[Minimum]) -> list[dict[str, Any]]:
+    """The API records of ``minima``; those whose errors are not known yet carry their evaluation job's state
+    (read in one query)."""
+    pending = [m.evaluation_job_id for m in minima if m.train_error is None and m.evaluation_job_id]
+    jobs = {j.id: j for j in session.scalars(select(Job).where(Job.id.in_(pending)))} if pending else {}
+    return [m.to_record(jobs.get(m.evaluation_job_id or "")) for m in minima]
+
+
+def minimum_record(session: Session, minimum: Minimum) -> dict[str, Any]:
+    return minimum_records(session, [minimum])[0]
 
 
 # ============================================================================================= uploads
@@ -150,21 +163,16 @@ def _sidecar_seed(value: Any) -> int | None:
     return value
 
 
-def _evaluate(spec: dict[str, Any], config: dict, input_shape: tuple[int, ...], num_classes: int, state: dict
-              ) -> tuple[float, float]:
-    from toroid.worker.landscape.data import load_dataset
-    from toroid.worker.landscape.evaluate import Evaluator
+def _check_evaluation_cost(spec: dict[str, Any], template: dict) -> None:
+    """The evaluation job's cost (one pass over the dataset) within ``TOROID_MAX_JOB_COST`` (``toroid.store.cost``)."""
+    from toroid.store.cost import check_cost, parameter_count
+    from toroid.worker.landscape.data import dataset_sizes
 
     try:
-        dataset = load_dataset(spec["dataset"], **spec["dataset_options"])
-        model = load_model(spec["architecture"], config, input_shape, num_classes, state)
-        errors = Evaluator(model, dataset).evaluate_state(model, "both")
-    except Exception as exc:
-        settings = get_settings()
-        reason = relative_paths(str(exc), {"$TOROID_DATA_ROOT": settings.resolved_data_root,
-                                           "$TOROID_HOME": settings.home})
-        raise Invalid(f"the model could not be evaluated on dataset {spec['dataset']!r}: {reason}") from exc
-    return float(errors["train_error"]), float(errors["test_error"])
+        n_train, n_test = dataset_sizes(spec["dataset"], **spec["dataset_options"])
+    except ValueError as exc:
+        raise Invalid(f"the size of dataset {spec['dataset']!r} cannot be read: {exc}") from exc
+    check_cost("evaluate", {}, parameter_count(template), n_train, n_test)
 
 
 def _referenced(session: Session, sha256: str) -> bool:
@@ -176,8 +184,10 @@ def _referenced(session: Session, sha256: str) -> bool:
 
 def create_from_upload(fields: dict[str, str], data: bytes, sidecar: bytes | None, filename: str | None,
                        owner: str | None = None) -> dict:
-    """Check an upload completely, then store its checkpoint and its row (``owner``'s); returns the new minimum's
-    record. Its family's distances are asked for at once, so the map places it (``toroid.store.families``)."""
+    """Check an upload completely, then store its checkpoint and its row (``owner``'s) and queue its evaluation
+    job; returns the new minimum's record (errors pending). Its family's distances are asked for at once, so the
+    map places it (``toroid.store.families``). Raises ``BrokerUnavailable`` (503) when the evaluation cannot be
+    queued: the upload is then undone."""
     spec = upload_spec(fields, sidecar, filename)
     options, input_shape, num_classes = resolve_dataset(spec["dataset"], spec["dataset_options"])
     spec["dataset_options"] = options
@@ -185,7 +195,7 @@ def create_from_upload(fields: dict[str, str], data: bytes, sidecar: bytes | Non
     what = (f"architecture {spec['architecture']!r} (config {config}) on dataset {spec['dataset']!r} "
             f"(inputs {input_shape}, {num_classes} classes)")
     state = check_state_dict(read_checkpoint(data, template), template, what)
-    train_error, test_error = _evaluate(spec, config, input_shape, num_classes, state)
+    _check_evaluation_cost(spec, template)
 
     store = get_store()
     data = state_dict_bytes(state)
@@ -193,7 +203,7 @@ def create_from_upload(fields: dict[str, str], data: bytes, sidecar: bytes | Non
     minimum = Minimum(
         id=new_id(), name=spec["name"], architecture=spec["architecture"], config=clean_json(config),
         dataset=spec["dataset"], dataset_options=clean_json(options), sampler=spec["sampler"], seed=spec["seed"],
-        train_error=train_error, test_error=test_error, provenance=clean_json(spec["provenance"]),
+        train_error=None, test_error=None, provenance=clean_json(spec["provenance"]),
         checkpoint_sha256=sha, source="upload", created_at=utcnow(), owner=owner,
     )
     with new_session() as session, store.guard(sha):  # no delete of the same bytes between file and row
@@ -207,9 +217,29 @@ def create_from_upload(fields: dict[str, str], data: bytes, sidecar: bytes | Non
                 store.delete(sha)
             raise
     with new_session() as session:
-        record = minimum.to_record()
+        job = create_job(session, EvaluateJob(minimum_ids=[minimum.id]), publish=False, owner=owner,
+                         message="queued: evaluating the upload")
+        minimum = session.get(Minimum, minimum.id)
+        minimum.evaluation_job_id = job.id
+        session.commit()
+        try:
+            publish_job(session, job)
+        except BrokerUnavailable:
+            _undo_upload(session, minimum.id, sha)
+            raise
+        record = minimum.to_record(job)
         queue_family_distances(session, minimum)
         return record
+
+
+def _undo_upload(session: Session, minimum_id: str, sha: str) -> None:
+    """Remove a minimum whose evaluation could not be queued, and its file unless another minimum has it."""
+    session.execute(sql_delete(Minimum).where(Minimum.id == minimum_id))
+    session.commit()
+    store = get_store()
+    with store.guard(sha):
+        if not _referenced(session, sha):
+            store.delete(sha)
 
 
 # ============================================================================================= train, delete, download
@@ -236,6 +266,8 @@ def seed_demo(session: Session) -> int:
 #: Job parameters that name input minima (``toroid.store.params``: every analysis job lists its inputs in
 #: ``minimum_ids``; ``minimum_id``, ``a`` and ``b`` are the requests' own names for them).
 INPUT_FIELDS = ("minimum_ids", "minimum_id", "a", "b")
+#: Jobs that only describe their input minima: deleting a minimum cancels them instead of answering 409.
+DESCRIBING_KINDS = ("distances", "evaluate")
 
 
 def active_jobs_using(session: Session, minimum_id: str) -> list[Job]:
@@ -254,14 +286,14 @@ def active_jobs_using(session: Session, minimum_id: str) -> list[Job]:
 def delete(session: Session, minimum_id: str, *, force: bool = False, principal: Principal = OPEN) -> None:
     """Delete a minimum and the artifacts no other minimum references. Only its owner or an admin may (403).
     Queued or running jobs that use it make this a 409 naming them, unless ``force``: then they are cancelled
-    first (the caller must be allowed to cancel each of them). Distances jobs never block: they only feed the
-    map, so they are cancelled, and the family's distances are asked for again without this minimum."""
+    first (the caller must be allowed to cancel each of them). Distances and evaluation jobs never block: they only
+    describe the minimum, so they are cancelled, and the family's distances are asked for again without it."""
     minimum = get_minimum(session, minimum_id)
     principal.require_owner(minimum.owner, f"minimum {minimum.name!r} ({minimum.id})")
     users = active_jobs_using(session, minimum_id)
-    for job in [j for j in users if j.kind == "distances"]:
+    for job in [j for j in users if j.kind in DESCRIBING_KINDS]:
         cancel_job(session, job)
-    users = [j for j in users if j.kind != "distances"]
+    users = [j for j in users if j.kind not in DESCRIBING_KINDS]
     family = [m for m in family_of(session, minimum) if m.id != minimum.id]
     if users and not force:
         named = ", ".join(f"{job.kind} job {job.id} ({job.state})" for job in users[:10])

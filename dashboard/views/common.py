@@ -20,6 +20,7 @@ from typing import Any
 from dash import dcc, html
 
 from toroid.dashboard.client import ApiClient, ApiError
+from toroid.dashboard.figures import error_text
 from toroid.dashboard.state import advance_entry, entry_from_answer, entry_from_error, is_active
 
 MINIMA = "minima-store"
@@ -94,7 +95,8 @@ def minimum_options(minima: list[dict] | None) -> list[dict[str, str]]:
     options = []
     for m in minima or []:
         test = m.get("test_error")
-        detail = f"{m.get('sampler') or 'upload'}, test {100 * test:.1f}%" if test is not None else m.get("sampler")
+        detail = (f"{m.get('sampler') or 'upload'}, test {100 * test:.1f}%" if test is not None
+                  else f"{m.get('sampler') or 'upload'}, {error_text(m, 'test_error')}")
         options.append({"label": f"{m.get('name') or m['id']} ({detail})", "value": m["id"]})
     return options
 

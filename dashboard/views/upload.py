@@ -19,7 +19,7 @@ from dash.exceptions import PreventUpdate
 from toroid.dashboard import figures
 from toroid.dashboard.client import ApiClient, ApiError
 from toroid.dashboard.views.common import CATALOG, JOBS, REFRESH, card, decode_upload, graph, message
-from toroid.plots import empty_figure, percent
+from toroid.plots import empty_figure
 
 DROP = "upload-drop"
 FILES = "upload-files"
@@ -207,8 +207,10 @@ def register(app, client: ApiClient) -> None:
         except ApiError as exc:
             return fail(exc.message)
         text = (f"Added {record.get('name')} ({record.get('architecture')} on {record.get('dataset')}): "
-                f"train error {percent(record.get('train_error'))}, "
-                f"test error {percent(record.get('test_error'))}.")
+                f"train error {figures.error_text(record, 'train_error')}, "
+                f"test error {figures.error_text(record, 'test_error')}"
+                + (" (a worker is evaluating it; the minima list shows the errors when it is done)."
+                   if record.get("evaluation") == "pending" else "."))
         return text, "message ok", "ok", {"minimum": record.get("id")}, None, None
 
     @app.callback(Output(CONFIG, "value"), Input(ARCH, "value"), State(CATALOG, "data"), prevent_initial_call=True)

@@ -1,6 +1,6 @@
 """Minima through the real API (Redis + Celery worker process + uvicorn + SQLite): registries, uploads validated
-synchronously (bad ones leave the database and the artifact store unchanged), training with live progress,
-checkpoint downloads, deletion."""
+synchronously (bad ones leave the database and the artifact store unchanged) and evaluated by a job on the worker,
+training with live progress, checkpoint downloads, deletion."""
 
 from __future__ import annotations
 
@@ -56,10 +56,15 @@ def test_upload_safetensors_and_pt_evaluates_and_serves_checkpoints(api_stack, d
     assert response.status_code == 201, response.text
     record = response.json()
     assert record["name"] == "sgd seed 0" and record["source"] == "upload" and record["sampler"] is None
+    # the upload answers before any evaluation: the errors are pending until the worker's evaluation job ends
+    assert (record["evaluation"], record["train_error"], record["test_error"]) == ("pending", None, None)
+    job = wait_job(url, record["evaluation_job_id"])
+    assert (job["kind"], job["state"], job["minimum_id"]) == ("evaluate", "succeeded", record["id"])
+    record = httpx.get(f"{url}/api/minima/{record['id']}").json()
+    assert record["evaluation"] == "done" and record["evaluation_error"] is None
     assert record["train_error"] == pytest.approx(expected["train_error"], abs=1e-12)
     assert record["test_error"] == pytest.approx(expected["test_error"], abs=1e-12)
     assert record["config"] == MINIMUM_CONFIG and record["dataset_options"] == {"standardize": "feature"}
-    assert httpx.get(f"{url}/api/minima/{record['id']}").json() == record
     assert record["id"] in [m["id"] for m in httpx.get(f"{url}/api/minima").json()]
 
     buffer = io.BytesIO()

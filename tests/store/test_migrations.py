@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[2]
 INDEXES_0002 = {"ix_jobs_result_id", "ix_jobs_minimum_id"}
 TABLES_0003 = {"users"}
 OWNED_0003 = ("minima", "jobs", "studies")
+ERRORS_0004 = ("train_error", "test_error")  # nullable since 0004 (uploads are evaluated by a job)
 
 
 # --- databases -------------------------------------------------------------------------------------------------
@@ -98,7 +99,7 @@ def sqlite_url(tmp_path, monkeypatch) -> str:
 
 def metadata_0001() -> MetaData:
     """The schema of revision 0001 as the models declared it before migrations: today's, less 0002's indexes and
-    0003's users table and owner columns."""
+    0003's users table and owner columns, less 0004's evaluation job column (and with errors required)."""
     metadata = MetaData()
     for table in Base.metadata.sorted_tables:
         if table.name not in TABLES_0003:
@@ -111,6 +112,10 @@ def metadata_0001() -> MetaData:
         for index in [index for index in table.indexes if index.name == f"ix_{name}_owner"]:
             table.indexes.discard(index)
         table._columns.remove(table.c.owner)  # test-only: the column did not exist at 0001
+    minima = metadata.tables["minima"]
+    minima._columns.remove(minima.c.evaluation_job_id)
+    for name in ERRORS_0004:
+        minima.c[name].nullable = False
     return metadata
 
 
@@ -275,7 +280,7 @@ def test_init_db_upgrades_a_database_at_0001_with_rows(database_url):
 
     init_db()
 
-    assert current_revision() == head_revision() == "0003"
+    assert current_revision() == head_revision() == "0004"
     assert INDEXES_0002 <= indexes(database_url)
     assert dump_rows(database_url) == rows
     engine = create_engine(database_url)
@@ -284,6 +289,14 @@ def test_init_db_upgrades_a_database_at_0001_with_rows(database_url):
             assert connection.execute(text("SELECT COUNT(*) FROM users")).scalar() == 0
             for table in OWNED_0003:
                 assert connection.execute(text(f"SELECT COUNT(*) FROM {table} WHERE owner IS NOT NULL")).scalar() == 0
+        with engine.begin() as connection:  # 0004: old minima keep their errors; a pending upload has none
+            assert connection.execute(text("SELECT COUNT(*) FROM minima WHERE train_error IS NULL OR "
+                                           "evaluation_job_id IS NOT NULL")).scalar() == 0
+            connection.execute(text(
+                "INSERT INTO minima (id, name, architecture, config, dataset, dataset_options, provenance, "
+                "checkpoint_sha256, created_at, source, evaluation_job_id) VALUES ('m9', 'pending', 'mlp', '{}', "
+                "'digits', '{}', '{}', :sha, :now, 'upload', 'j9')"), {"sha": "e" * 64, "now": datetime(2026, 1, 1)})
+            assert connection.execute(text("SELECT train_error FROM minima WHERE id = 'm9'")).scalar() is None
     finally:
         engine.dispose()
 
