@@ -218,4 +218,5 @@ async def _domain_error(_request: Request, exc: Exception) -> JSONResponse:
     settings = get_settings()
     detail = relative_paths(str(exc), {"$TOROID_DATA_ROOT": settings.resolved_data_root,
                                        "$TOROID_HOME": settings.home})
-    return JSONResponse(status_code=status, content={"detail": _utf8(detail)})
+    extra = getattr(exc, "extra", None) or {}
+    return JSONResponse(status_code=status, content={**extra, "detail": _utf8(detail)})

@@ -32,6 +32,23 @@ class ArchitectureInfo(BaseModel):
     bend_kinds: list[str] = Field(description="Segment kinds of its one-bend paths, the default first.")
 
 
+class TensorInfo(BaseModel):
+    key: str
+    shape: list[int]
+    dtype: str
+
+
+class ArchitectureLayout(BaseModel):
+    architecture: str
+    config: dict[str, Any] = Field(description="The config with every default filled in.")
+    dataset: str
+    dataset_options: dict[str, Any]
+    input_shape: list[int]
+    num_classes: int
+    parameters: int = Field(description="Parameters and buffers (elements).")
+    tensors: list[TensorInfo] = Field(description="The state_dict an upload must hold, in layer order.")
+
+
 class DatasetInfo(BaseModel):
     name: str
     description: str

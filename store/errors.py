@@ -19,9 +19,11 @@ class ToroidError(Exception):
         if status is not None:
             cls.status = status
 
-    def __init__(self, message: str):
+    def __init__(self, message: str, **extra):
         super().__init__(message)
         self.message = message
+        #: JSON-able fields the API adds to its answer beside ``detail`` (e.g. a proposed ``key_map``).
+        self.extra = extra
 
     def __str__(self) -> str:
         return self.message

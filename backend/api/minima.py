@@ -28,7 +28,7 @@ router = APIRouter(tags=["minima"], responses=AUTH_RESPONSES)
 MiB = 2**20
 #: Room for the form fields and the sidecar on top of the checkpoint size limit.
 FIELD_SLACK = 1 * MiB
-FORM_FIELDS = ("architecture", "config", "dataset", "dataset_options", "name")
+FORM_FIELDS = ("architecture", "config", "dataset", "dataset_options", "name", "key_map")
 
 UPLOAD_OPENAPI: dict[str, Any] = {
     "requestBody": {

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import copy
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query
 
 from toroid.backend.api.deps import AUTH_RESPONSES
 from toroid.backend.auth import require_read
-from toroid.backend.schemas import ArchitectureInfo, DatasetInfo, SamplerInfo
+from toroid.backend.schemas import ArchitectureInfo, ArchitectureLayout, DatasetInfo, SamplerInfo
+from toroid.backend.services import minima as minima_service
 from toroid.store.params import dataset_available
 
 router = APIRouter(tags=["registries"], dependencies=[Depends(require_read)], responses=AUTH_RESPONSES)
@@ -25,6 +26,18 @@ def architectures() -> list[dict]:
          "bend_kinds": list(bend_kinds(spec.binary))}
         for name, spec in ARCHITECTURES.items()
     ]
+
+
+@router.get("/architectures/{name}/layout", response_model=ArchitectureLayout,
+            responses={422: {"description": "unknown architecture or dataset, or a bad config"}},
+            summary="The state_dict (keys, shapes, dtypes) an upload of this architecture on this dataset must hold")
+def architecture_layout(
+    name: str,
+    dataset: str = Query(..., max_length=200, description="The dataset the network reads."),
+    config: str = Query("{}", max_length=65536, description="The architecture's config, a JSON object."),
+    dataset_options: str = Query("{}", max_length=65536, description="The dataset's options, a JSON object."),
+) -> dict:
+    return minima_service.architecture_layout(name, config, dataset, dataset_options)
 
 
 @router.get("/datasets", response_model=list[DatasetInfo], summary="Datasets")

@@ -25,8 +25,9 @@ from toroid.store.artifacts import get_store, state_dict_bytes
 from toroid.store.db import new_session
 from toroid.store.errors import BrokerUnavailable, Conflict, Invalid, NotFound, Unauthorized
 from toroid.store.families import family_of, queue_family_distances
+from toroid.store.keymap import AUTO, apply_key_map, parse_key_map, propose_key_map
 from toroid.store.ledger import cancel_job, clean_json, create_job, publish_job
-from toroid.store.loading import check_state_dict, minimum_model, read_checkpoint
+from toroid.store.loading import CheckpointError, check_state_dict, minimum_model, read_checkpoint
 from toroid.store.models import ACTIVE_STATES, Job, Minimum, new_id, utcnow
 from toroid.store.params import EvaluateJob, TrainRequest, resolve_architecture, resolve_dataset, resolve_train
 from toroid.store.settings import get_settings
@@ -163,6 +164,55 @@ def _sidecar_seed(value: Any) -> int | None:
     return value
 
 
+def _checked_state(state: dict, template: dict, what: str, key_map_field: str | None, spec: dict[str, Any]) -> dict:
+    """``check_state_dict`` after the upload's ``key_map`` (``toroid.store.keymap``): none, ``auto`` or an explicit
+    map. A mismatch whose tensors line up with the architecture's in layer order answers 422 with the proposed
+    ``key_map`` beside the message, so the caller can confirm it."""
+    key_map = parse_key_map(key_map_field)
+    if key_map == AUTO:
+        key_map = propose_key_map(state, template)
+        if key_map is None and set(state) != set(template):
+            raise CheckpointError(
+                f"key_map=auto found no renaming: the upload's tensors do not line up with those of {what} in layer "
+                f"order (same count, shapes and kinds one after the other). Expected {len(template)} tensors: "
+                f"{_layout(template)}; the upload has {len(state)}: {_layout(state)}")
+    if key_map:
+        state = apply_key_map(state, key_map)
+        spec["provenance"] = {**spec["provenance"], "key_map": key_map if len(key_map) <= 1000 else len(key_map)}
+    try:
+        return check_state_dict(state, template, what)
+    except CheckpointError as exc:
+        proposal = propose_key_map(state, template) if not key_map else None
+        if proposal is None:
+            raise
+        renamed = sum(1 for k, v in proposal.items() if k != v)
+        raise CheckpointError(
+            f"{exc}. The upload's {len(state)} tensors line up with the architecture's in layer order: renaming "
+            f"{renamed} key(s) (e.g. {next((k, v) for k, v in proposal.items() if k != v)}) makes it fit. Send the "
+            "upload again with the form field key_map=auto to accept this renaming (it is listed here as key_map), "
+            "or with key_map set to a JSON object of your own", key_map=proposal) from exc
+
+
+def architecture_layout(architecture: str, config_text: str, dataset: str, options_text: str) -> dict[str, Any]:
+    """What an upload for ``architecture`` on ``dataset`` must hold: every state_dict key with its shape and dtype,
+    in layer order (shown next to the dashboard's upload form, and by GET /api/architectures/<name>/layout)."""
+    options, input_shape, num_classes = resolve_dataset(dataset, _json_object(options_text, "dataset_options"))
+    template, config = resolve_architecture(architecture, _json_object(config_text, "config"), input_shape,
+                                            num_classes)
+    return {
+        "architecture": architecture, "config": clean_json(config), "dataset": dataset,
+        "dataset_options": clean_json(options), "input_shape": list(input_shape), "num_classes": num_classes,
+        "parameters": int(sum(t.numel() for t in template.values())),
+        "tensors": [{"key": k, "shape": [int(s) for s in t.shape], "dtype": str(t.dtype).removeprefix("torch.")}
+                    for k, t in template.items()],
+    }
+
+
+def _layout(state: dict) -> str:
+    shown = [f"{k} {tuple(int(s) for s in t.shape)}" for k, t in list(state.items())[:6]]
+    return ", ".join(shown) + (" ..." if len(state) > 6 else "")
+
+
 def _check_evaluation_cost(spec: dict[str, Any], template: dict) -> None:
     """The evaluation job's cost (one pass over the dataset) within ``TOROID_MAX_JOB_COST`` (``toroid.store.cost``)."""
     from toroid.store.cost import check_cost, parameter_count
@@ -194,7 +244,7 @@ def create_from_upload(fields: dict[str, str], data: bytes, sidecar: bytes | Non
     template, config = resolve_architecture(spec["architecture"], spec["config"], input_shape, num_classes)
     what = (f"architecture {spec['architecture']!r} (config {config}) on dataset {spec['dataset']!r} "
             f"(inputs {input_shape}, {num_classes} classes)")
-    state = check_state_dict(read_checkpoint(data, template), template, what)
+    state = _checked_state(read_checkpoint(data, template), template, what, fields.get("key_map"), spec)
     _check_evaluation_cost(spec, template)
 
     store = get_store()

@@ -244,3 +244,91 @@ def test_a_failing_job_is_marked_failed_and_stores_nothing(api_stack):
     assert "diverged" in job["error"] and "lower the learning rate" in job["error"]
     minima, jobs, artifacts = snapshot(api_stack)
     assert (minima, jobs - 1, artifacts) == before
+
+
+# --- key mapping: the same network under other names ----------------------------------------------------------------
+
+
+def sequential_copy(model: torch.nn.Module) -> torch.nn.Sequential:
+    """The digits MLP as a researcher's own nn.Sequential: the same tensors under the keys 1.* and 3.*."""
+    seq = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
+    weights = list(model.state_dict().values())
+    seq.load_state_dict(dict(zip(seq.state_dict(), weights, strict=True)))
+    return seq
+
+
+def test_the_layout_of_an_architecture_lists_the_keys_an_upload_must_hold(api_stack):
+    url = api_stack.url
+    answer = httpx.get(f"{url}/api/architectures/mlp/layout", params={
+        "dataset": "digits", "config": json.dumps(MINIMUM_CONFIG)})
+    assert answer.status_code == 200, answer.text
+    layout = answer.json()
+    assert [(t["key"], t["shape"]) for t in layout["tensors"]] == [
+        ("fc1.weight", [32, 64]), ("fc1.bias", [32]), ("out.weight", [10, 32]), ("out.bias", [10])]
+    assert (layout["input_shape"], layout["num_classes"], layout["parameters"]) == ([1, 8, 8], 10, 64 * 32 + 32 + 330)
+    for params, phrase in [({"dataset": "digits", "config": "{"}, "config is not valid JSON"),
+                           ({"dataset": "nope"}, "unknown dataset"),
+                           ({"dataset": "digits", "config": json.dumps({"widths": [10**12]})}, "at most")]:
+        refused = httpx.get(f"{url}/api/architectures/mlp/layout", params=params)
+        assert refused.status_code == 422 and phrase in refused.json()["detail"], refused.text
+    assert httpx.get(f"{url}/api/architectures/nope/layout", params={"dataset": "digits"}).status_code == 422
+
+
+@pytest.mark.parametrize("form", ["safetensors", "torch"])
+def test_a_sequential_upload_gets_a_key_map_proposal_and_is_accepted_with_key_map_auto(api_stack, digits_minima,
+                                                                                       form):
+    url, model = api_stack.url, digits_minima[0]
+    seq = sequential_copy(model)
+    if form == "safetensors":  # safetensors stores tensors sorted: the proposal must not rely on the file's order
+        payload = state_dict_bytes(seq)
+    else:
+        buffer = io.BytesIO()
+        torch.save(seq.state_dict(), buffer)
+        payload = buffer.getvalue()
+    before = snapshot(api_stack)
+    refused = upload(url, payload, name=f"seq {form}")
+    assert refused.status_code == 422, refused.text
+    body = refused.json()
+    assert body["key_map"] == {"1.weight": "fc1.weight", "1.bias": "fc1.bias", "3.weight": "out.weight",
+                               "3.bias": "out.bias"}
+    assert "key_map=auto" in body["detail"] and "key 'fc1.weight' is missing" in body["detail"]
+    assert snapshot(api_stack) == before
+
+    accepted = upload(url, payload, name=f"seq {form}", key_map="auto")
+    assert accepted.status_code == 201, accepted.text
+    record = accepted.json()
+    assert record["provenance"]["key_map"] == body["key_map"]
+    wait_job(url, record["evaluation_job_id"])
+    evaluated = httpx.get(f"{url}/api/minima/{record['id']}").json()
+    expected = Evaluator(seq, load_dataset("digits")).evaluate_state(seq, "both")  # the researcher's own network
+    assert evaluated["test_error"] == pytest.approx(expected["test_error"], abs=1e-12)
+    stored = load_safetensors(httpx.get(f"{url}/api/minima/{record['id']}/checkpoint").content)
+    for key, tensor in model.state_dict().items():
+        assert torch.equal(stored[key], tensor)
+
+
+def test_explicit_and_hostile_key_maps(api_stack, digits_minima):
+    url, model = api_stack.url, digits_minima[0]
+    payload = state_dict_bytes(sequential_copy(model))
+    explicit = {"1.weight": "fc1.weight", "1.bias": "fc1.bias", "3.weight": "out.weight", "3.bias": "out.bias"}
+    assert upload(url, payload, key_map=json.dumps(explicit)).status_code == 201
+    before = snapshot(api_stack)
+    swapped = {**explicit, "1.bias": "out.bias", "3.bias": "fc1.bias"}  # shapes no longer fit: a plain mismatch
+    cases = [
+        (json.dumps(swapped), "expected shape (32,), got shape (10,)"),
+        (json.dumps({**explicit, "9.weight": "x"}), "does not have"),
+        (json.dumps({**explicit, "3.bias": "fc1.bias"}), "two tensors the name"),
+        ("{not json", "key_map must be 'auto' or a JSON object"),
+        (json.dumps(["1.weight"]), "key_map must be 'auto' or a JSON object"),
+        (json.dumps({"1.weight": 5}), "key_map must be 'auto' or a JSON object"),
+        ("[" * 10_000 + "]" * 10_000, "nests"),
+    ]
+    for key_map, phrase in cases:
+        response = upload(url, payload, key_map=key_map)
+        assert response.status_code == 422, (key_map[:40], response.text)
+        assert phrase in response.json()["detail"], (key_map[:40], response.text)
+    narrow = state_dict_bytes(torch.nn.Sequential(torch.nn.Linear(64, 16), torch.nn.Linear(16, 10)))
+    response = upload(url, narrow, key_map="auto")
+    assert response.status_code == 422 and "found no renaming" in response.json()["detail"], response.text
+    assert "key_map" not in upload(url, narrow).json()  # no proposal when nothing lines up
+    assert snapshot(api_stack) == before
