@@ -30,6 +30,9 @@ class ArchitectureInfo(BaseModel):
     binary: bool
     path_kinds: list[str] = Field(description="Path kinds that fit this network (docs/method.md §7), one_bend last.")
     bend_kinds: list[str] = Field(description="Segment kinds of its one-bend paths, the default first.")
+    source: Literal["builtin", "plugin", "torchvision", "timm"] = Field(
+        "builtin", description="Toroid's own, or a package's `toroid.architectures` entry point (docs/models.md).")
+    open_config: bool = Field(False, description="Any config keys are passed to the builder (which checks them).")
 
 
 class TensorInfo(BaseModel):

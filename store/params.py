@@ -304,10 +304,12 @@ def resolve_architecture(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Validate an architecture and config for a dataset shape; returns (template state_dict, full config)."""
     from toroid.store.loading import template_state
-    from toroid.worker.landscape.nets import ARCHITECTURES
+    from toroid.worker.landscape.registry import get_architecture
 
-    if not isinstance(name, str) or name not in ARCHITECTURES:
-        raise Invalid(f"unknown architecture {name!r}; valid architectures: {sorted(ARCHITECTURES)}")
+    try:
+        spec = get_architecture(name)
+    except ValueError as exc:
+        raise Invalid(str(exc)) from exc
     if not isinstance(config, dict):
         raise Invalid(f"config must be a JSON object, got {type(config).__name__}")
     try:
@@ -315,14 +317,14 @@ def resolve_architecture(
     except Exception as exc:  # ValueError from the registry; bad value types raise TypeError and friends
         raise Invalid(
             f"architecture {name!r} with config {config} cannot be built for inputs of shape {input_shape} and "
-            f"{num_classes} classes: {exc}. Defaults: {ARCHITECTURES[name].defaults}"
+            f"{num_classes} classes: {exc}" + (f". Defaults: {spec.defaults}" if spec.defaults else "")
         ) from exc
 
 
 def resolve_train(request: TrainRequest, source: str = "train") -> TrainJob:
     """Check a training request; returns the job parameters with every default filled in."""
     from toroid.store.ledger import clean_json
-    from toroid.worker.landscape.nets import ARCHITECTURES
+    from toroid.worker.landscape.nets import is_binary_architecture
     from toroid.worker.landscape.samplers import SAMPLERS, resolve_hparams
 
     options, input_shape, num_classes = resolve_dataset(request.dataset, request.dataset_options)
@@ -330,7 +332,7 @@ def resolve_train(request: TrainRequest, source: str = "train") -> TrainJob:
     if request.sampler not in SAMPLERS:
         raise Invalid(f"unknown sampler {request.sampler!r}; valid samplers: {sorted(SAMPLERS)}")
     spec = SAMPLERS[request.sampler]
-    binary = ARCHITECTURES[request.architecture].binary
+    binary = is_binary_architecture(request.architecture)
     if binary and not spec.binary_ok:
         ok = sorted(n for n, s in SAMPLERS.items() if s.binary_ok)
         raise Invalid(f"sampler {request.sampler!r} trains continuous networks only and architecture "

@@ -373,11 +373,12 @@ _SAMPLER_COST = {"sgd": 0.15, "rsgd": 1.0, "adv": 0.6, "sam": 0.3, "entropy_sgd"
 def plan(spec: StudySpec) -> list[Step]:
     """Every step of the study in execution order (the order is part of the resume contract: deterministic)."""
     from toroid.worker.landscape.kinds import check_bend_kind, check_path_kind
-    from toroid.worker.landscape.nets import ARCHITECTURES
+    from toroid.worker.landscape.registry import get_architecture
 
-    if spec.architecture not in ARCHITECTURES:
-        raise StudyError(f"unknown architecture {spec.architecture!r}; valid: {sorted(ARCHITECTURES)}")
-    binary = ARCHITECTURES[spec.architecture].binary
+    try:
+        binary = get_architecture(spec.architecture).binary
+    except ValueError as exc:
+        raise StudyError(str(exc)) from exc
     order = [s.name for s in spec.samplers]
     steps: list[Step] = []
     for variant, config in spec.variants():

@@ -152,11 +152,11 @@ def list_registry(
     import json
 
     from toroid.worker.landscape.data import DATASETS
-    from toroid.worker.landscape.nets import ARCHITECTURES
+    from toroid.worker.landscape.registry import available_architectures
     from toroid.worker.landscape.samplers import SAMPLERS
 
     registries = {
-        "architectures": {k: (v.description, v.defaults) for k, v in ARCHITECTURES.items()},
+        "architectures": {k: (v.description, v.defaults) for k, v in available_architectures().items()},
         "datasets": {k: (v.description, v.options) for k, v in DATASETS.items()},
         "samplers": {k: (v.description, {h: p.default for h, p in v.hyper.items()}) for k, v in SAMPLERS.items()},
     }

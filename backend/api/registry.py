@@ -18,13 +18,13 @@ router = APIRouter(tags=["registries"], dependencies=[Depends(require_read)], re
 @router.get("/architectures", response_model=list[ArchitectureInfo], summary="Network architectures")
 def architectures() -> list[dict]:
     from toroid.worker.landscape.kinds import bend_kinds, path_kinds
-    from toroid.worker.landscape.nets import ARCHITECTURES
+    from toroid.worker.landscape.registry import available_architectures
 
     return [
         {"name": name, "description": spec.description, "defaults": copy.deepcopy(spec.defaults),
          "binary": spec.binary, "path_kinds": list(path_kinds(spec.binary)),
-         "bend_kinds": list(bend_kinds(spec.binary))}
-        for name, spec in ARCHITECTURES.items()
+         "bend_kinds": list(bend_kinds(spec.binary)), "source": spec.source, "open_config": spec.open_config}
+        for name, spec in available_architectures().items()
     ]
 
 

@@ -70,7 +70,7 @@ def collect(study_id: str) -> ReportData:
     from toroid.store.models import Minimum, Result
     from toroid.store.studies import get_study, study_record
     from toroid.store.study_spec import StudySpec, plan
-    from toroid.worker.landscape.nets import ARCHITECTURES
+    from toroid.worker.landscape.nets import is_binary_architecture
 
     found = get_study(study_id)
     if found is None:
@@ -79,7 +79,7 @@ def collect(study_id: str) -> ReportData:
     spec = StudySpec.model_validate(study.spec)
     steps = plan(spec)
     outputs = study.outputs or {}
-    binary = ARCHITECTURES[spec.architecture].binary
+    binary = is_binary_architecture(spec.architecture)
     variants: dict[str, VariantData] = {}
     missing: list[str] = []
     with new_session() as session:

@@ -394,6 +394,10 @@ class ArchSpec:
     defaults: dict[str, Any]
     binary: bool
     builder: Callable[[dict, tuple[int, ...], int], nn.Module] = field(repr=False)
+    #: Any config keys are accepted (the builder checks them): library models and plain-callable plugins.
+    open_config: bool = False
+    #: ``builtin``, ``plugin``, ``torchvision`` or ``timm`` (``toroid.worker.landscape.registry``).
+    source: str = "builtin"
 
 
 ARCHITECTURES: dict[str, ArchSpec] = {
@@ -450,19 +454,23 @@ ARCHITECTURES: dict[str, ArchSpec] = {
 
 
 def architecture_schema(name: str) -> dict[str, Any]:
-    """The default config of architecture ``name`` (a fresh JSON-able dict)."""
-    if name not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {name!r}; choose one of {sorted(ARCHITECTURES)}")
+    """The default config of architecture ``name`` (a fresh JSON-able dict; built-in, plugin or library model)."""
     import copy
 
-    return copy.deepcopy(ARCHITECTURES[name].defaults)
+    from toroid.worker.landscape.registry import get_architecture
+
+    return copy.deepcopy(get_architecture(name).defaults)
 
 
 def is_binary_architecture(name: str) -> bool:
-    """True when the registered architecture ``name`` is binary (docs/method.md §4); ``False`` for
-    continuous and for unknown names (the caller that needs the name to exist checks that itself)."""
-    spec = ARCHITECTURES.get(name)
-    return bool(spec.binary) if spec is not None else False
+    """True when the architecture ``name`` is binary (docs/method.md §4); ``False`` for continuous and for unknown
+    names (the caller that needs the name to exist checks that itself)."""
+    from toroid.worker.landscape.registry import get_architecture
+
+    try:
+        return bool(get_architecture(name).binary)
+    except ValueError:
+        return False
 
 
 def _dataset_shape(dataset: Any) -> tuple[tuple[int, ...], int]:
@@ -503,21 +511,30 @@ def build_model(
         ValueError: unknown architecture or config key (the message lists the valid ones), bad
             config values, or a dataset the architecture cannot take.
     """
-    if name not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {name!r}; choose one of {sorted(ARCHITECTURES)}")
-    spec = ARCHITECTURES[name]
+    from toroid.worker.landscape.registry import check_output, get_architecture
+
+    spec = get_architecture(name)
     config = dict(config or {})
     unknown = sorted(set(config) - set(spec.defaults))
-    if unknown:
+    if unknown and not spec.open_config:
         raise ValueError(f"architecture {name!r} has no config key(s) {unknown}; valid keys: {sorted(spec.defaults)}")
     full = {**architecture_schema(name), **config}
     input_shape, num_classes = _dataset_shape(dataset)
-    if seed is None:
-        model = spec.builder(full, input_shape, num_classes)
-    else:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(seed))
+    try:
+        if seed is None:
             model = spec.builder(full, input_shape, num_classes)
+        else:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(int(seed))
+                model = spec.builder(full, input_shape, num_classes)
+    except (TypeError, ValueError) as exc:  # a library's or plugin's own check of its keyword arguments
+        if spec.source == "builtin":
+            raise
+        raise ValueError(f"architecture {name!r} with config {full}: {exc}") from exc
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"architecture {name!r}: its builder returned {type(model).__name__}, not an nn.Module")
+    if spec.source != "builtin" and all(t.device.type == "meta" for t in model.state_dict().values()):
+        check_output(model, name, input_shape, num_classes)  # built on the meta device: costs nothing
     model.toroid_spec = {
         "name": name,
         "config": full,

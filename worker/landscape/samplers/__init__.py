@@ -33,7 +33,8 @@ from torch import nn
 from toroid.worker.landscape import CODE_VERSION
 from toroid.worker.landscape.data import Dataset, load_dataset
 from toroid.worker.landscape.device import resolve_device
-from toroid.worker.landscape.nets import ARCHITECTURES, build_model, model_spec
+from toroid.worker.landscape.nets import build_model, model_spec
+from toroid.worker.landscape.registry import get_architecture
 from toroid.worker.landscape.samplers import adam, adv, binary, entropy_sgd, rsgd, sam, sgd
 from toroid.worker.landscape.samplers.base import Progress, SamplerSpec, TrainRun, validate_hparams
 
@@ -170,9 +171,7 @@ def train_minimum(
             raise ValueError(f"target_error must be a fraction in [0, 1] or None, got {target_error!r}")
         target_error = float(target_error)
     seed = _check_seed(seed)
-    if arch not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {arch!r}; choose one of {sorted(ARCHITECTURES)}")
-    is_binary_arch = ARCHITECTURES[arch].binary
+    is_binary_arch = get_architecture(arch).binary  # ValueError naming the choices for an unknown name
     if is_binary_arch and not spec.binary_ok:
         ok = sorted(n for n, s in SAMPLERS.items() if s.binary_ok)
         raise ValueError(
