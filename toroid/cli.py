@@ -246,11 +246,15 @@ def train(
     )
 
 
-from toroid.cli_study import study_app  # noqa: E402  (registered after the commands above)
+from toroid.cli_client import analyze, list_minima, upload  # noqa: E402  (registered after the commands above)
+from toroid.cli_study import study_app  # noqa: E402
 from toroid.cli_users import users_app  # noqa: E402
 
 app.add_typer(study_app, name="study")
 app.add_typer(users_app, name="users")
+app.command()(upload)
+app.command()(analyze)
+app.command("minima")(list_minima)
 
 
 def main() -> None:  # pragma: no cover
