@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -77,7 +78,7 @@ def inspect_archive(data: bytes, max_bytes: int | None = None, max_entries: int 
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             infos = archive.infolist()
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError) as exc:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError, NotImplementedError) as exc:
         raise ValueError(f"the file starts like a zip archive (torch.save) but its directory is unreadable: {exc}"
                          ) from exc
     total = 0
@@ -155,11 +156,7 @@ def parse_checkpoint(data: bytes, *, max_bytes: int | None = None, max_entries: 
     try:
         obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(
-            "the file is neither safetensors nor a torch state_dict loadable with weights_only=True "
-            f"(pickled code and arbitrary objects are refused): {first}"
-        ) from exc
+        raise ValueError(_load_failure(exc)) from exc
     if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
         obj = obj["state_dict"]
     if not isinstance(obj, Mapping) or not obj:
@@ -169,6 +166,29 @@ def parse_checkpoint(data: bytes, *, max_bytes: int | None = None, max_entries: 
         raise ValueError(f"the checkpoint entry {bad[0]!r} is not a tensor: a state_dict holds only tensors")
     check_storages(obj)
     return dict(obj)
+
+
+#: What to send instead of a file that is not a checkpoint (no torch hint to load with weights_only=False: a shared
+#: server never unpickles code).
+SAVE_ADVICE = ("save model.state_dict() with safetensors (safetensors.torch.save_file(model.state_dict(), "
+               "'m.safetensors')), or export the model: torch.export.save(torch.export.export(model, (x,)), 'm.pt2')")
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+
+
+def plain_text(text: str) -> str:
+    """``text`` without ANSI escape sequences and other control characters (messages shown to users)."""
+    return "".join(ch for ch in _ANSI.sub("", text) if ch in "\n\t" or ch.isprintable())
+
+
+def _load_failure(exc: Exception) -> str:
+    """Why ``torch.load(weights_only=True)`` refused the bytes, as advice (torch's own text suggests trusting the
+    file, which a shared server must not do)."""
+    text = plain_text(str(exc))
+    named = re.search(r"GLOBAL ([A-Za-z_][\w.]*)", text)
+    if named:
+        return (f"the file is a pickled Python object that names {named.group(1)} (e.g. torch.save(model) instead of "
+                f"torch.save(model.state_dict())); objects are refused without being run: {SAVE_ADVICE}")
+    return f"the file is not a safetensors, torch state_dict or torch.export file: {SAVE_ADVICE}"
 
 
 def checkpoint_sha256(data: bytes) -> str:
