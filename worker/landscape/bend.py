@@ -42,7 +42,7 @@ from toroid.worker.landscape.results import BendResult
 from toroid.worker.landscape.samplers import resolve_hparams
 from toroid.worker.landscape.samplers.base import TrainRun
 from toroid.worker.landscape.samplers.sgd import sgd_epochs
-from toroid.worker.landscape.states import as_state, combine_states, load_state
+from toroid.worker.landscape.states import as_state, combine_states, is_exported, load_state, set_mode
 from toroid.worker.landscape.symmetry import align, normalize
 
 __all__ = ["BEND_KINDS", "midpoint", "one_bend"]
@@ -132,7 +132,16 @@ def one_bend(
         :class:`~toroid.worker.landscape.results.BendResult` with the two segment profiles, the barrier
         (max train error over both), the bend's distances to A and B, its train error and the epochs
         run; ``extra`` holds the bend's test error, the retraining history and hyperparameters.
+
+    Raises:
+        ValueError: for programs made by ``torch.export``, whose mode cannot switch to training
+            (docs/method.md §1, "Exported programs").
     """
+    if is_exported(a) or is_exported(b):
+        raise ValueError(
+            "one_bend retrains the bend in train mode, and an exported program (torch.export) cannot switch "
+            "mode: load the networks as nn.Module checkpoints for one-bend paths"
+        )
     binary = is_binary(a)
     check_bend_kind(kind, binary)
     if binary != is_binary(b):
@@ -169,7 +178,7 @@ def one_bend(
         device=dev,
     )
     sgd_epochs(run, bend, stream="bend", latent_clip=hp["latent_clip"] if binary else None)
-    bend = bend.cpu().eval()
+    bend = set_mode(bend.cpu(), False)
     if kind == "geodesic":
         bend = normalize(bend)
     final = run.history[-1]

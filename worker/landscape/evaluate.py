@@ -38,6 +38,7 @@ from toroid.worker.landscape import states
 from toroid.worker.landscape.combination import CombinationEvaluator, FirstLayer, _find_first_layer, _Injected
 from toroid.worker.landscape.device import default_device
 from toroid.worker.landscape.states import (  # noqa: F401  (BNMode, Coefficients: kept importable from here)
+    EXPORTED_BN_MESSAGE,
     BNMode,
     Coefficients,
     _cumulative_bn_statistics,
@@ -46,8 +47,10 @@ from toroid.worker.landscape.states import (  # noqa: F401  (BNMode, Coefficient
     batchnorm_modules,
     combine_states,
     has_batchnorm,
+    is_exported,
     load_state,
     recalibrate_bn,
+    set_mode,
 )
 
 if TYPE_CHECKING:
@@ -101,7 +104,7 @@ class Evaluator:
         train_indices: Tensor | Sequence[int] | None = None,
     ) -> None:
         self.device = torch.device(device) if device is not None else default_device()
-        self.model = copy.deepcopy(model_template).to(self.device).eval()
+        self.model = set_mode(copy.deepcopy(model_template).to(self.device), False)
         for p in self.model.parameters():
             p.requires_grad_(False)
         x_train, y_train = self._check_split(dataset, "train")

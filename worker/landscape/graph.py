@@ -1,18 +1,22 @@
 """The unit graph of a network: which hidden units move together under its symmetries.
 
-docs/method.md §1. The model is traced with ``torch.fx`` and every node is handled by ONE
-table of per-operation handlers (``MODULE_HANDLERS`` for leaf modules, ``FUNCTION_HANDLERS`` for
-functions and tensor methods), in the spirit of ZipIt's merge engine: a Linear / Conv *produces* a
-new group of hidden units and *consumes* the group its input carries; BatchNorm *follows* the
-group; ReLU, pooling, flatten, sign pass it through while recording whether they commute with
-positive rescaling / sign flips; a residual ``add`` merges two groups into one residual stream
-(they must share one permutation). An operation the table does not know raises a ``ValueError``
-naming it.
+docs/method.md §1. An ordinary ``nn.Module`` is traced with ``torch.fx`` and every node is handled
+by ONE table of per-operation handlers (``MODULE_HANDLERS`` for leaf modules, ``FUNCTION_HANDLERS``
+for functions and tensor methods), in the spirit of ZipIt's merge engine: a Linear / Conv
+*produces* a new group of hidden units and *consumes* the group its input carries; BatchNorm and
+LayerNorm *follow* the group; activations, pooling, flatten and sign pass it through while
+recording whether they commute with positive rescaling / sign flips; a residual ``add`` merges two
+groups into one residual stream (they must share one permutation). An operation the table does not
+know does not stop the trace: the groups flowing into it are frozen (no symmetry of theirs is
+removed), its output is opaque like data, and the graph names it (``UnitGraph.unsupported``).
+A program exported with ``torch.export`` is read from its ATen graph instead
+(:mod:`toroid.worker.landscape.graph_aten`, docs/method.md §1).
 
 The graph also answers the questions that depend on the architecture alone: whether a network is
-binary (:func:`is_binary`, docs/method.md §4) and which weight tensors live on spheres once the
-scale symmetry is removed (:func:`sphere_blocks`, docs/method.md §2). The moves that act on the
-graph (normalize, align, explicit symmetries) are in :mod:`toroid.worker.landscape.symmetry`.
+binary (:func:`is_binary`, docs/method.md §4), which weight tensors live on spheres once the scale
+symmetry is removed (:func:`sphere_blocks`, docs/method.md §2), and which symmetries are removed,
+in words (:func:`describe_symmetries`). The moves that act on the graph (normalize, align,
+explicit symmetries) are in :mod:`toroid.worker.landscape.symmetry`.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import math
 import operator
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -30,6 +34,19 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
+from toroid.worker.landscape import graph_aten
+from toroid.worker.landscape.graph_aten import is_exported
+from toroid.worker.landscape.graph_units import (
+    NOT_HOMOGENEOUS,
+    NOT_ODD,
+    Builder,
+    Consumer,
+    Producer,
+    SphereBlock,
+    UnitGraph,
+    UnitGroup,
+    Unsupported,
+)
 from toroid.worker.landscape.nets import BinaryConv2d, BinaryLinear, CommitteeOutput, Sign
 
 __all__ = [
@@ -40,86 +57,12 @@ __all__ = [
     "SphereBlock",
     "UnitGraph",
     "UnitGroup",
+    "describe_symmetries",
     "is_binary",
+    "is_exported",
     "sphere_blocks",
     "unit_graph",
 ]
-
-
-# --------------------------------------------------------------------------------------------------
-# data structures
-
-
-@dataclass
-class Producer:
-    """A Linear / Conv module whose output units (dim 0 of its weight) form a unit group."""
-
-    module: str
-    input_group: int | None = None  # index of the group its input columns belong to (None: data)
-    bn: str | None = None  # the BatchNorm applied directly to its output (rescales with the unit)
-    binary: bool = False
-
-
-@dataclass
-class Consumer:
-    """A module reading a unit group: a weighted layer (dim 1 of its weight, in blocks of
-    ``in_features // group size`` columns after a flatten) or a fixed read-out (``fixed``)."""
-
-    module: str
-    flattened: bool = False
-    fixed: bool = False
-
-
-@dataclass
-class UnitGroup:
-    """Hidden units that move together under the symmetries.
-
-    A plain layer is one group; the layers writing into one residual stream form one group.
-    ``rescalable``: positive rescaling of each unit is a symmetry that moves legally into the
-    consumers (single producer, only ReLU / pooling / flatten / BatchNorm-after-producer in between,
-    no residual add). ``flippable``: sign flips are a symmetry (only odd operations in between and
-    weighted consumers). ``output``: the last layer, never permuted, scaled as one vector.
-    """
-
-    name: str
-    size: int
-    producers: list[Producer] = field(default_factory=list)
-    followers: list[str] = field(default_factory=list)
-    consumers: list[Consumer] = field(default_factory=list)
-    rescalable: bool = True
-    flippable: bool = True
-    permutable: bool = True
-    output: bool = False
-    residual: bool = False
-
-
-@dataclass
-class UnitGraph:
-    """The unit groups of a model in bottom-up (topological) order, and whether it is binary."""
-
-    groups: list[UnitGroup]
-    binary: bool
-
-    def group(self, name: str) -> UnitGroup:
-        for g in self.groups:
-            if g.name == name:
-                return g
-        raise ValueError(f"no unit group {name!r}; groups: {[g.name for g in self.groups]}")
-
-
-@dataclass(frozen=True)
-class SphereBlock:
-    """A weight tensor living on spheres after normalization (docs/method.md §2).
-
-    ``per_unit``: each slice along dim 0, flattened, is one hidden unit on the unit sphere.
-    Otherwise the whole tensor is one vector on the sphere of radius ``sqrt(H_L)`` (the last layer).
-    """
-
-    param: str
-    per_unit: bool
-    radius: float
-    group: str
-
 
 # --------------------------------------------------------------------------------------------------
 # tracing: the per-operation handler table
@@ -132,155 +75,225 @@ class _Flow:
     group: int | None = None  # unit group of the channels (None: data, or not a feature map)
     fresh: Producer | None = None  # the raw output of this producer (no op applied yet)
     flattened: bool = False
-    scale_ok: bool = True  # all ops since the producer commute with positive per-unit scale
-    flip_ok: bool = True  # all ops since the producer are odd (commute with sign flips)
+    scale_why: str | None = None  # why a positive per-unit scale does not reach the consumers (None: it does)
+    flip_why: str | None = None  # why a sign flip does not (None: all ops since the producer are odd)
+    param: str | None = None  # a parameter / buffer read with get_attr
 
 
-class _Builder:
-    """Mutable state while walking the fx graph."""
-
-    def __init__(self, model: nn.Module) -> None:
-        self.model = model
-        self.groups: list[UnitGroup] = []
-        self.parent: list[int] = []
-
-    def find(self, i: int) -> int:
-        while self.parent[i] != i:
-            self.parent[i] = self.parent[self.parent[i]]
-            i = self.parent[i]
-        return i
-
-    def new_group(self, name: str, size: int) -> int:
-        self.groups.append(UnitGroup(name=name, size=size))
-        self.parent.append(len(self.groups) - 1)
-        return len(self.groups) - 1
-
-    def union(self, a: int, b: int) -> int:
-        ra, rb = self.find(a), self.find(b)
-        if ra == rb:
-            return ra
-        keep, drop = min(ra, rb), max(ra, rb)
-        ga, gb = self.groups[keep], self.groups[drop]
-        if ga.size != gb.size:
-            raise ValueError(f"residual add of groups {ga.name!r} ({ga.size}) and {gb.name!r} ({gb.size})")
-        ga.producers += gb.producers
-        ga.followers += gb.followers
-        ga.consumers += gb.consumers
-        ga.rescalable = False
-        ga.flippable = ga.flippable and gb.flippable
-        ga.permutable = ga.permutable and gb.permutable
-        ga.residual = True
-        self.parent[drop] = keep
-        return keep
-
-    def g(self, flow: _Flow) -> UnitGroup | None:
-        return None if flow.group is None else self.groups[self.find(flow.group)]
+def _label(name: str, obj: Any) -> str:
+    """How the notes name an operation: ``GELU 'act'`` for a module, ``gelu (node 'gelu')`` otherwise."""
+    if isinstance(obj, fx.Node):
+        return f"{_target_name(obj.target)} (node {name!r})"
+    if isinstance(obj, nn.Module):
+        return f"{type(obj).__name__} {name!r}"
+    return repr(name)
 
 
-def _consume(b: _Builder, flow: _Flow, consumer: Consumer, in_size: int) -> None:
-    group = b.g(flow)
-    if group is None:
+_MODULE_ALIASES = {
+    "torch._C._fft": "torch.fft",
+    "torch._C._nn": "torch.nn.functional",
+    "torch._C._linalg": "torch.linalg",
+    "torch._C._special": "torch.special",
+    "_operator": "operator",
+}
+
+
+def _target_name(target: Any) -> str:
+    if isinstance(target, str):
+        return f"Tensor.{target}"
+    module = getattr(target, "__module__", None) or ""
+    module = _MODULE_ALIASES.get(module, "torch" if module.startswith("torch._C") else module)
+    name = getattr(target, "__name__", str(target))
+    if module == "torch.fft" and name.startswith("fft_"):
+        name = name[4:]
+    return f"{module}.{name}" if module else name
+
+
+def _consume(b: Builder, flow: _Flow, consumer: Consumer, in_size: int) -> None:
+    if flow.group is None:
         return
+    group = b.root(flow.group)
     if flow.flattened:
         if in_size % group.size:
-            raise ValueError(
-                f"module {consumer.module!r} reads {in_size} flattened inputs from group {group.name!r} "
-                f"of {group.size} units (not a multiple)"
-            )
+            raise Unsupported(f"it reads {in_size} flattened inputs from group {group.name!r} of {group.size} units")
     elif in_size != group.size:
-        raise ValueError(f"module {consumer.module!r} reads {in_size} inputs but group {group.name!r} has {group.size}")
+        raise Unsupported(f"it reads {in_size} inputs but group {group.name!r} has {group.size} units")
     consumer.flattened = flow.flattened
-    group.consumers.append(consumer)
-    group.rescalable &= flow.scale_ok
-    group.flippable &= flow.flip_ok and not consumer.fixed
+    b.attach(flow.group, consumer, flow.scale_why, flow.flip_why)
 
 
-def _h_producer(b: _Builder, name: str, module: nn.Module, flows: list[_Flow]) -> _Flow:
+def _h_producer(b: Builder, name: str, module: nn.Module, flows: list[_Flow]) -> _Flow:
     if isinstance(module, nn.Linear):
         n_in, n_out = module.in_features, module.out_features
     else:
         assert isinstance(module, nn.modules.conv._ConvNd)
         if module.groups != 1 or module.transposed:
-            raise ValueError(f"module {name!r}: grouped or transposed convolutions are not supported")
+            raise Unsupported("grouped and transposed convolutions are not in the unit graph")
         n_in, n_out = module.in_channels, module.out_channels
     flow = flows[0]
     _consume(b, flow, Consumer(name), n_in)
     binary = bool(getattr(module, "binary", False))
-    producer = Producer(name, None if flow.group is None else flow.group, binary=binary)
-    gid = b.new_group(name, n_out)
-    b.groups[gid].producers.append(producer)
-    if binary:
-        b.groups[gid].rescalable = False
+    producer = Producer(name, flow.group, binary=binary, bias="bias" if module.bias is not None else None)
+    gid = b.new_group(name, n_out, producer)
     return _Flow(group=gid, fresh=producer)
 
 
-def _h_batchnorm(b: _Builder, name: str, module: nn.Module, flows: list[_Flow]) -> _Flow:
+def _h_batchnorm(b: Builder, name: str, module: nn.Module, flows: list[_Flow]) -> _Flow:
     flow = flows[0]
-    group = b.g(flow)
-    if group is None:
+    if flow.group is None:
         return _Flow()
+    group = b.root(flow.group)
     if module.num_features != group.size:
-        raise ValueError(f"BatchNorm {name!r} has {module.num_features} features, group {group.name!r} {group.size}")
+        raise Unsupported(f"it has {module.num_features} features, group {group.name!r} {group.size} units")
     group.followers.append(name)
-    group.flippable = False  # BN's shift breaks oddness
     if flow.fresh is not None and flow.fresh.bn is None:
         flow.fresh.bn = name
     else:  # BN after a nonlinearity or on a residual stream: the scale cannot move through it
-        group.rescalable = False
-    return _Flow(group=flow.group, flattened=flow.flattened, scale_ok=flow.scale_ok, flip_ok=False)
+        b.restrict(flow.group, f"{_label(name, module)} does not directly follow the producer: the scale cannot "
+                   "move through it", scale=True)
+    flip = f"{_label(name, module)}: its shift is not odd (no sign flips)"
+    return _Flow(group=flow.group, flattened=flow.flattened, scale_why=flow.scale_why, flip_why=flow.flip_why or flip)
 
 
-def _passthrough(scale_ok: bool, flip_ok: bool) -> Callable[..., _Flow]:
-    def handler(b: _Builder, name: str, module: Any, flows: list[_Flow]) -> _Flow:
+def _follow_norm(b: Builder, name: str, obj: Any, flow: _Flow, follower: str | None, first_dim: int) -> _Flow:
+    """LayerNorm / RMSNorm over the units: permutation-equivariant, its weight and bias follow the
+    units; it normalizes across them, so per-unit scale and sign are not symmetries."""
+    if flow.group is None:
+        return _Flow()
+    group = b.root(flow.group)
+    if flow.flattened or first_dim != group.size:
+        raise Unsupported(f"it normalizes over {first_dim} features, not the {group.size} units of {group.name!r}")
+    if follower is not None:
+        group.followers.append(follower)
+    why = f"{_label(name, obj)} normalizes across the units: per-unit scale is not a symmetry (permutations only)"
+    b.restrict(flow.group, why, scale=True, flip=True)
+    return _Flow(group=flow.group, scale_why=why, flip_why=why)
+
+
+def _h_layernorm(b: Builder, name: str, module: nn.Module, flows: list[_Flow]) -> _Flow:
+    shape = tuple(module.normalized_shape)
+    affine = getattr(module, "weight", None) is not None or getattr(module, "bias", None) is not None
+    follower = name if affine else None
+    return _follow_norm(b, name, module, flows[0], follower, shape[0])
+
+
+def _h_fn_layernorm(b: Builder, name: str, node: fx.Node, flows: list[_Flow]) -> _Flow:
+    """``F.layer_norm(x, shape, weight, bias)`` with parameters ``<module>.weight`` / ``<module>.bias``."""
+    args = [*node.args, None, None, None][:4]
+    shape = node.kwargs.get("normalized_shape", args[1])
+    modules = set()
+    for i, attr in ((2, "weight"), (3, "bias")):
+        value = node.kwargs.get(attr, args[i])
+        if value is None:
+            continue
+        if not (isinstance(value, fx.Node) and value.op == "get_attr" and str(value.target).rpartition(".")[2] == attr):
+            raise Unsupported("its weight and bias are not parameters named <module>.weight / <module>.bias")
+        modules.add(str(value.target).rpartition(".")[0])
+    if len(modules) > 1:
+        raise Unsupported("its weight and bias belong to different modules")
+    if not isinstance(shape, (int, tuple, list)):
+        raise Unsupported("its normalized shape is not a constant")
+    first = shape if isinstance(shape, int) else shape[0]
+    return _follow_norm(b, name, node, flows[0], modules.pop() if modules else None, int(first))
+
+
+def _passthrough(scale: str | None, flip: str | None) -> Callable[..., _Flow]:
+    """An elementwise operation; ``scale`` / ``flip``: why it does not commute with a positive
+    per-unit scale / a sign flip (None: it does)."""
+
+    def handler(b: Builder, name: str, obj: Any, flows: list[_Flow]) -> _Flow:
         flow = flows[0]
         return _Flow(
             group=flow.group,
             flattened=flow.flattened,
-            scale_ok=flow.scale_ok and scale_ok,
-            flip_ok=flow.flip_ok and flip_ok,
+            scale_why=flow.scale_why or (f"{_label(name, obj)}: {scale}" if scale else None),
+            flip_why=flow.flip_why or (f"{_label(name, obj)}: {flip}" if flip else None),
         )
 
     return handler
 
 
-def _h_flatten(b: _Builder, name: str, module: Any, flows: list[_Flow]) -> _Flow:
+def _h_hardtanh(b: Builder, name: str, obj: Any, flows: list[_Flow]) -> _Flow:
+    """Hardtanh / ReLU6 / clamp saturate (not homogeneous); odd only for symmetric bounds."""
+    if isinstance(obj, nn.Module):
+        low, high = obj.min_val, obj.max_val
+    elif obj.target in (F.relu6, "relu6"):
+        low, high = 0.0, 6.0
+    else:
+        args = [*obj.args, None, None][1:3]
+        default = (None, None) if obj.target in (torch.clamp, "clamp") else (-1.0, 1.0)  # F.hardtanh's bounds
+        low = obj.kwargs.get("min_val", obj.kwargs.get("min", default[0] if args[0] is None else args[0]))
+        high = obj.kwargs.get("max_val", obj.kwargs.get("max", default[1] if args[1] is None else args[1]))
+    if low == 0 and high is None:  # clamp(x, min=0) is ReLU
+        return _RELU(b, name, obj, flows)
+    odd = isinstance(low, (int, float)) and isinstance(high, (int, float)) and low == -high
+    return _passthrough(NOT_HOMOGENEOUS, None if odd else NOT_ODD)(b, name, obj, flows)
+
+
+def _h_mixing(b: Builder, name: str, obj: Any, flows: list[_Flow]) -> _Flow:
+    """Softmax / log-softmax: permutation-equivariant, but no per-unit scale or sign symmetry."""
     flow = flows[0]
-    return _Flow(group=flow.group, flattened=True, scale_ok=flow.scale_ok, flip_ok=flow.flip_ok)
+    if flow.group is None:
+        return _Flow()
+    why = f"{_label(name, obj)}: not positively homogeneous, permutations only"
+    b.restrict(flow.group, why, scale=True, flip=True)
+    return _Flow(group=flow.group, flattened=flow.flattened, scale_why=why, flip_why=why)
 
 
-def _h_committee(b: _Builder, name: str, module: nn.Module, flows: list[_Flow]) -> _Flow:
+def _h_flatten(b: Builder, name: str, module: Any, flows: list[_Flow]) -> _Flow:
+    flow = flows[0]
+    return _Flow(group=flow.group, flattened=True, scale_why=flow.scale_why, flip_why=flow.flip_why)
+
+
+def _h_committee(b: Builder, name: str, module: nn.Module, flows: list[_Flow]) -> _Flow:
     assert isinstance(module, CommitteeOutput)
     _consume(b, flows[0], Consumer(name, fixed=True), module.units)
     return _Flow()
 
 
-def _h_add(b: _Builder, name: str, module: Any, flows: list[_Flow]) -> _Flow:
+def _h_add(b: Builder, name: str, obj: Any, flows: list[_Flow]) -> _Flow:
     tensors = [f for f in flows if f is not None]
     if not tensors:
         return _Flow()
     if len(tensors) < 2:  # adding a constant: the units keep their identity but lose scale/sign freedom
         x = tensors[0]
-        if (gr := b.g(x)) is not None:
-            gr.rescalable = gr.flippable = False
-        return _Flow(group=x.group, flattened=x.flattened, scale_ok=False, flip_ok=False)
+        why = f"{_label(name, obj)} adds a constant"
+        return _Flow(group=x.group, flattened=x.flattened, scale_why=x.scale_why or why, flip_why=x.flip_why or why)
     x, y = tensors[0], tensors[1]
     if x.group is None or y.group is None:
         for f in (x, y):
-            if (gr := b.g(f)) is not None:
-                gr.permutable = gr.rescalable = gr.flippable = False
+            if f.group is not None:
+                b.freeze(f.group, f"{_label(name, obj)} adds a tensor that is not a unit group: not permuted, "
+                         "rescaled or flipped")
         return _Flow()
     if x.flattened != y.flattened:
-        raise ValueError(f"residual add {name!r} mixes flattened and unflattened inputs")
+        raise Unsupported("it adds flattened and unflattened inputs")
     gid = b.union(x.group, y.group)
-    return _Flow(group=gid, flattened=x.flattened, scale_ok=False, flip_ok=x.flip_ok and y.flip_ok)
+    return _Flow(group=gid, flattened=x.flattened, scale_why=f"{_label(name, obj)}: residual add",
+                 flip_why=x.flip_why or y.flip_why)
 
 
-def _h_ignore(b: _Builder, name: str, module: Any, flows: list[_Flow]) -> _Flow:
-    return _Flow()
+def _h_ignore(b: Builder, name: str, module: Any, flows: list[_Flow]) -> None:
+    return None
 
+
+def _h_getitem(b: Builder, name: str, node: Any, flows: list[_Flow]) -> None:
+    if flows[0] is not None:
+        raise Unsupported("indexing a tensor")
+    return None  # an element of a shape
+
+
+_RELU = _passthrough(None, NOT_ODD)
+_MAXPOOL = _passthrough(None, "max pooling is not odd (max(-x) = -min(x))")
+_LINEAR_OP = _passthrough(None, None)  # average pooling, dropout, identity: linear, commutes with both
+_SMOOTH = _passthrough(NOT_HOMOGENEOUS, NOT_ODD)  # GELU, SiLU, sigmoid, ...
+_ODD = _passthrough(NOT_HOMOGENEOUS, None)  # tanh, softsign: odd but not homogeneous
+# sign(c x) = sign(x): a positive scale does not pass through to the consumers
+_SIGN = _passthrough("sign(c x) = sign(x): the scale does not reach the consumers", None)
 
 # One table: module type -> handler. Lookup walks the module's MRO, so BinaryLinear uses the
-# Linear handler (its ``binary`` attribute marks it) and subclasses of the torch layers work.
+# Linear handler (its ``binary`` attribute marks it), ReLU6 the Hardtanh one, and subclasses of the
+# torch layers work.
 MODULE_HANDLERS: dict[type, Callable[..., _Flow]] = {
     nn.Linear: _h_producer,
     nn.Conv1d: _h_producer,
@@ -289,35 +302,88 @@ MODULE_HANDLERS: dict[type, Callable[..., _Flow]] = {
     nn.BatchNorm1d: _h_batchnorm,
     nn.BatchNorm2d: _h_batchnorm,
     nn.BatchNorm3d: _h_batchnorm,
-    nn.ReLU: _passthrough(scale_ok=True, flip_ok=False),
-    nn.MaxPool1d: _passthrough(scale_ok=True, flip_ok=False),
-    nn.MaxPool2d: _passthrough(scale_ok=True, flip_ok=False),
-    nn.AvgPool1d: _passthrough(scale_ok=True, flip_ok=True),
-    nn.AvgPool2d: _passthrough(scale_ok=True, flip_ok=True),
-    nn.AdaptiveAvgPool1d: _passthrough(scale_ok=True, flip_ok=True),
-    nn.AdaptiveAvgPool2d: _passthrough(scale_ok=True, flip_ok=True),
-    nn.Dropout: _passthrough(scale_ok=True, flip_ok=True),
-    nn.Identity: _passthrough(scale_ok=True, flip_ok=True),
-    # sign(c x) = sign(x): a positive scale does not pass through to the consumers
-    Sign: _passthrough(scale_ok=False, flip_ok=True),
+    nn.LayerNorm: _h_layernorm,
+    nn.RMSNorm: _h_layernorm,
+    nn.ReLU: _RELU,
+    nn.LeakyReLU: _RELU,  # positively homogeneous for any slope
+    nn.Hardtanh: _h_hardtanh,
+    nn.GELU: _SMOOTH,
+    nn.SiLU: _SMOOTH,
+    nn.Sigmoid: _SMOOTH,
+    nn.ELU: _SMOOTH,
+    nn.SELU: _SMOOTH,
+    nn.CELU: _SMOOTH,
+    nn.Softplus: _SMOOTH,
+    nn.Mish: _SMOOTH,
+    nn.Hardswish: _SMOOTH,
+    nn.Hardsigmoid: _SMOOTH,
+    nn.Tanh: _ODD,
+    nn.Softsign: _ODD,
+    nn.Softmax: _h_mixing,
+    nn.LogSoftmax: _h_mixing,
+    nn.MaxPool1d: _MAXPOOL,
+    nn.MaxPool2d: _MAXPOOL,
+    nn.MaxPool3d: _MAXPOOL,
+    nn.AdaptiveMaxPool1d: _MAXPOOL,
+    nn.AdaptiveMaxPool2d: _MAXPOOL,
+    nn.AvgPool1d: _LINEAR_OP,
+    nn.AvgPool2d: _LINEAR_OP,
+    nn.AvgPool3d: _LINEAR_OP,
+    nn.AdaptiveAvgPool1d: _LINEAR_OP,
+    nn.AdaptiveAvgPool2d: _LINEAR_OP,
+    nn.AdaptiveAvgPool3d: _LINEAR_OP,
+    nn.Dropout: _LINEAR_OP,
+    nn.Dropout1d: _LINEAR_OP,
+    nn.Dropout2d: _LINEAR_OP,
+    nn.Identity: _LINEAR_OP,
+    Sign: _SIGN,
     nn.Flatten: _h_flatten,
     CommitteeOutput: _h_committee,
 }
 
 # Functions (call_function targets) and tensor methods (call_method names).
-FUNCTION_HANDLERS: dict[Any, Callable[..., _Flow]] = {
-    F.relu: _passthrough(scale_ok=True, flip_ok=False),
-    torch.relu: _passthrough(scale_ok=True, flip_ok=False),
-    "relu": _passthrough(scale_ok=True, flip_ok=False),
-    F.max_pool1d: _passthrough(scale_ok=True, flip_ok=False),
-    F.max_pool2d: _passthrough(scale_ok=True, flip_ok=False),
-    F.avg_pool1d: _passthrough(scale_ok=True, flip_ok=True),
-    F.avg_pool2d: _passthrough(scale_ok=True, flip_ok=True),
-    F.adaptive_avg_pool1d: _passthrough(scale_ok=True, flip_ok=True),
-    F.adaptive_avg_pool2d: _passthrough(scale_ok=True, flip_ok=True),
-    F.dropout: _passthrough(scale_ok=True, flip_ok=True),
-    torch.sign: _passthrough(scale_ok=False, flip_ok=True),
-    "sign": _passthrough(scale_ok=False, flip_ok=True),
+FUNCTION_HANDLERS: dict[Any, Callable[..., _Flow | None]] = {
+    F.relu: _RELU,
+    torch.relu: _RELU,
+    "relu": _RELU,
+    F.leaky_relu: _RELU,
+    F.hardtanh: _h_hardtanh,
+    F.relu6: _h_hardtanh,
+    torch.clamp: _h_hardtanh,
+    "clamp": _h_hardtanh,
+    F.gelu: _SMOOTH,
+    F.silu: _SMOOTH,
+    F.elu: _SMOOTH,
+    F.selu: _SMOOTH,
+    F.softplus: _SMOOTH,
+    F.mish: _SMOOTH,
+    F.hardswish: _SMOOTH,
+    F.hardsigmoid: _SMOOTH,
+    torch.sigmoid: _SMOOTH,
+    "sigmoid": _SMOOTH,
+    torch.tanh: _ODD,
+    "tanh": _ODD,
+    F.softsign: _ODD,
+    F.softmax: _h_mixing,
+    F.log_softmax: _h_mixing,
+    torch.softmax: _h_mixing,
+    torch.log_softmax: _h_mixing,
+    "softmax": _h_mixing,
+    "log_softmax": _h_mixing,
+    F.layer_norm: _h_fn_layernorm,
+    F.max_pool1d: _MAXPOOL,
+    F.max_pool2d: _MAXPOOL,
+    F.max_pool3d: _MAXPOOL,
+    F.avg_pool1d: _LINEAR_OP,
+    F.avg_pool2d: _LINEAR_OP,
+    F.avg_pool3d: _LINEAR_OP,
+    F.adaptive_avg_pool1d: _LINEAR_OP,
+    F.adaptive_avg_pool2d: _LINEAR_OP,
+    F.adaptive_avg_pool3d: _LINEAR_OP,
+    F.dropout: _LINEAR_OP,
+    "contiguous": _LINEAR_OP,
+    torch.sign: _SIGN,
+    "sign": _SIGN,
     torch.flatten: _h_flatten,
     "flatten": _h_flatten,
     "view": _h_flatten,
@@ -328,7 +394,12 @@ FUNCTION_HANDLERS: dict[Any, Callable[..., _Flow]] = {
     "add": _h_add,
     "size": _h_ignore,
     getattr: _h_ignore,
+    operator.getitem: _h_getitem,
 }
+
+# Handlers that read parameters (get_attr values) in a known role; any other use of a parameter
+# makes it foreign: the groups whose moves touch it keep all their symmetries.
+_PARAM_AWARE = (_h_fn_layernorm, _h_ignore)
 
 
 def _module_handler(module: nn.Module) -> Callable[..., _Flow] | None:
@@ -345,18 +416,22 @@ class _Tracer(fx.Tracer):
         return super().is_leaf_module(m, module_qualified_name)
 
 
-def _check_flatten_args(node: fx.Node) -> None:
-    """Only flattening from dim 1 (keeping the batch dim) is a legal channel->block map."""
+def _layout_problem(node: fx.Node, module: nn.Module | None) -> str | None:
+    """Only flattening from dim 1 (keeping the batch dim) is a legal channel -> block map."""
+    if module is not None:
+        return "only Flatten(start_dim=1) is in the unit graph" if isinstance(module, nn.Flatten) and \
+            module.start_dim != 1 else None
     if node.target in (torch.flatten, "flatten"):
         start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
         if start != 1:
-            raise ValueError(f"node {node.name!r}: only flatten(x, 1) is supported in the unit graph")
+            return "only flatten(x, 1) is in the unit graph"
     elif node.target in ("view", "reshape"):
         shape = node.args[1:]
         if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
             shape = tuple(shape[0])
         if len(shape) != 2 or shape[1] != -1:
-            raise ValueError(f"node {node.name!r}: only x.view(batch, -1) / reshape(batch, -1) is supported")
+            return "only x.view(batch, -1) / x.reshape(batch, -1) is in the unit graph"
+    return None
 
 
 def _build_graph(model: nn.Module) -> UnitGraph:
@@ -365,9 +440,9 @@ def _build_graph(model: nn.Module) -> UnitGraph:
     except Exception as exc:  # fx raises many types for untraceable code
         raise ValueError(f"cannot trace {type(model).__name__} with torch.fx: {exc}") from exc
     modules = dict(model.named_modules())
-    b = _Builder(model)
+    b = Builder(is_binary(model), "torch.fx")
     flows: dict[fx.Node, _Flow | None] = {}
-    output_flow: _Flow | None = None
+    outputs: list[int] = []
 
     def flow_of(a: Any) -> _Flow | None:
         return flows.get(a) if isinstance(a, fx.Node) else None
@@ -376,55 +451,50 @@ def _build_graph(model: nn.Module) -> UnitGraph:
         if node.op == "placeholder":
             flows[node] = _Flow()
         elif node.op == "get_attr":
-            flows[node] = _Flow()
-        elif node.op == "call_module":
-            module = modules[node.target]
-            handler = _module_handler(module)
-            if handler is None:
-                raise ValueError(
-                    f"unit graph: module {node.target!r} of type {type(module).__name__} is not in the handler "
-                    f"table; supported modules: {sorted(c.__name__ for c in MODULE_HANDLERS)}"
-                )
-            if isinstance(module, nn.Flatten) and module.start_dim != 1:
-                raise ValueError(f"module {node.target!r}: only Flatten(start_dim=1) is supported")
-            flows[node] = handler(b, node.target, module, [flow_of(node.args[0])])
-        elif node.op in ("call_function", "call_method"):
-            handler = FUNCTION_HANDLERS.get(node.target)
-            if handler is None:
-                target = getattr(node.target, "__name__", str(node.target))
-                raise ValueError(
-                    f"unit graph: operation {target!r} (node {node.name!r}) is not in the handler table; "
-                    "supported: relu, max/avg pooling, flatten, view(batch, -1), residual add, sign, dropout"
-                )
-            _check_flatten_args(node)
-            args = [flow_of(a) for a in node.args]
-            if handler is _h_add:
-                flows[node] = handler(b, node.name, None, args)
-            elif handler is _h_ignore:
-                flows[node] = None
-            else:
-                if args[0] is None:
-                    raise ValueError(f"node {node.name!r}: operation applied to a non-tensor value")
-                flows[node] = handler(b, node.name, None, args)
+            flows[node] = _Flow(param=str(node.target))
+        elif node.op in ("call_module", "call_function", "call_method"):
+            inputs: list[fx.Node] = []
+            fx.node.map_arg((node.args, node.kwargs), inputs.append)
+            in_flows = [f for f in (flows.get(n) for n in inputs) if f is not None]
+            module = modules[node.target] if node.op == "call_module" else None
+            handler = _module_handler(module) if module is not None else FUNCTION_HANDLERS.get(node.target)
+            name, obj = (node.target, module) if module is not None else (node.name, node)
+            positional = list(node.args) or list(node.kwargs.values())[:1]  # f(input=x): x first
+            args = [flow_of(a) for a in (positional[:1] if module is not None else positional)]
+            try:
+                if handler is None:
+                    raise Unsupported(None)
+                problem = _layout_problem(node, module)
+                if problem:
+                    raise Unsupported(problem)
+                if handler not in (_h_add, _h_ignore, _h_getitem):
+                    first = positional[0] if positional else None
+                    if any(f is not None and f.group is not None for n, f in zip(inputs, map(flows.get, inputs),
+                                                                                 strict=True) if n is not first):
+                        raise Unsupported("an input other than the first carries units")
+                    if not args or args[0] is None:
+                        flows[node] = _Flow()  # an operation on non-tensor values
+                        continue
+                flows[node] = handler(b, name, obj, args)
+                if handler not in _PARAM_AWARE:
+                    for f in in_flows:
+                        if f.param is not None:
+                            b.foreign.setdefault(f.param, f"{node.name!r} calls {_target_name(node.target)!r}")
+            except Unsupported as exc:
+                what = f"{type(module).__name__} module" if module is not None else _target_name(node.target)
+                b.unsupported_op(f"{node.name!r} calls {what!r}", exc.args[0] if exc.args else None,
+                                 [f.group for f in in_flows if f.group is not None],
+                                 [f.param for f in in_flows if f.param is not None], record=handler is not None)
+                flows[node] = _Flow()
         elif node.op == "output":
-            output_flow = flow_of(node.args[0])
-    # finalize: one group per union-find root, in order of first appearance (bottom-up)
-    roots = sorted({b.find(i) for i in range(len(b.groups))})
-    index = {r: k for k, r in enumerate(roots)}
-    groups = [b.groups[r] for r in roots]
-    if output_flow is not None and output_flow.group is not None:
-        out = b.groups[b.find(output_flow.group)]
-        out.output = True
-        out.permutable = out.rescalable = out.flippable = False
-    for g in groups:
-        for p in g.producers:
-            p.input_group = None if p.input_group is None else index[b.find(p.input_group)]
-        if g.residual:
-            first = g.producers[0].module
-            g.name = f"stream:{first}"
-        if len(g.producers) != 1:
-            g.rescalable = False
-    return UnitGraph(groups=groups, binary=is_binary(model))
+            returned: list[fx.Node] = []
+            fx.node.map_arg(node.args, returned.append)
+            outputs += [f.group for f in (flows.get(n) for n in returned) if f is not None and f.group is not None]
+    return b.finish(outputs)
+
+
+# --------------------------------------------------------------------------------------------------
+# the cached graph of a model
 
 
 _GRAPH_CACHE: dict[tuple, UnitGraph] = {}
@@ -432,25 +502,48 @@ _GRAPH_LOCK = threading.Lock()
 
 
 def _structure_key(model: nn.Module) -> tuple:
+    """Everything the unit graph depends on. A GraphModule (an fx trace or an exported program)
+    adds its generated code and input shapes: two of them with the same parameters but different
+    graphs never share a cached graph."""
     cls = type(model)
     mods = tuple((n, type(m).__qualname__) for n, m in model.named_modules())
     shapes = tuple((k, tuple(v.shape)) for k, v in model.state_dict().items())
-    return (cls.__module__, cls.__qualname__, mods, shapes)
+    key: tuple = (cls.__module__, cls.__qualname__, mods, shapes)
+    if isinstance(model, fx.GraphModule):
+        placeholders = [n for n in model.graph.nodes if n.op == "placeholder"]
+        inputs = tuple(str(getattr(n.meta.get("val"), "shape", None)) for n in placeholders)
+        key += (model.code, inputs)
+    return key
 
 
 def unit_graph(model: nn.Module) -> UnitGraph:
-    """The unit graph of ``model`` (traced with torch.fx; cached per model structure).
+    """The unit graph of ``model`` (cached per model structure).
 
-    Returns a fresh copy each call, so callers may modify it.
+    Ordinary modules are traced with torch.fx; exported programs (``ExportedProgram.module()``,
+    :func:`is_exported`) are read from their ATen graph (docs/method.md §1). Returns a fresh copy
+    each call, so callers may modify it. Raises ``ValueError`` only when the model cannot be traced
+    at all (Python control flow on tensor values); operations the tables do not know are named in
+    ``UnitGraph.unsupported`` and their inputs keep all their symmetries.
     """
     key = _structure_key(model)
     with _GRAPH_LOCK:
         cached = _GRAPH_CACHE.get(key)
     if cached is None:
-        cached = _build_graph(model)
+        cached = graph_aten.build_aten_graph(model) if is_exported(model) else _build_graph(model)
         with _GRAPH_LOCK:
             _GRAPH_CACHE[key] = cached
     return copy.deepcopy(cached)
+
+
+def describe_symmetries(model: nn.Module) -> dict[str, Any]:
+    """Which symmetries of ``model`` are removed, in a JSON-able form (docs/method.md §1).
+
+    ``{"tracer", "binary", "groups": [{"name", "size", "producers", "followers", "output",
+    "residual", "permuted", "rescaled", "flipped", "reasons"}], "unsupported": [...],
+    "summary": {"hidden_groups", "permuted", "rescaled", "flipped", "unsupported_ops"}}``;
+    see :meth:`UnitGraph.describe`.
+    """
+    return unit_graph(model).describe()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -477,8 +570,10 @@ def sphere_blocks(model: nn.Module) -> list[SphereBlock]:
     blocks = []
     for g in graph.groups:
         if g.output and len(g.producers) == 1 and g.producers[0].bn is None:
-            w = model.get_submodule(g.producers[0].module).weight
-            blocks.append(SphereBlock(f"{g.producers[0].module}.weight", False, math.sqrt(w.shape[0]), g.name))
+            p = g.producers[0]
+            w = getattr(model.get_submodule(p.module), p.weight)
+            blocks.append(SphereBlock(p.weight_name, False, math.sqrt(w.shape[0]), g.name))
         elif g.rescalable and not g.output:
-            blocks.append(SphereBlock(f"{g.producers[0].module}.weight", True, 1.0, g.name))
+            blocks.append(SphereBlock(g.producers[0].weight_name, True, 1.0, g.name))
     return blocks
+

@@ -18,14 +18,22 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from toroid.worker.landscape.graph_aten import has_exported_batchnorm, is_exported
+
 __all__ = [
+    "EXPORTED_BN_MESSAGE",
     "as_state",
     "batchnorm_modules",
     "combine_states",
     "has_batchnorm",
+    "is_exported",
     "load_state",
     "recalibrate_bn",
+    "set_mode",
 ]
+
+#: Why BatchNorm statistics cannot be recomputed for a program made by ``torch.export``.
+EXPORTED_BN_MESSAGE = "the BatchNorm statistics of an exported program are fixed at export; use bn='interpolate'"
 
 BNMode = Literal["recompute", "interpolate"]
 Coefficients = Mapping[str, Tensor]
@@ -42,8 +50,23 @@ def as_state(network: nn.Module | Mapping[str, Tensor]) -> dict[str, Tensor]:
     )
 
 
+def set_mode(model: nn.Module, train: bool) -> nn.Module:
+    """``model.train(train)``, except for exported programs (``torch.export``): their mode was fixed
+    at export and torch cannot switch it, so they are returned as they are."""
+    if not is_exported(model):
+        model.train(train)
+    return model
+
+
 def batchnorm_modules(model: nn.Module) -> list[_BatchNorm]:
-    """BatchNorm modules of ``model`` that keep running statistics."""
+    """BatchNorm modules of ``model`` that keep running statistics (to recompute them).
+
+    Raises ``ValueError`` for an exported program with BatchNorm: its statistics are fixed at export.
+    """
+    if is_exported(model):
+        if has_exported_batchnorm(model):
+            raise ValueError(EXPORTED_BN_MESSAGE)
+        return []
     return [
         m
         for m in model.modules()
@@ -52,7 +75,10 @@ def batchnorm_modules(model: nn.Module) -> list[_BatchNorm]:
 
 
 def has_batchnorm(model: nn.Module) -> bool:
-    """True when ``model`` has BatchNorm layers with running statistics."""
+    """True when ``model`` has BatchNorm layers with running statistics (an exported program: any
+    BatchNorm, whose statistics cannot be recomputed; :func:`batchnorm_modules` says so)."""
+    if is_exported(model):
+        return has_exported_batchnorm(model)
     return bool(batchnorm_modules(model))
 
 
@@ -112,10 +138,11 @@ def recalibrate_bn(model: nn.Module, x_train: Tensor, batch_size: int | None = N
     ``x_train`` (in its order) with ``momentum=None``, i.e. the cumulative average of the
     per-batch statistics.  Batches have (almost) equal sizes, so with a single batch the
     statistics are the exact full-data train-mode statistics.  The model is returned in eval
-    mode; momentum values are restored.
+    mode; momentum values are restored.  An exported program (``torch.export``) with BatchNorm is
+    refused with a ``ValueError``: its statistics are fixed at export (use ``bn="interpolate"``).
     """
     bns = batchnorm_modules(model)
-    model.eval()
+    set_mode(model, False)
     if not bns:
         return model
     device = _model_device(model)
@@ -129,7 +156,7 @@ def recalibrate_bn(model: nn.Module, x_train: Tensor, batch_size: int | None = N
 def _cumulative_bn_statistics(model: nn.Module, bns: Sequence[_BatchNorm]) -> Iterator[None]:
     """Put BN layers in cumulative-statistics train mode for one pass, then restore them."""
     momenta = [m.momentum for m in bns]
-    model.eval()
+    set_mode(model, False)
     for m in bns:
         m.reset_running_stats()
         m.momentum = None

@@ -6,7 +6,8 @@ networks). The implementation is architecture-agnostic: the unit graph
 (:mod:`toroid.worker.landscape.graph`, docs/method.md §1) says which hidden units move together;
 three moves act on a group, each on every tensor the group touches (producer rows and biases,
 BatchNorm parameters and running statistics, consumer input columns, through a flatten as blocks
-of columns): ``permute``, ``flip`` (binary networks) and ``rescale``. :func:`normalize` and
+of columns, the columns of one group of a concatenation): ``permute``, ``flip`` (binary networks,
+odd activations) and ``rescale``. :func:`normalize` and
 :func:`align` are short loops of these moves over the graph; :func:`apply_symmetry` and
 :func:`random_symmetry` apply explicit or random elements of the symmetry group.
 
@@ -31,6 +32,7 @@ from torch import nn
 from toroid.worker.landscape import graph
 from toroid.worker.landscape.graph import *  # noqa: F403  (the unit graph's names, importable from here too)
 from toroid.worker.landscape.graph import Consumer, Producer, UnitGroup, unit_graph
+from toroid.worker.landscape.graph_units import FOLLOWER_ATTRS
 
 __all__ = [*graph.__all__, "UnitMatch", "align", "align_permutations", "apply_symmetry", "normalize",
            "random_symmetry"]
@@ -61,8 +63,16 @@ class UnitMatch:
 # moves on a group: permute, flip, rescale
 
 
-def _tensor(model: nn.Module, module: str, attr: str) -> torch.Tensor | None:
-    return getattr(model.get_submodule(module), attr, None)
+def _tensor(model: nn.Module, module: str, attr: str | None) -> torch.Tensor | None:
+    """Attribute ``attr`` of submodule ``module`` (None when absent: e.g. no bias, or a BatchNorm
+    container of an exported program without running statistics)."""
+    return None if attr is None else getattr(model.get_submodule(module), attr, None)
+
+
+def _weight(model: nn.Module, module: str, attr: str) -> torch.Tensor:
+    w = _tensor(model, module, attr)
+    assert w is not None, f"{module}.{attr}"
+    return w
 
 
 def _column_index(perm: torch.Tensor, block: int) -> torch.Tensor:
@@ -70,12 +80,18 @@ def _column_index(perm: torch.Tensor, block: int) -> torch.Tensor:
 
 
 def _block(model: nn.Module, consumer: Consumer, size: int) -> int:
-    w = _tensor(model, consumer.module, "weight")
-    assert w is not None
+    if consumer.block is not None:
+        return consumer.block
+    w = _weight(model, consumer.module, consumer.weight)
     return w.shape[1] // size if consumer.flattened else 1
 
 
-def _unit_tensors(model: nn.Module, modules, attrs: tuple[str, ...] = ("weight", "bias")):
+def _columns(model: nn.Module, consumer: Consumer, size: int) -> tuple[int, int]:
+    """(first input column, columns per unit) of the group in the consumer's weight."""
+    return consumer.offset, _block(model, consumer, size)
+
+
+def _unit_tensors(model: nn.Module, modules, attrs: tuple[str, ...] = FOLLOWER_ATTRS):
     """The existing tensors ``attrs`` of ``modules``: their first dimension indexes the group's units."""
     for module in modules:
         for attr in attrs:
@@ -84,24 +100,41 @@ def _unit_tensors(model: nn.Module, modules, attrs: tuple[str, ...] = ("weight",
                 yield t
 
 
+def _producer_tensors(model: nn.Module, producers):
+    """Weights and biases of the producers: dim 0 indexes the units."""
+    for p in producers:
+        for attr in (p.weight, p.bias):
+            t = _tensor(model, p.module, attr)
+            if t is not None:
+                yield t
+
+
 def _consumer_weights(model: nn.Module, group: UnitGroup):
     """(consumer, its weight) for every consumer that moves with the units (its input columns follow them)."""
     for c in group.consumers:
         if not c.fixed:
-            w = _tensor(model, c.module, "weight")
-            assert w is not None
-            yield c, w
+            yield c, _weight(model, c.module, c.weight)
+
+
+def _column_factors(model: nn.Module, c: Consumer, w: torch.Tensor, group: UnitGroup, per_unit: torch.Tensor):
+    """Per input column of ``w``: ``per_unit[k]`` on unit ``k``'s columns, 1 on the other groups' columns."""
+    start, block = _columns(model, c, group.size)
+    factors = torch.ones(w.shape[1], dtype=w.dtype, device=w.device)
+    factors[start:start + group.size * block] = per_unit.to(w).repeat_interleave(block)
+    return factors.view(_unit_shape(w, 1))
 
 
 @torch.no_grad()
 def _permute_group(model: nn.Module, group: UnitGroup, perm: torch.Tensor) -> None:
     """Unit ``k`` of the group becomes old unit ``perm[k]`` everywhere (docs/method.md §3)."""
-    rows = [*_unit_tensors(model, [p.module for p in group.producers]),
-            *_unit_tensors(model, group.followers, ("weight", "bias", "running_mean", "running_var"))]
+    rows = [*_producer_tensors(model, group.producers), *_unit_tensors(model, group.followers)]
     for t in rows:
         t.data = t.index_select(0, perm.to(t.device))
     for c, w in _consumer_weights(model, group):
-        w.data = w.index_select(1, _column_index(perm.to(w.device), _block(model, c, group.size)))
+        start, block = _columns(model, c, group.size)
+        index = torch.arange(w.shape[1], device=w.device)
+        index[start:start + group.size * block] = start + _column_index(perm.to(w.device), block)
+        w.data = w.index_select(1, index)
 
 
 def _unit_shape(t: torch.Tensor, dim: int) -> list[int]:
@@ -114,10 +147,10 @@ def _unit_shape(t: torch.Tensor, dim: int) -> list[int]:
 def _flip_group(model: nn.Module, group: UnitGroup, signs: torch.Tensor) -> None:
     """Multiply unit ``k``'s incoming and outgoing weights by ``signs[k]`` (docs/method.md §4)."""
     assert not any(c.fixed for c in group.consumers)
-    for t in _unit_tensors(model, [p.module for p in group.producers]):
+    for t in _producer_tensors(model, group.producers):
         t.mul_(signs.to(t).view(_unit_shape(t, 0)))
     for c, w in _consumer_weights(model, group):
-        w.mul_(signs.to(w).repeat_interleave(_block(model, c, group.size)).view(_unit_shape(w, 1)))
+        w.mul_(_column_factors(model, c, w, group, signs))
 
 
 @torch.no_grad()
@@ -132,22 +165,25 @@ def _rescale_group(model: nn.Module, group: UnitGroup, c: torch.Tensor, bn_mode:
     and the consumers are left alone. Without BatchNorm the consumers always get ``1 / c``.
     """
     (p,) = group.producers
-    for t in _unit_tensors(model, [p.module]):
+    for t in _producer_tensors(model, [p]):
         t.mul_(c.to(t).view(_unit_shape(t, 0)))
     out_factor = c
     if p.bn is not None:
         bn = model.get_submodule(p.bn)
-        if bn.running_mean is not None:
-            bn.running_mean.mul_(c.to(bn.running_mean))
-            bn.running_var.mul_((c * c).to(bn.running_var))
-        if bn.affine and bn_mode == "push":
-            for t in (bn.weight, bn.bias):
-                t.mul_(c.to(t))
+        mean, var = getattr(bn, "running_mean", None), getattr(bn, "running_var", None)
+        if mean is not None and var is not None:
+            mean.mul_(c.to(mean))
+            var.mul_((c * c).to(var))
+        # an exported program's BatchNorm container has no ``affine`` flag: its weight tells
+        affine = getattr(bn, "affine", getattr(bn, "weight", None) is not None)
+        if affine and bn_mode == "push":
+            for t in (getattr(bn, "weight", None), getattr(bn, "bias", None)):
+                if t is not None:
+                    t.mul_(c.to(t))
         else:
             out_factor = torch.ones_like(c)
     for cons, w in _consumer_weights(model, group):
-        inv = (1.0 / out_factor).to(w).repeat_interleave(_block(model, cons, group.size))
-        w.mul_(inv.view(_unit_shape(w, 1)))
+        w.mul_(_column_factors(model, cons, w, group, 1.0 / out_factor))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -156,8 +192,7 @@ def _rescale_group(model: nn.Module, group: UnitGroup, c: torch.Tensor, bn_mode:
 
 def _unit_norms(model: nn.Module, group: UnitGroup) -> torch.Tensor:
     (p,) = group.producers
-    w = _tensor(model, p.module, "weight")
-    assert w is not None
+    w = _weight(model, p.module, p.weight)
     return torch.linalg.vector_norm(w.detach().flatten(1), dim=1, dtype=torch.float64)
 
 
@@ -196,16 +231,13 @@ def normalize(model: nn.Module, *, bn_mode: str = "push") -> nn.Module:
             if len(group.producers) != 1 or group.producers[0].bn is not None:
                 continue
             (p,) = group.producers
-            w = _tensor(new, p.module, "weight")
-            assert w is not None
+            w = _weight(new, p.module, p.weight)
             norm = float(torch.linalg.vector_norm(w.detach(), dtype=torch.float64))
             if norm > 0:
                 factor = math.sqrt(w.shape[0]) / norm
                 with torch.no_grad():
-                    for attr in ("weight", "bias"):
-                        t = _tensor(new, p.module, attr)
-                        if t is not None:
-                            t.mul_(factor)
+                    for t in _producer_tensors(new, [p]):
+                        t.mul_(factor)
         elif group.rescalable:
             norms = _unit_norms(new, group)
             c = torch.where(norms > 0, 1.0 / norms.clamp_min(1e-300), torch.ones_like(norms))
@@ -220,9 +252,7 @@ def normalize(model: nn.Module, *, bn_mode: str = "push") -> nn.Module:
 def _unit_rows(model: nn.Module, p: Producer) -> tuple[torch.Tensor, torch.Tensor]:
     """Flattened incoming weights of the producer's units and the factors making them unit vectors
     (binary producers: the +-1 weights, factor 1 / sqrt(fan-in))."""
-    w = _tensor(model, p.module, "weight")
-    assert w is not None
-    rows = w.detach().flatten(1)
+    rows = _weight(model, p.module, p.weight).detach().flatten(1)
     if p.binary:
         rows = torch.where(rows >= 0, 1.0, -1.0).to(rows.dtype)
         return rows, torch.full((rows.shape[0],), 1.0 / math.sqrt(rows.shape[1]), dtype=rows.dtype)
@@ -260,7 +290,9 @@ def align_permutations(
 
     Binary networks (§4): ``C`` is the overlap of the +-1 weights, matching is on ``|C|`` and
     unit ``k`` is flipped (incoming and outgoing weights) when ``C[k, perm[k]] < 0``; groups whose
-    flip is not a symmetry (the committee machine's fixed +1 read-out) match on ``C``.
+    flip is not a symmetry (the committee machine's fixed +1 read-out) match on ``C``. Continuous
+    groups whose units only pass odd operations (tanh, average pooling; docs/method.md §1) are
+    matched on ``|C|`` and flipped the same way; ReLU-like groups are never flippable.
 
     Residual networks (a Toroid extension, Git Re-Basin style): all layers writing into one
     residual stream share one permutation, found from the summed similarity matrices. A stream's
@@ -274,7 +306,6 @@ def align_permutations(
         raise ValueError(f"max_sweeps must be >= 1, got {max_sweeps}")
     graph = unit_graph(reference)
     new = copy.deepcopy(model)
-    binary = graph.binary
     active = [i for i, g in enumerate(graph.groups) if g.permutable and not g.output and g.size > 1]
     done = {i for i, g in enumerate(graph.groups) if i not in active}
     result: dict[str, UnitMatch] = {}
@@ -296,7 +327,7 @@ def align_permutations(
                 sim = term if sim is None else sim + term
             assert sim is not None
             sim_np = sim.double().cpu().numpy() / len(producers)
-            flip = binary and group.flippable
+            flip = group.flippable  # binary networks (§4), and odd activations such as tanh (§1)
             _, cols = linear_sum_assignment(np.abs(sim_np) if flip else sim_np, maximize=True)
             matched = sim_np[np.arange(group.size), cols]
             signs = np.where(matched < 0, -1, 1).astype(np.int64) if flip else None
@@ -370,7 +401,7 @@ def apply_symmetry(
                 raise ValueError(f"permutations[{group.name!r}] is not a permutation of {group.size} units")
             _permute_group(new, group, torch.as_tensor(perm))
         if signs and group.name in signs:
-            if not (group.flippable and graph.binary):
+            if not group.flippable or group.output:
                 raise ValueError(f"group {group.name!r}: sign flips are not a symmetry there")
             s = np.asarray(signs[group.name], dtype=np.float64)
             if s.shape != (group.size,) or not np.all(np.abs(s) == 1):
@@ -389,9 +420,9 @@ def random_symmetry(
 ) -> tuple[nn.Module, dict[str, dict[str, list]]]:
     """A random element of the symmetry group applied to ``model`` (same function, new parameters).
 
-    Every permutable hidden group gets a random permutation; for binary networks every flippable
-    group random signs (``flip``); with ``rescale=(low, high)`` every rescalable group random
-    log-uniform positive factors. Returns the new model and the moves applied (JSON-able).
+    Every permutable hidden group gets a random permutation; every flippable group (binary
+    networks, odd activations such as tanh) random signs (``flip``); with ``rescale=(low, high)``
+    every rescalable group random log-uniform positive factors. Returns the new model and the moves applied (JSON-able).
     """
     graph = unit_graph(model)
     rng = np.random.default_rng(seed)
@@ -403,7 +434,7 @@ def random_symmetry(
             continue
         if permute and g.permutable:
             perms[g.name] = rng.permutation(g.size).tolist()
-        if flip and graph.binary and g.flippable:
+        if flip and g.flippable:
             signs[g.name] = rng.choice([-1, 1], size=g.size).tolist()
         if rescale is not None and g.rescalable:
             low, high = rescale
