@@ -94,6 +94,10 @@ class MinimumRecord(BaseModel):
     flatness_result_id: str | None
     provenance: dict[str, Any]
     checkpoint_sha256: str
+    program_sha256: str | None = Field(None, description="The program of a minimum uploaded as a torch.export "
+                                                         "archive (architecture `export`).")
+    symmetries: dict[str, Any] | None = Field(None, description="For an exported program: which symmetries are "
+                                              "removed, unit group by unit group, and the ops that stop them.")
     created_at: str
     source: Literal["upload", "train", "demo"]
     job_id: str | None

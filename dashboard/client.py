@@ -14,17 +14,23 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
 
 class ApiError(RuntimeError):
-    """An API answer with status >= 400 (or no answer: status 0); ``message`` is the explanation, shown verbatim."""
+    """An API answer with status >= 400 (or no answer: status 0); ``message`` is the explanation, shown verbatim.
 
-    def __init__(self, status: int, message: str):
+    ``body`` is the answer's JSON body when it had one (else None): what the API says beside ``detail``, e.g. the
+    ``key_map`` it proposes for an upload whose keys differ from the architecture's (docs/api.md, upload).
+    """
+
+    def __init__(self, status: int, message: str, body: Any = None):
         super().__init__(f"{status}: {message}")
         self.status = status
         self.message = message
+        self.body = body
 
 
 def format_detail(detail: Any) -> str:
@@ -75,6 +81,7 @@ class ApiClient:
         except httpx.TransportError as exc:
             raise ApiError(0, f"cannot reach the API at {self.base_url}: {exc}") from exc
         if response.status_code >= 400:
+            body = None
             try:
                 body = response.json()
                 detail = body.get("detail", response.text) if isinstance(body, dict) else response.text
@@ -82,7 +89,7 @@ class ApiClient:
                     detail = body["message"]  # the API's one-line form of a validation error list
             except ValueError:
                 detail = response.text
-            raise ApiError(response.status_code, format_detail(detail))
+            raise ApiError(response.status_code, format_detail(detail), body)
         if response.status_code == 204 or not response.content:
             return None
         if response.headers.get("content-type", "").startswith("application/json"):
@@ -118,6 +125,14 @@ class ApiClient:
     def samplers(self) -> list[dict]:
         return self.get("/samplers")
 
+    def architecture_layout(self, name: str, dataset: str, config: str = "{}", dataset_options: str = "{}") -> dict:
+        """GET /api/architectures/{name}/layout: the keys, shapes and dtypes an upload of ``name`` on ``dataset`` must
+        hold, with its input shape, classes and parameter count (``config``/``dataset_options``: JSON text)."""
+        if name.strip(".") == "":  # '.' and '..' would walk the URL path instead of naming an architecture
+            raise ApiError(422, f"unknown architecture {name!r}")
+        return self.get(f"/architectures/{quote(name, safe=':')}/layout", dataset=dataset, config=config,
+                        dataset_options=dataset_options)
+
     # --- minima ----------------------------------------------------------------------------------------------------
     def minima(self) -> list[dict]:
         return self.get("/minima")
@@ -129,12 +144,16 @@ class ApiClient:
         *,
         sidecar: tuple[str, bytes] | None = None,
         fields: dict[str, str] | None = None,
+        key_map: str | None = None,
     ) -> dict:
-        """POST /api/minima (multipart): the checkpoint, plus either the sidecar JSON or the form ``fields``."""
+        """POST /api/minima (multipart): the checkpoint, plus either the sidecar JSON or the form ``fields``.
+
+        ``key_map``: ``"auto"`` accepts the renaming of keys the API proposed in its 422 (``ApiError.body``), or a
+        JSON object of one's own (docs/api.md, upload)."""
         files: dict[str, tuple[str, bytes, str]] = {"file": (filename, content, "application/octet-stream")}
         if sidecar is not None:
             files["sidecar"] = (sidecar[0], sidecar[1], "application/json")
-        data = {k: v for k, v in (fields or {}).items() if v not in (None, "")}
+        data = {k: v for k, v in {**(fields or {}), "key_map": key_map}.items() if v not in (None, "")}
         return self._request("POST", "/minima", files=files, data=data)
 
     def train(self, request: dict) -> dict:

@@ -209,8 +209,13 @@ def minimum_inputs(minima: Sequence[Any]) -> dict[str, int]:
     from toroid.worker.landscape.data import dataset_sizes
 
     first = minima[0]
-    shape = minimum_shape(first)
-    template, _ = template_state(first.architecture, first.config or {}, shape.input_shape, shape.num_classes)
+    if first.program_sha256:  # an exported program: its checkpoint's header gives the layout (toroid.store.programs)
+        from toroid.store.artifacts import get_store
+
+        template = get_store().get_state_dict(first.checkpoint_sha256)
+    else:
+        shape = minimum_shape(first)
+        template, _ = template_state(first.architecture, first.config or {}, shape.input_shape, shape.num_classes)
     n_train, n_test = dataset_sizes(first.dataset, **(first.dataset_options or {}))
     return {"parameter_count": parameter_count(template), "assignment": assignment_work(template),
             "n_train": n_train, "n_test": n_test}

@@ -112,7 +112,7 @@ def read_checkpoint(data: bytes, template: Mapping[str, torch.Tensor] | None = N
     try:
         return parse_checkpoint(data, max_bytes=max_bytes, max_entries=max_entries)
     except ValueError as exc:
-        raise CheckpointError(f"{exc}; upload model.state_dict() saved with safetensors or torch.save") from exc
+        raise CheckpointError(str(exc)) from exc
 
 
 def template_state(architecture: str, config: Mapping[str, Any], input_shape: tuple[int, ...], num_classes: int
@@ -257,4 +257,8 @@ def minimum_model(minimum: Minimum, dataset: Any = None) -> nn.Module:
     with ``input_shape`` and ``num_classes``) saves reading the dataset's shape again."""
     shape = dataset if dataset is not None else minimum_shape(minimum)
     state = get_store().get_state_dict(minimum.checkpoint_sha256)
+    if minimum.program_sha256:  # an exported program (toroid.store.programs)
+        from toroid.store.programs import program_model
+
+        return program_model(minimum.program_sha256, state)
     return load_model(minimum.architecture, minimum.config or {}, shape.input_shape, shape.num_classes, state)

@@ -72,6 +72,8 @@ class Minimum(Base):
     owner: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     # The job that evaluates an upload (migration 0004); its state says whether the errors are pending or failed.
     evaluation_job_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    # The program artifact of a minimum uploaded as a torch.export archive (architecture "export"; migration 0004).
+    program_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
 
     def to_record(self, evaluation_job: Job | None = None) -> dict[str, Any]:
         """The API's record; ``evaluation_job``: the job of ``evaluation_job_id`` when the errors are not known yet
@@ -101,6 +103,8 @@ class Minimum(Base):
             "flatness_result_id": self.flatness_result_id,
             "provenance": self.provenance or {},
             "checkpoint_sha256": self.checkpoint_sha256,
+            "program_sha256": self.program_sha256,
+            "symmetries": (self.provenance or {}).get("symmetries") if self.program_sha256 else None,
             "created_at": iso(self.created_at),
             "source": self.source,
             "job_id": self.job_id,

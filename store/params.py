@@ -117,7 +117,9 @@ class PathRequest(Strict):
         "one_bend (through a retrained midpoint), flip (binary networks)."
     )
     points: int = Field(33, ge=2, le=1025, description="Evenly spaced points in x along the path.")
-    bn: Literal["recompute", "interpolate"] = Field("recompute", description="BatchNorm statistics at each point.")
+    bn: Literal["recompute", "interpolate"] = Field(
+        "recompute", description="BatchNorm statistics at each point (docs/method.md §7); exported programs "
+                                 "(architecture `export`) always interpolate: their statistics are fixed at export.")
     bend_kind: BendKind = Field("geodesic", description="Segments of a one_bend path (flip: binary networks).")
     epochs: int | None = Field(None, ge=1, le=MAX_EPOCHS, description="Retraining epochs of the bend (one_bend).")
 

@@ -99,6 +99,11 @@ def path(session: Session, request: PathRequest, owner: str | None = None) -> Su
     a, b = get_minimum(session, request.a), get_minimum(session, request.b)
     require_same_family([a, b], "a path")
     _check_kinds(request, _binary(a))
+    if a.program_sha256:  # an exported program's BatchNorm statistics are fixed at export (docs/models.md)
+        if "bn" in request.model_fields_set and request.bn == "recompute":
+            raise Invalid("bn='recompute' re-estimates BatchNorm statistics along the path, but an exported "
+                          "program's statistics are fixed at export: use bn='interpolate' (the default for programs)")
+        request = request.model_copy(update={"bn": "interpolate"})
     return submit(session, "path", [a, b], request, owner)
 
 

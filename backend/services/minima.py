@@ -14,6 +14,7 @@ import hashlib
 import json
 import re
 from collections.abc import Sequence
+from contextlib import ExitStack
 from pathlib import PurePath
 from typing import Any
 
@@ -227,7 +228,8 @@ def _check_evaluation_cost(spec: dict[str, Any], template: dict) -> None:
 
 def _referenced(session: Session, sha256: str) -> bool:
     return session.scalar(
-        select(Minimum.id).where(or_(Minimum.checkpoint_sha256 == sha256, Minimum.canonical_sha256 == sha256))
+        select(Minimum.id).where(or_(Minimum.checkpoint_sha256 == sha256, Minimum.canonical_sha256 == sha256,
+                                     Minimum.program_sha256 == sha256))
         .limit(1)
     ) is not None
 
@@ -237,7 +239,14 @@ def create_from_upload(fields: dict[str, str], data: bytes, sidecar: bytes | Non
     """Check an upload completely, then store its checkpoint and its row (``owner``'s) and queue its evaluation
     job; returns the new minimum's record (errors pending). Its family's distances are asked for at once, so the
     map places it (``toroid.store.families``). Raises ``BrokerUnavailable`` (503) when the evaluation cannot be
-    queued: the upload is then undone."""
+    queued: the upload is then undone. A ``torch.export`` archive (recognized from its bytes) takes the path of
+    ``toroid.backend.services.programs``."""
+    from toroid.worker.landscape.pt2 import is_pt2
+
+    if is_pt2(data):
+        from toroid.backend.services.programs import create_from_program
+
+        return create_from_program(fields, data, sidecar, filename, owner)
     spec = upload_spec(fields, sidecar, filename)
     options, input_shape, num_classes = resolve_dataset(spec["dataset"], spec["dataset_options"])
     spec["dataset_options"] = options
@@ -247,24 +256,36 @@ def create_from_upload(fields: dict[str, str], data: bytes, sidecar: bytes | Non
     state = _checked_state(read_checkpoint(data, template), template, what, fields.get("key_map"), spec)
     _check_evaluation_cost(spec, template)
 
-    store = get_store()
     data = state_dict_bytes(state)
-    sha = hashlib.sha256(data).hexdigest()
     minimum = Minimum(
         id=new_id(), name=spec["name"], architecture=spec["architecture"], config=clean_json(config),
         dataset=spec["dataset"], dataset_options=clean_json(options), sampler=spec["sampler"], seed=spec["seed"],
         train_error=None, test_error=None, provenance=clean_json(spec["provenance"]),
-        checkpoint_sha256=sha, source="upload", created_at=utcnow(), owner=owner,
+        checkpoint_sha256=hashlib.sha256(data).hexdigest(), source="upload", created_at=utcnow(), owner=owner,
     )
-    with new_session() as session, store.guard(sha):  # no delete of the same bytes between file and row
-        store.put_bytes(data)
+    return store_upload(minimum, data, owner)
+
+
+def store_upload(minimum: Minimum, data: bytes, owner: str | None, program: bytes | None = None) -> dict:
+    """Store a checked upload: its checkpoint ``data`` (and an exported ``program``), its row, and its evaluation
+    job; returns its record. Files and row go together: a failure leaves neither (the artifact store's per-digest
+    lock keeps a concurrent delete of the same bytes out)."""
+    store = get_store()
+    sha = minimum.checkpoint_sha256
+    files = {sha: data, **({minimum.program_sha256: program} if program is not None else {})}
+    with new_session() as session, ExitStack() as locks:
+        for digest in sorted(files):
+            locks.enter_context(store.guard(digest))
+        for payload in files.values():
+            store.put_bytes(payload)
         try:
             session.add(minimum)
             session.commit()
         except BaseException:
             session.rollback()
-            if not _referenced(session, sha):
-                store.delete(sha)
+            for digest in files:
+                if not _referenced(session, digest):
+                    store.delete(digest)
             raise
     with new_session() as session:
         job = create_job(session, EvaluateJob(minimum_ids=[minimum.id]), publish=False, owner=owner,
@@ -275,21 +296,22 @@ def create_from_upload(fields: dict[str, str], data: bytes, sidecar: bytes | Non
         try:
             publish_job(session, job)
         except BrokerUnavailable:
-            _undo_upload(session, minimum.id, sha)
+            _undo_upload(session, minimum.id, list(files))
             raise
         record = minimum.to_record(job)
         queue_family_distances(session, minimum)
         return record
 
 
-def _undo_upload(session: Session, minimum_id: str, sha: str) -> None:
-    """Remove a minimum whose evaluation could not be queued, and its file unless another minimum has it."""
+def _undo_upload(session: Session, minimum_id: str, digests: list[str]) -> None:
+    """Remove a minimum whose evaluation could not be queued, and its files unless another minimum has them."""
     session.execute(sql_delete(Minimum).where(Minimum.id == minimum_id))
     session.commit()
     store = get_store()
-    with store.guard(sha):
-        if not _referenced(session, sha):
-            store.delete(sha)
+    for sha in digests:
+        with store.guard(sha):
+            if not _referenced(session, sha):
+                store.delete(sha)
 
 
 # ============================================================================================= train, delete, download
@@ -368,7 +390,7 @@ def delete(session: Session, minimum_id: str, *, force: bool = False, principal:
         session.commit()
         if gone.rowcount == 1:
             break
-    artifacts = [h for h in (minimum.checkpoint_sha256, canonical) if h]
+    artifacts = [h for h in (minimum.checkpoint_sha256, canonical, minimum.program_sha256) if h]
     store = get_store()
     for sha in artifacts:
         with store.guard(sha):

@@ -114,7 +114,8 @@ def bad_uploads(model: torch.nn.Module, tmp_path: Path) -> list[tuple[str, dict,
     narrow = {"config": json.dumps({"widths": [16]})}
     renamed = {("hidden.weight" if k == next(iter(state)) else k): v for k, v in state.items()}
     good = state_dict_bytes(state)
-    non_tensor, exploit = io.BytesIO(), io.BytesIO()
+    non_tensor, exploit, whole = io.BytesIO(), io.BytesIO(), io.BytesIO()
+    torch.save(model, whole)
     torch.save({"weights": [1.0, 2.0], "epoch": 3}, non_tensor)
     torch.save({"w": Exploit(tmp_path / "pwned")}, exploit)
     return [
@@ -122,7 +123,11 @@ def bad_uploads(model: torch.nn.Module, tmp_path: Path) -> list[tuple[str, dict,
         ("wrong keys", {"payload": state_dict_bytes(renamed)}, 422, "is missing"),
         ("truncated", {"payload": good[: len(good) // 2]}, 422, "safetensors"),
         ("non-tensor pickle", {"payload": non_tensor.getvalue(), "filename": "m.pt"}, 422, "not a tensor"),
-        ("code pickle", {"payload": exploit.getvalue(), "filename": "m.pt"}, 422, "weights_only"),
+        ("code pickle", {"payload": exploit.getvalue(), "filename": "m.pt"}, 422, "names posix.system"),
+        ("whole model pickle", {"payload": whole.getvalue(), "filename": "m.pt"}, 422,
+         "torch.save(model) instead of torch.save(model.state_dict())"),
+        ("not a checkpoint", {"payload": b"hello, world" * 100, "filename": "m.pt"}, 422,
+         "not a safetensors, torch state_dict or torch.export file: save model.state_dict() with safetensors"),
         ("oversize", {"payload": os.urandom(2 * 2**20)}, 413, "exceeds the limit of 1 MiB"),
         ("unknown architecture", {"payload": good, "architecture": "transformer"}, 422, "'mlp'"),
         ("unknown dataset", {"payload": good, "dataset": "imagenet"}, 422, "'digits'"),
@@ -139,7 +144,9 @@ def test_bad_uploads_are_refused_and_leave_nothing(api_stack, digits_minima, tmp
     for case, kwargs, status, phrase in bad_uploads(digits_minima[0], tmp_path):
         response = upload(url, **kwargs)
         assert response.status_code == status, (case, response.text)
-        assert phrase in response.json()["detail"], (case, response.json()["detail"])
+        detail = response.json()["detail"]
+        assert phrase in detail, (case, detail)
+        assert "\x1b" not in detail and "weights_only=False" not in detail, (case, detail)  # advice, not torch's
         assert snapshot(api_stack) == before, case
     assert not (tmp_path / "pwned").exists(), "the pickle's code ran"
 

@@ -114,6 +114,9 @@ def metadata_0001() -> MetaData:
         table._columns.remove(table.c.owner)  # test-only: the column did not exist at 0001
     minima = metadata.tables["minima"]
     minima._columns.remove(minima.c.evaluation_job_id)
+    minima._columns.remove(minima.c.program_sha256)
+    for index in [index for index in minima.indexes if index.name == "ix_minima_program_sha256"]:
+        minima.indexes.discard(index)
     for name in ERRORS_0004:
         minima.c[name].nullable = False
     return metadata

@@ -1,8 +1,10 @@
-"""an uploaded minimum is stored before it is evaluated: its errors may be pending.
+"""an uploaded minimum is stored before it is evaluated: its errors may be pending; exported programs.
 
 Uploads are evaluated by a job on a worker (docs/operations.md, "Running a shared server"): until that job ends
 ``train_error`` and ``test_error`` are NULL and ``evaluation_job_id`` names the job (whose state and error say
 whether it is pending or why it failed). Rows made before this revision keep their errors and have no such job.
+``program_sha256`` names the artifact holding the program of a minimum uploaded as a ``torch.export`` archive
+(architecture ``export``, ``toroid.store.programs``).
 
 Revision ID: 0004
 Revises: 0003
@@ -25,11 +27,15 @@ def upgrade() -> None:
         for column in ERRORS:
             batch.alter_column(column, existing_type=sa.Float(), nullable=True)
         batch.add_column(sa.Column("evaluation_job_id", sa.String(length=32), nullable=True))
+        batch.add_column(sa.Column("program_sha256", sa.String(length=64), nullable=True))
+        batch.create_index("ix_minima_program_sha256", ["program_sha256"])
 
 
 def downgrade() -> None:
-    op.execute("DELETE FROM minima WHERE train_error IS NULL OR test_error IS NULL")
+    op.execute("DELETE FROM minima WHERE train_error IS NULL OR test_error IS NULL OR program_sha256 IS NOT NULL")
     with op.batch_alter_table("minima") as batch:
+        batch.drop_index("ix_minima_program_sha256")
+        batch.drop_column("program_sha256")
         batch.drop_column("evaluation_job_id")
         for column in ERRORS:
             batch.alter_column(column, existing_type=sa.Float(), nullable=False)
