@@ -1,7 +1,7 @@
 # Toroid: `make up` runs the whole system, `make test` runs every test. See README.md.
 PYTHON     ?= python3
 VENV       ?= .venv
-TORCH_SPEC ?= torch==2.13.0
+TORCH_SPEC ?= torch==2.14.1
 BIN        := $(VENV)/bin
 PIP        := $(BIN)/python -m pip -q --disable-pip-version-check
 

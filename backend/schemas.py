@@ -96,6 +96,10 @@ class MinimumRecord(BaseModel):
     checkpoint_sha256: str
     program_sha256: str | None = Field(None, description="The program of a minimum uploaded as a torch.export "
                                                          "archive (architecture `export`).")
+    structure: str | None = Field(None, description="sha256 of the network's structure (state_dict layout and unit "
+                                                  "graph): equal structures are comparable whatever their source.")
+    family: str = Field("", description="Minima with the same family key share one parameter space: they can be "
+                                        "aligned, compared and drawn on one map (docs/models.md).")
     symmetries: dict[str, Any] | None = Field(None, description="For an exported program: which symmetries are "
                                               "removed, unit group by unit group, and the ops that stop them.")
     created_at: str

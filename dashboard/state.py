@@ -66,11 +66,14 @@ def selection_ids(selection: Mapping[str, Any] | None) -> list[str]:
 
 
 def family_key(minimum: Mapping[str, Any], defaults: Mapping[str, Mapping[str, Any]] | None = None) -> str:
-    """Minima are comparable (alignable, one distance matrix) when architecture, full config and dataset agree.
+    """Minima are comparable (alignable, one distance matrix) when the server's ``family`` keys agree (the same
+    network structure and dataset, whatever the source); records without one: architecture, full config, dataset.
 
     The config is completed with the architecture's defaults (from ``GET /api/architectures``) so that ``{}`` and
     the explicit defaults fall in the same family.
     """
+    if minimum.get("family"):  # the server's key: one structure, any source (docs/models.md)
+        return str(minimum["family"])
     arch = minimum.get("architecture") or "?"
     config = dict((defaults or {}).get(arch, {}))
     config.update(minimum.get("config") or {})

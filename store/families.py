@@ -1,5 +1,6 @@
-"""Families: minima that share one parameter space (architecture, config, dataset and its options), the only ones
-that can be compared, aligned and drawn on one map.
+"""Families: minima that share one parameter space (the same network structure, or without a recorded structure the
+same architecture and config; the same dataset and options), the only ones that can be compared, aligned and drawn
+on one map (``Minimum.family``).
 
 When a minimum joins a family (an upload, a finished training), ``queue_family_distances`` asks for the family's
 distance matrix right away, through the ledger like any request, so the map is laid out by distance without a
@@ -24,10 +25,9 @@ MAX_MAP_MINIMA = DistancesRequest.model_fields["minimum_ids"].metadata[-1].max_l
 
 def family_of(session: Session, minimum: Minimum) -> list[Minimum]:
     """Every minimum in ``minimum``'s parameter space, in id order (the order the map's distance request uses)."""
-    rows = session.scalars(select(Minimum).where(
-        Minimum.architecture == minimum.architecture, Minimum.dataset == minimum.dataset)).all()
-    return sorted((m for m in rows if (m.config or {}) == (minimum.config or {})
-                   and (m.dataset_options or {}) == (minimum.dataset_options or {})), key=lambda m: m.id)
+    rows = session.scalars(select(Minimum).where(Minimum.dataset == minimum.dataset)).all()
+    key = minimum.family()
+    return sorted((m for m in rows if m.family() == key), key=lambda m: m.id)
 
 
 def queue_family_distances(session: Session, minimum: Minimum) -> Job | None:

@@ -15,6 +15,8 @@ sha256; results hold the small JSON dicts of ``toroid.worker.landscape.results``
 
 from __future__ import annotations
 
+import hashlib
+import json
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -74,6 +76,18 @@ class Minimum(Base):
     evaluation_job_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     # The program artifact of a minimum uploaded as a torch.export archive (architecture "export"; migration 0004).
     program_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    # sha256 of the network's structure (``toroid.store.programs.structure_hash``): one family across sources.
+    structure: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+
+    def family(self) -> str:
+        """The family key: minima with equal keys share one parameter space (``toroid.store.families``). The
+        structure hash when known (any source: built-in, library, plugin, exported program), else architecture and
+        config; with the dataset and its options."""
+        space = {"structure": self.structure} if self.structure else {"architecture": self.architecture,
+                                                                       "config": self.config or {}}
+        text = json.dumps({**space, "dataset": self.dataset, "options": self.dataset_options or {}}, sort_keys=True,
+                          default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:24]
 
     def to_record(self, evaluation_job: Job | None = None) -> dict[str, Any]:
         """The API's record; ``evaluation_job``: the job of ``evaluation_job_id`` when the errors are not known yet
@@ -105,6 +119,8 @@ class Minimum(Base):
             "checkpoint_sha256": self.checkpoint_sha256,
             "program_sha256": self.program_sha256,
             "symmetries": (self.provenance or {}).get("symmetries") if self.program_sha256 else None,
+            "structure": self.structure,
+            "family": self.family(),
             "created_at": iso(self.created_at),
             "source": self.source,
             "job_id": self.job_id,

@@ -169,6 +169,7 @@ def train(run: JobRun) -> None:
     sha = get_store().put_state_dict(model.state_dict())
     minimum_id = run.finish_minimum(Minimum(
         id=new_id(), name=p.name, architecture=p.architecture, config=p.config, dataset=p.dataset,
+        structure=_structure(model),
         dataset_options=p.dataset_options, sampler=p.sampler, seed=p.seed,
         train_error=float(errors["train_error"]), test_error=float(errors["test_error"]),
         provenance=clean_json(provenance), checkpoint_sha256=sha, source=p.source, created_at=utcnow(),
@@ -200,6 +201,16 @@ def evaluate(run: JobRun) -> None:
         return minimum.id
 
     run.finish(write)
+
+
+def _structure(model) -> str | None:
+    """The trained network's structure hash (its family across sources), None when it cannot be traced."""
+    from toroid.store.programs import structure_hash
+
+    try:
+        return structure_hash(model)
+    except ValueError:
+        return None
 
 
 def _map_distances(minimum_id: str) -> None:

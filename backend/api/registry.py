@@ -34,8 +34,8 @@ def architectures() -> list[dict]:
 def architecture_layout(
     name: str,
     dataset: str = Query(..., max_length=200, description="The dataset the network reads."),
-    config: str = Query("{}", max_length=65536, description="The architecture's config, a JSON object."),
-    dataset_options: str = Query("{}", max_length=65536, description="The dataset's options, a JSON object."),
+    config: str = Query("{}", max_length=2048, description="The architecture's config, a JSON object."),
+    dataset_options: str = Query("{}", max_length=2048, description="The dataset's options, a JSON object."),
 ) -> dict:
     return minima_service.architecture_layout(name, config, dataset, dataset_options)
 

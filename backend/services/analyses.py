@@ -99,6 +99,9 @@ def path(session: Session, request: PathRequest, owner: str | None = None) -> Su
     a, b = get_minimum(session, request.a), get_minimum(session, request.b)
     require_same_family([a, b], "a path")
     _check_kinds(request, _binary(a))
+    if a.program_sha256 and request.kind == "one_bend":
+        raise Invalid("one-bend paths retrain the bend, which an exported program cannot do (its train/eval mode "
+                      "is fixed at export): use kind 'geodesic' or 'linear_aligned' (docs/models.md)")
     if a.program_sha256:  # an exported program's BatchNorm statistics are fixed at export (docs/models.md)
         if "bn" in request.model_fields_set and request.bn == "recompute":
             raise Invalid("bn='recompute' re-estimates BatchNorm statistics along the path, but an exported "

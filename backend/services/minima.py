@@ -59,16 +59,22 @@ def get_minima(session: Session, ids: Sequence[str], *, what: str) -> list[Minim
 
 
 def require_same_family(minima: Sequence[Minimum], what: str) -> None:
-    """Analyses of several minima need one architecture, config and dataset (the same parameter space)."""
+    """Analyses of several minima need one family: the same network structure (or architecture and config) and
+    dataset, i.e. the same parameter space (``Minimum.family``)."""
     first = minima[0]
     for other in minima[1:]:
-        for field in ("architecture", "config", "dataset", "dataset_options"):
-            if getattr(other, field) != getattr(first, field):
-                raise Invalid(
-                    f"{what} needs minima of the same architecture, config and dataset; {first.name!r} "
-                    f"({first.id}) has {field} {getattr(first, field)!r} but {other.name!r} ({other.id}) has "
-                    f"{getattr(other, field)!r}"
-                )
+        if other.family() == first.family():
+            continue
+        differs = [f for f in ("dataset", "dataset_options") if getattr(other, f) != getattr(first, f)]
+        if not differs:
+            differs = ["structure"] if first.structure and other.structure else [
+                f for f in ("architecture", "config") if getattr(other, f) != getattr(first, f)] or ["structure"]
+        field = differs[0]
+        raise Invalid(
+            f"{what} needs minima of one family (the same network structure and dataset); {first.name!r} "
+            f"({first.id}) has {field} {getattr(first, field)!r} but {other.name!r} ({other.id}) has "
+            f"{getattr(other, field)!r}"
+        )
 
 
 def list_minima(session: Session) -> list[Minimum]:
@@ -214,6 +220,19 @@ def _layout(state: dict) -> str:
     return ", ".join(shown) + (" ..." if len(state) > 6 else "")
 
 
+def _structure(architecture: str, config: dict, input_shape: tuple[int, ...], num_classes: int, state: dict
+               ) -> str | None:
+    """The structure hash of the uploaded network (``toroid.store.programs.structure_hash``), or None when its unit
+    graph cannot be traced (its family is then its architecture and config)."""
+    from toroid.store.loading import load_model
+    from toroid.store.programs import structure_hash
+
+    try:
+        return structure_hash(load_model(architecture, config, input_shape, num_classes, state))
+    except ValueError:
+        return None
+
+
 def _check_evaluation_cost(spec: dict[str, Any], template: dict) -> None:
     """The evaluation job's cost (one pass over the dataset) within ``TOROID_MAX_JOB_COST`` (``toroid.store.cost``)."""
     from toroid.store.cost import check_cost, parameter_count
@@ -257,8 +276,10 @@ def create_from_upload(fields: dict[str, str], data: bytes, sidecar: bytes | Non
     _check_evaluation_cost(spec, template)
 
     data = state_dict_bytes(state)
+    structure = _structure(spec["architecture"], config, input_shape, num_classes, state)
     minimum = Minimum(
         id=new_id(), name=spec["name"], architecture=spec["architecture"], config=clean_json(config),
+        structure=structure,
         dataset=spec["dataset"], dataset_options=clean_json(options), sampler=spec["sampler"], seed=spec["seed"],
         train_error=None, test_error=None, provenance=clean_json(spec["provenance"]),
         checkpoint_sha256=hashlib.sha256(data).hexdigest(), source="upload", created_at=utcnow(), owner=owner,

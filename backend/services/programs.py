@@ -86,7 +86,7 @@ def create_from_program(fields: dict[str, str], data: bytes, sidecar: bytes | No
     program_bytes = save_pt2_bytes(program)
     checkpoint = state_dict_bytes(state)
     minimum = Minimum(
-        id=new_id(), name=spec["name"], architecture=EXPORT, config={"structure": structure},
+        id=new_id(), name=spec["name"], architecture=EXPORT, config={"structure": structure}, structure=structure,
         dataset=spec["dataset"], dataset_options=clean_json(options), sampler=None, seed=None,
         train_error=None, test_error=None,
         provenance=clean_json({"program": {"ops": sorted(manifest.ops)[:200], "nodes": manifest.num_nodes,

@@ -111,6 +111,11 @@ def test_a_residual_cnn_program_is_uploaded_evaluated_and_described(api_stack, c
     assert stream["permuted"] and not stream["rescaled"]  # stem + conv2 write into one residual stream
     assert not a["symmetries"]["unsupported"]
 
+    for body, phrase in [({"kind": "one_bend"}, "retrain the bend"), ({"kind": "geodesic", "bn": "recompute"},
+                                                                       "fixed at export")]:
+        refused = httpx.post(f"{url}/api/analyses/path", json={"a": a["id"], "b": b["id"], **body}, timeout=60)
+        assert refused.status_code == 422 and phrase in refused.json()["detail"], refused.text
+
     canonical = load_safetensors(httpx.get(f"{url}/api/minima/{a['id']}/checkpoint?form=canonical").content)
     module = program_of(export(cnns[0]))
     module.load_state_dict(canonical)
@@ -167,3 +172,25 @@ def test_programs_the_server_cannot_feed_are_refused_with_advice(api_stack, cnns
         response = upload(url, export(cnns[0]), "fields", **fields)
         assert response.status_code == 422 and phrase in response.json()["detail"], response.text
     assert (api_stack.count("SELECT COUNT(*) FROM minima"), api_stack.artifacts()) == before
+
+
+def test_the_same_network_uploaded_by_name_and_as_a_program_is_one_family(api_stack, digits_minima):
+    """docs/models.md: the family is the network's structure, whatever file it came from."""
+    import json
+
+    from toroid.worker.landscape.io import state_dict_bytes
+
+    url, model = api_stack.url, digits_minima[0]
+    by_name = httpx.post(f"{url}/api/minima", files={"file": ("m.safetensors", state_dict_bytes(model))},
+                         data={"architecture": "mlp", "config": json.dumps({"widths": [32]}), "dataset": "digits",
+                               "name": "by name"}, timeout=60)
+    assert by_name.status_code == 201, by_name.text
+    program = uploaded(url, export(model), "as program")
+    record = by_name.json()
+    assert record["structure"] == program["structure"] and record["family"] == program["family"]
+    answer = httpx.post(f"{url}/api/analyses/distances", json={"minimum_ids": [record["id"], program["id"]]},
+                        timeout=60).json()
+    job = wait_job(url, answer["job"]["id"])
+    assert job["state"] == "succeeded", job
+    matrices = httpx.get(f"{url}/api/results/{job['result_id']}").json()["data"]["matrices"]
+    assert matrices["geodesic"][0][1] < 1e-6 and matrices["raw"][0][1] < 1e-6  # the same weights, two sources

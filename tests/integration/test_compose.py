@@ -26,4 +26,4 @@ def test_compose_has_the_services_and_a_gpu_reservation():
     devices = spec["services"]["worker"]["deploy"]["resources"]["reservations"]["devices"]
     assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
     assert spec["services"]["worker-cpu"]["profiles"] == ["cpu"]
-    assert "torch==2.13.0" in (ROOT / "Dockerfile").read_text()
+    assert "torch==2.14.1" in (ROOT / "Dockerfile").read_text()

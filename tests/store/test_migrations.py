@@ -114,9 +114,10 @@ def metadata_0001() -> MetaData:
         table._columns.remove(table.c.owner)  # test-only: the column did not exist at 0001
     minima = metadata.tables["minima"]
     minima._columns.remove(minima.c.evaluation_job_id)
-    minima._columns.remove(minima.c.program_sha256)
-    for index in [index for index in minima.indexes if index.name == "ix_minima_program_sha256"]:
-        minima.indexes.discard(index)
+    for column in ("program_sha256", "structure"):
+        minima._columns.remove(minima.c[column])
+        for index in [index for index in minima.indexes if index.name == f"ix_minima_{column}"]:
+            minima.indexes.discard(index)
     for name in ERRORS_0004:
         minima.c[name].nullable = False
     return metadata

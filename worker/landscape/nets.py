@@ -511,15 +511,15 @@ def build_model(
         ValueError: unknown architecture or config key (the message lists the valid ones), bad
             config values, or a dataset the architecture cannot take.
     """
-    from toroid.worker.landscape.registry import check_output, get_architecture
+    from toroid.worker.landscape.registry import check_output, get_architecture, library_defaults
 
     spec = get_architecture(name)
     config = dict(config or {})
     unknown = sorted(set(config) - set(spec.defaults))
     if unknown and not spec.open_config:
         raise ValueError(f"architecture {name!r} has no config key(s) {unknown}; valid keys: {sorted(spec.defaults)}")
-    full = {**architecture_schema(name), **config}
     input_shape, num_classes = _dataset_shape(dataset)
+    full = {**architecture_schema(name), **library_defaults(spec, input_shape, num_classes), **config}
     try:
         if seed is None:
             model = spec.builder(full, input_shape, num_classes)

@@ -26,6 +26,7 @@ must map one input of the dataset's shape to ``num_classes`` logits, so a torchv
 from __future__ import annotations
 
 import importlib
+import logging
 import re
 import threading
 from collections.abc import Callable, Mapping
@@ -44,9 +45,11 @@ __all__ = [
     "available_architectures",
     "get_architecture",
     "library_available",
+    "library_defaults",
     "plugin_architectures",
 ]
 
+log = logging.getLogger("toroid.registry")
 ENTRY_POINT_GROUP = "toroid.architectures"
 #: Library prefixes: the module to import and how to build ``name`` with keyword arguments.
 LIBRARIES = ("torchvision", "timm")
@@ -95,6 +98,13 @@ def _library_builder(library: str, model_name: str) -> Callable[[dict, tuple[int
         return torchvision.models.get_model(model_name, weights=None, **kwargs)
 
     return build
+
+
+def library_defaults(spec: ArchSpec, input_shape: tuple[int, ...], num_classes: int) -> dict[str, Any]:
+    """The keyword arguments a library model takes from the dataset (recorded in the minimum's config)."""
+    if spec.source == "timm":
+        return {"num_classes": num_classes, "in_chans": int(input_shape[0])}
+    return {"num_classes": num_classes} if spec.source == "torchvision" else {}
 
 
 def _library_spec(name: str) -> ArchSpec:
@@ -150,6 +160,8 @@ def plugin_architectures(*, reload: bool = False) -> dict[str, ArchSpec]:
                 problems.append(f"{where}: {type(exc).__name__}: {exc}")
         _plugins = found
         _plugin_problems[:] = problems
+        for problem in problems:
+            log.warning("architecture plugin left out: %s", problem)
         return found
 
 
