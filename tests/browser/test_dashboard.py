@@ -19,6 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.browser.pages import keep_evidence, open_dashboard
+
 pytestmark = pytest.mark.browser
 
 CONFIG = {"widths": [24]}
@@ -78,13 +80,7 @@ def trained(api, tmp_path_factory) -> list[str]:
 
 @pytest.fixture(scope="module")
 def ui(browser, stack, trained):
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
-    page = context.new_page()
-    page.errors = []  # console errors and uncaught exceptions: a failing Dash callback logs one
-    page.on("console", lambda msg: page.errors.append(msg.text) if msg.type == "error" else None)
-    page.on("pageerror", lambda exc: page.errors.append(str(exc)))
-    page.goto(f"{stack.url}/dashboard/")
-    page.wait_for_selector("#map-graph .js-plotly-plot", timeout=30_000)
+    context, page = open_dashboard(browser, stack.url, width=1400)
     yield page
     context.close()
 
@@ -95,13 +91,9 @@ def evidence_on_failure(request, tmp_path):
     failed_before = request.session.testsfailed
     yield
     if request.session.testsfailed > failed_before and "ui" in request.fixturenames:
-        page = request.getfixturevalue("ui")
-        page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
-        ids = ["map-note", "paths-title", "paths-progress", "torus-status", "jobs-badge", "upload-message"]
-        state = page.evaluate("(ids) => Object.fromEntries(ids.map(i => [i, document.getElementById(i)?.innerText]))",
-                              ids)
-        (tmp_path / "failure.json").write_text(json.dumps({"state": state, "console_errors": page.errors}, indent=2))
-        print(f"failure evidence in {tmp_path}: {state}")
+        keep_evidence(request.getfixturevalue("ui"), tmp_path,
+                      ["map-note", "paths-title", "paths-progress", "torus-status", "jobs-badge", "upload-message"],
+                      full_page=True)
 
 
 def open_view(page, label: str) -> None:

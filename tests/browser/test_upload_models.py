@@ -19,6 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.browser.pages import keep_evidence, open_dashboard
+
 pytestmark = pytest.mark.browser
 
 CONFIG = {"widths": [32]}
@@ -33,13 +35,7 @@ def api(stack):
 
 @pytest.fixture(scope="module")
 def ui(browser, stack):
-    context = browser.new_context(viewport={"width": 1440, "height": 900})
-    page = context.new_page()
-    page.errors = []  # console errors and uncaught exceptions: a failing Dash callback logs one
-    page.on("console", lambda msg: page.errors.append(msg.text) if msg.type == "error" else None)
-    page.on("pageerror", lambda exc: page.errors.append(str(exc)))
-    page.goto(f"{stack.url}/dashboard/")
-    page.wait_for_selector("#map-graph .js-plotly-plot", timeout=30_000)
+    context, page = open_dashboard(browser, stack.url)
     page.locator("#tabs").get_by_text("Add minima", exact=True).click()
     page.wait_for_selector("#upload-layout[data-state=ok]", timeout=30_000)  # the catalog chose mlp on digits
     yield page
@@ -51,13 +47,8 @@ def evidence_on_failure(request, tmp_path):
     failed_before = request.session.testsfailed
     yield
     if request.session.testsfailed > failed_before and "ui" in request.fixturenames:
-        page = request.getfixturevalue("ui")
-        page.screenshot(path=str(tmp_path / "failure.png"))
-        ids = ["upload-message", "upload-layout", "upload-files", "upload-keymap", "upload-symmetries"]
-        state = page.evaluate("(ids) => Object.fromEntries(ids.map(i => [i, document.getElementById(i)?.innerText]))",
-                              ids)
-        (tmp_path / "failure.json").write_text(json.dumps({"state": state, "console_errors": page.errors}, indent=2))
-        print(f"failure evidence in {tmp_path}: {state}")
+        keep_evidence(request.getfixturevalue("ui"), tmp_path,
+                      ["upload-message", "upload-layout", "upload-files", "upload-keymap", "upload-symmetries"])
 
 
 def shoot(page, tmp_path: Path, name: str, top: str | None = None) -> Path:
@@ -196,19 +187,25 @@ def test_pt2_staged_hides_the_architecture_fields(ui, tmp_path):
 
 
 def test_pt2_upload_is_added_with_its_symmetries(ui, api, tmp_path):
-    """Needs the server's .pt2 support (the record's architecture 'export' and its 'symmetries')."""
-    program = exported_mlp(tmp_path / "exported-mlp.pt2")
-    ui.fill("#upload-name", "exported-mlp")
+    """A custom CNN with BatchNorm and a residual block, exported, dropped on the upload control (docs/models.md)."""
+    import torch
+
+    from tests.integration.test_api_programs import ResidualCNN
+
+    program = tmp_path / "residual-cnn.pt2"
+    torch.export.save(torch.export.export(ResidualCNN().eval(), (torch.randn(2, 1, 8, 8),),
+                                          dynamic_shapes=({0: torch.export.Dim("batch")},)), str(program))
+    ui.fill("#upload-name", "residual-cnn")
     ui.set_input_files("#upload-drop input[type=file]", str(program))
     ui.wait_for_selector("#upload-pt2-note", timeout=20_000)
     ui.click("#upload-submit")
     ui.wait_for_function("""() => {
         const m = document.querySelector('#upload-message');
-        return m.dataset.kind === 'error' || (m.dataset.kind === 'ok' && m.innerText.includes('exported-mlp'));
+        return m.dataset.kind === 'error' || (m.dataset.kind === 'ok' && m.innerText.includes('residual-cnn'));
     }""", timeout=60_000)
     assert ui.get_attribute("#upload-message", "data-kind") == "ok", ui.inner_text("#upload-message")
-    added = [m for m in api.get("/minima").json() if m["name"] == "exported-mlp"]
+    added = [m for m in api.get("/minima").json() if m["name"] == "residual-cnn"]
     assert len(added) == 1 and added[0]["architecture"] == "export", added
-    if added[0].get("symmetries"):
-        ui.wait_for_selector("#upload-symmetries:has-text('unit group')")
+    assert any(g["residual"] for g in added[0]["symmetries"]["groups"])  # the block's residual stream
+    ui.wait_for_selector("#upload-symmetries:has-text('unit group')")
     shoot(ui, tmp_path, "upload-pt2-added", "#upload-submit")

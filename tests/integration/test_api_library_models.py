@@ -140,4 +140,4 @@ def test_a_labs_package_registers_an_architecture_the_api_lists_and_the_worker_t
     checkpoint = httpx.get(f"{stack.url}/api/minima/{minimum['id']}/checkpoint").content
     from safetensors.torch import load as load_safetensors
 
-    assert list(load_safetensors(checkpoint)) == ["decoder.bias", "decoder.weight", "encoder.bias", "encoder.weight"]
+    assert sorted(load_safetensors(checkpoint)) == ["decoder.bias", "decoder.weight", "encoder.bias", "encoder.weight"]

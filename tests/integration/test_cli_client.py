@@ -94,6 +94,23 @@ def test_upload_without_waiting_and_from_form_fields(api_stack, digits_minima, t
     assert bad_map.returncode == 2 and "--key-map must be 'auto' or a JSON object" in bad_map.stderr
 
 
+def test_a_training_script_pushes_an_exported_program(api_stack, digits_minima, tmp_path):
+    """docs/models.md, recipe 1: `toroid upload m.pt2 --dataset digits` is all a program needs."""
+    import torch
+
+    from toroid.worker.landscape.pt2 import save_pt2_bytes
+
+    program = torch.export.export(digits_minima[0].eval(), (torch.randn(4, 1, 8, 8),),
+                                  dynamic_shapes=({0: torch.export.Dim("batch")},))
+    path = tmp_path / "mynet.pt2"
+    path.write_bytes(save_pt2_bytes(program))
+    pushed = toroid("upload", str(path), "--dataset", "digits", "--json", server=api_stack.url)
+    assert pushed.returncode == 0, pushed.stderr
+    record = json.loads(pushed.stdout)
+    assert (record["name"], record["architecture"], record["evaluation"]) == ("mynet", "export", "done")
+    assert record["symmetries"]["groups"] and record["train_error"] is not None
+
+
 def test_a_refused_upload_exits_2_with_the_servers_advice(api_stack, digits_minima, tmp_path):
     checkpoint = tmp_path / "m.safetensors"
     checkpoint.write_bytes(state_dict_bytes(digits_minima[0]))
