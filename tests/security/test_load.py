@@ -22,7 +22,8 @@ through the API) and the test asserts, listing every broken promise at once: no 
 tracebacks are printed) and none outside each request's allowed set; the artifact store holds exactly the files the
 minima reference, and no listed minimum's file was ever found missing (by a read or a job); every 201 upload is
 listed or was deleted by a recorded 204; every job is final; results and succeeded jobs agree one to one per key;
-every analysis job id answered is in the ledger. A summary is printed and, with ``TOROID_LOAD_REPORT=<path>``,
+every analysis job id answered is in the ledger; every remaining upload was evaluated by its job. A summary is
+printed and, with ``TOROID_LOAD_REPORT=<path>``,
 written there as JSON (docs/operations.md, "Load test").
 """
 
@@ -405,11 +406,22 @@ def test_forty_clients_for_a_minute(load):
     minima = rows(stack, "SELECT id, checkpoint_sha256, canonical_sha256 FROM minima")
     jobs = rows(stack, "SELECT id, kind, state, key, result_id FROM jobs")
     failed = rows(stack, "SELECT id, kind, error FROM jobs WHERE state = 'failed'")
+    unevaluated = rows(stack, "SELECT m.id, j.state FROM minima m JOIN jobs j ON j.id = m.evaluation_job_id "
+                              "WHERE m.train_error IS NULL OR m.test_error IS NULL")
     results = rows(stack, "SELECT id, key, job_id FROM results")
     files = stack.artifacts()
 
     calls = shared.calls
     problems = find_problems(calls, shared, stuck, fixed, listed_ids, minima, jobs, results, files, failed)
+    # every evaluation job ended (drained, or cancelled after the drain): a succeeded one wrote its minimum's
+    # errors, a cancelled or failed one leaves the minimum marked so in the API (never "pending" forever)
+    lost_writes = [row for row in unevaluated if row[1] == "succeeded"]
+    if lost_writes:
+        problems.append(f"minima without errors although their evaluation job succeeded: {lost_writes[:20]}")
+    shown = {m["id"]: m["evaluation"] for m in listed.json()}
+    wrong = [(i, s, shown.get(i)) for i, s in unevaluated if s != "succeeded" and shown.get(i) != "failed"]
+    if wrong:
+        problems.append(f"minima whose evaluation job ended unsucceeded but are not shown as failed: {wrong[:20]}")
     summary = summarize(calls, jobs, request_phase_s, waited, cancelled, shared, len(minima), len(files))
     summary["failed_jobs"] = [{"id": i, "kind": k, "error": (e or "")[:300]} for i, k, e in failed]
     summary["problems"] = problems
@@ -505,7 +517,7 @@ def find_problems(calls: list[Call], shared: Shared, stuck: list[str], fixed: di
     results_by_id = {r[0]: r for r in results}
     shared_keys = [k for k, n in Counter(r[1] for r in results).items() if n > 1]
     check(not shared_keys, f"result rows sharing a key: {shared_keys}")
-    analysis = [j for j in jobs if j[1] not in ("train", "study")]
+    analysis = [j for j in jobs if j[1] not in ("train", "study", "evaluate")]  # evaluations write the minimum
     active_keys = Counter(j[3] for j in analysis if j[2] in ("queued", "running") and j[3])
     check(not [k for k, n in active_keys.items() if n > 1], f"two active jobs of one key: {active_keys}")
     succeeded = [j for j in analysis if j[2] == "succeeded"]
