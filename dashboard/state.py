@@ -82,7 +82,8 @@ def family_key(minimum: Mapping[str, Any], defaults: Mapping[str, Mapping[str, A
 
 
 def _config_text(config: Mapping[str, Any]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in sorted(config.items()))
+    """``k=v, ...``; an exported program's structure hash (docs/models.md) is shown by its first 8 digits."""
+    return ", ".join(f"{k}={str(v)[:8] if k == 'structure' else v}" for k, v in sorted(config.items()))
 
 
 def families(

@@ -43,6 +43,18 @@ def test_families_group_comparable_minima_with_defaults_filled_in():
     assert groups[1]["label"].endswith("1 minimum")
 
 
+def test_the_servers_family_key_joins_minima_of_one_structure_from_any_source():
+    structure = "ab" * 32
+    minima = [
+        {"id": "1", "architecture": "mlp", "config": {"widths": [32]}, "dataset": "digits", "family": "f1"},
+        {"id": "2", "architecture": "export", "config": {"structure": structure}, "dataset": "digits", "family": "f1"},
+        {"id": "3", "architecture": "export", "config": {"structure": "cd" * 32}, "dataset": "digits", "family": "f2"},
+    ]
+    groups = families(minima, {"mlp": {"widths": [512, 512]}})
+    assert [g["ids"] for g in groups] == [["1", "2"], ["3"]]
+    assert groups[1]["label"] == "export (structure=cdcdcdcd) on digits · 1 minimum"  # the hash, shortened
+
+
 def job(state, progress=0.0, **extra):
     return {"id": "j1", "state": state, "progress": progress, "partial": {}, "result_id": None, **extra}
 
