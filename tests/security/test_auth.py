@@ -187,6 +187,14 @@ def test_the_dashboard_acts_with_its_users_token_never_the_servers(private, brow
                                  cookies={"toroid_session": private.tokens["bob"]})
         assert with_cookie.status_code == 200 and "alice-0" in with_cookie.text  # bob may read
 
+        # the upload form's layout panel (a read of the registry) follows the same rule
+        layout_call = _with_output(seen, "upload-layout.data-state")
+        anonymous = httpx.post(f"{url}/dashboard/_dash-update-component", json=layout_call, timeout=30)
+        assert "weight" not in anonymous.text and "token" in anonymous.text, anonymous.text[:500]
+        signed = httpx.post(f"{url}/dashboard/_dash-update-component", json=layout_call, timeout=30,
+                            cookies={"toroid_session": private.tokens["bob"]})
+        assert signed.status_code == 200 and ".weight" in signed.text, signed.text[:500]
+
         page.screenshot(path=str(private.home / "signed-in.png"))
         target = os.environ.get("TOROID_SCREENSHOTS")
         if target:
