@@ -194,3 +194,38 @@ def test_the_same_network_uploaded_by_name_and_as_a_program_is_one_family(api_st
     assert job["state"] == "succeeded", job
     matrices = httpx.get(f"{url}/api/results/{job['result_id']}").json()["data"]["matrices"]
     assert matrices["geodesic"][0][1] < 1e-6 and matrices["raw"][0][1] < 1e-6  # the same weights, two sources
+
+
+def test_crafted_archives_are_422_through_the_api_and_run_nothing(api_stack, tmp_path):
+    """The archives of tests/security/test_pt2_archives.py, each of which runs code through a plain
+    torch.export.load, sent to the real server: 422 naming what was refused, no marker file, nothing stored."""
+    import json
+
+    from tests.security import test_pt2_archives as crafted
+
+    torch.manual_seed(0)
+    base = crafted.exported(crafted.SmallCNN().eval(), torch.randn(2, 1, 8, 8))[2]
+    marker = tmp_path / "payload-ran"
+
+    def custom_op(program: dict) -> None:
+        crafted.nodes(program)[0]["target"] = "torch.ops.mylib.evil.default"
+
+    files = crafted.unpack(base)
+    files[crafted.CONSTANTS] = json.dumps({"config": {"evil": {
+        "path_name": "custom_obj_0", "is_param": False, "use_pickle": True, "tensor_meta": None}}}).encode()
+    files["data/constants/custom_obj_0"] = crafted.evil_pickle(marker)
+    cases = {
+        "pickled weight": (crafted.pickled_weight(base, marker), "pickle"),
+        "pickled constant": (crafted.pickled_constant(base, marker, "opaque_obj_0"), "pickle"),
+        "malicious sample inputs": (crafted.pickled_sample(base, marker), "sample"),
+        "torchbind object": (crafted.pack(files), "custom"),
+        "custom op": (crafted.edited(base, crafted.MODEL, custom_op), "'mylib::evil'"),
+        "zip bomb": (crafted.pack(crafted.unpack(base), compress={"extra/zeros": bytes(8 << 20)}), "zip bomb"),
+    }
+    before = api_stack.count("SELECT COUNT(*) FROM minima"), api_stack.artifacts()
+    for case, (payload, phrase) in cases.items():
+        response = upload(api_stack.url, payload, case.replace(" ", "-"))
+        assert response.status_code == 422, (case, response.text)
+        assert phrase in response.json()["detail"], (case, response.json()["detail"])
+        assert not marker.exists(), f"{case}: a payload of the archive ran on the server"
+    assert (api_stack.count("SELECT COUNT(*) FROM minima"), api_stack.artifacts()) == before
