@@ -178,6 +178,7 @@ def download_checkpoint(
     principal: Principal = Depends(require_read),
 ) -> Response:
     minimum = service.get_minimum(session, minimum_id)
+    filename = service.download_name(minimum, form)  # before the bytes: computing them may commit (and expire it)
     data = service.checkpoint_bytes(session, minimum, form, principal)
-    headers = {"Content-Disposition": f'attachment; filename="{service.download_name(minimum, form)}"'}
+    headers = {"Content-Disposition": f'attachment; filename="{filename}"'}
     return Response(content=data, media_type="application/octet-stream", headers=headers)

@@ -431,6 +431,7 @@ def checkpoint_bytes(session: Session, minimum: Minimum, form: str, principal: P
     computed once, for a signed-in caller, then kept in the artifact store and read by anyone who may read)."""
     from toroid.worker.landscape.symmetry import normalize
 
+    minimum_id = minimum.id  # read while loaded: a concurrent delete must not turn a 404 into a 500
     store = get_store()
     try:
         if form == "original":
@@ -445,16 +446,18 @@ def checkpoint_bytes(session: Session, minimum: Minimum, form: str, principal: P
         with store.guard(sha):
             store.put_bytes(data)
             # conditional: the minimum may have been deleted meanwhile (then its file must not stay behind)
-            stored = session.execute(update(Minimum).where(Minimum.id == minimum.id).values(canonical_sha256=sha))
+            stored = session.execute(update(Minimum).where(Minimum.id == minimum_id).values(canonical_sha256=sha))
             session.commit()
             if stored.rowcount != 1 and not _referenced(session, sha):
                 store.delete(sha)
         if stored.rowcount != 1:
-            raise NotFound(f"minimum {minimum.id} was deleted while its canonical form was computed")
+            raise NotFound(f"minimum {minimum_id} was deleted while its canonical form was computed")
         return data
     except FileNotFoundError as exc:
-        session.expire_all()
-        if session.get(Minimum, minimum.id) is None:  # deleted while we read it: the minimum is gone, not its file
-            raise NotFound(f"no minimum with id {minimum.id!r} (it was deleted meanwhile)") from exc
-        raise NotFound(f"the checkpoint file of minimum {minimum.id} is missing from the artifact store; upload it "
+        # deleted while we read it: the minimum is gone, not its file. Asked by a query, never through the loaded
+        # instance, whose refresh would raise ObjectDeletedError for the deleted row
+        session.rollback()
+        if session.scalar(select(Minimum.id).where(Minimum.id == minimum_id)) is None:
+            raise NotFound(f"no minimum with id {minimum_id!r} (it was deleted meanwhile)") from exc
+        raise NotFound(f"the checkpoint file of minimum {minimum_id} is missing from the artifact store; upload it "
                        "again") from exc
