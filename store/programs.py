@@ -44,15 +44,12 @@ class ProgramError(Invalid):
 def read_program(data: bytes, max_bytes: int) -> tuple[Any, Any]:
     """``(manifest, program)`` of an uploaded archive: inspected before anything is deserialized, then loaded from
     the vouched entries only (``toroid.worker.landscape.pt2``). Raises ``ProgramError``."""
-    from toroid.worker.landscape.pt2 import load_pt2
+    from toroid.worker.landscape.pt2 import load_pt2_with_manifest
 
     try:
-        program = load_pt2(data, max_bytes=max_bytes)
+        return load_pt2_with_manifest(data, max_bytes=max_bytes)
     except ValueError as exc:
-        raise ProgramError(f"{exc}") from exc
-    from toroid.worker.landscape.pt2 import inspect_pt2
-
-    return inspect_pt2(data, max_bytes=max_bytes), program
+        raise ProgramError(str(exc)) from exc
 
 
 def check_program(manifest: Any, module: nn.Module, input_shape: tuple[int, ...], num_classes: int,

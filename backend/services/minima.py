@@ -94,7 +94,7 @@ def minimum_record(session: Session, minimum: Minimum) -> dict[str, Any]:
 
 
 # ============================================================================================= uploads
-def _json_object(text: str, field: str) -> dict[str, Any]:
+def json_object(text: str, field: str) -> dict[str, Any]:
     check_json_text(text, field)
     try:
         value = json.loads(text) if text.strip() else {}
@@ -135,9 +135,9 @@ def upload_spec(fields: dict[str, str], sidecar: bytes | None, filename: str | N
                 "GET /api/datasets), or upload the sidecar JSON of `toroid train` as the field 'sidecar'"
             )
         spec = {
-            "architecture": fields["architecture"].strip(), "config": _json_object(fields.get("config", ""), "config"),
+            "architecture": fields["architecture"].strip(), "config": json_object(fields.get("config", ""), "config"),
             "dataset": fields["dataset"].strip(),
-            "dataset_options": _json_object(fields.get("dataset_options", ""), "dataset_options"),
+            "dataset_options": json_object(fields.get("dataset_options", ""), "dataset_options"),
             "name": name, "sampler": None, "seed": None, "provenance": {},
         }
     if not spec["name"]:
@@ -203,8 +203,8 @@ def _checked_state(state: dict, template: dict, what: str, key_map_field: str | 
 def architecture_layout(architecture: str, config_text: str, dataset: str, options_text: str) -> dict[str, Any]:
     """What an upload for ``architecture`` on ``dataset`` must hold: every state_dict key with its shape and dtype,
     in layer order (shown next to the dashboard's upload form, and by GET /api/architectures/<name>/layout)."""
-    options, input_shape, num_classes = resolve_dataset(dataset, _json_object(options_text, "dataset_options"))
-    template, config = resolve_architecture(architecture, _json_object(config_text, "config"), input_shape,
+    options, input_shape, num_classes = resolve_dataset(dataset, json_object(options_text, "dataset_options"))
+    template, config = resolve_architecture(architecture, json_object(config_text, "config"), input_shape,
                                             num_classes)
     return {
         "architecture": architecture, "config": clean_json(config), "dataset": dataset,
@@ -220,20 +220,23 @@ def _layout(state: dict) -> str:
     return ", ".join(shown) + (" ..." if len(state) > 6 else "")
 
 
-def _structure(architecture: str, config: dict, input_shape: tuple[int, ...], num_classes: int, state: dict
-               ) -> str | None:
+def _structure(architecture: str, config: dict, input_shape: tuple[int, ...], num_classes: int) -> str | None:
     """The structure hash of the uploaded network (``toroid.store.programs.structure_hash``), or None when its unit
-    graph cannot be traced (its family is then its architecture and config)."""
-    from toroid.store.loading import load_model
+    graph cannot be traced (its family is then its architecture and config). The hash needs the layout and the
+    graph, not the weights: the network is built on the meta device (no memory, no initialization)."""
+    import torch
+
     from toroid.store.programs import structure_hash
+    from toroid.worker.landscape.nets import build_model
 
     try:
-        return structure_hash(load_model(architecture, config, input_shape, num_classes, state))
+        with torch.device("meta"):
+            return structure_hash(build_model(architecture, dict(config), (tuple(input_shape), int(num_classes))))
     except ValueError:
         return None
 
 
-def _check_evaluation_cost(spec: dict[str, Any], template: dict) -> None:
+def check_evaluation_cost(spec: dict[str, Any], template: dict) -> None:
     """The evaluation job's cost (one pass over the dataset) within ``TOROID_MAX_JOB_COST`` (``toroid.store.cost``)."""
     from toroid.store.cost import check_cost, parameter_count
     from toroid.worker.landscape.data import dataset_sizes
@@ -273,10 +276,10 @@ def create_from_upload(fields: dict[str, str], data: bytes, sidecar: bytes | Non
     what = (f"architecture {spec['architecture']!r} (config {config}) on dataset {spec['dataset']!r} "
             f"(inputs {input_shape}, {num_classes} classes)")
     state = _checked_state(read_checkpoint(data, template), template, what, fields.get("key_map"), spec)
-    _check_evaluation_cost(spec, template)
+    check_evaluation_cost(spec, template)
 
     data = state_dict_bytes(state)
-    structure = _structure(spec["architecture"], config, input_shape, num_classes, state)
+    structure = _structure(spec["architecture"], config, input_shape, num_classes)
     minimum = Minimum(
         id=new_id(), name=spec["name"], architecture=spec["architecture"], config=clean_json(config),
         structure=structure,

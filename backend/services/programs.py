@@ -34,7 +34,7 @@ def program_spec(fields: dict[str, str], sidecar: bytes | None, filename: str | 
     """What a ``.pt2`` upload claims: its dataset (and options) and name; the program is its own architecture."""
     from pathlib import PurePath
 
-    from toroid.backend.services.minima import _json_object
+    from toroid.backend.services.minima import json_object
 
     if sidecar is not None:
         raise Invalid("a .pt2 program carries its own architecture: send it without a sidecar, with the form fields "
@@ -43,7 +43,7 @@ def program_spec(fields: dict[str, str], sidecar: bytes | None, filename: str | 
     if architecture not in ("", EXPORT):
         raise Invalid(f"the file is a torch.export program, which is its own architecture: leave architecture empty "
                       f"(or '{EXPORT}'), not {architecture!r}")
-    if _json_object(fields.get("config", ""), "config"):
+    if json_object(fields.get("config", ""), "config"):
         raise Invalid("a .pt2 program takes no config: its graph and weights are in the file")
     if fields.get("key_map", "").strip():
         raise Invalid("key_map renames state_dict keys; a .pt2 program names its own weights: leave it out")
@@ -52,14 +52,14 @@ def program_spec(fields: dict[str, str], sidecar: bytes | None, filename: str | 
         raise Invalid("missing form field 'dataset': name the dataset the program reads (GET /api/datasets)")
     name = fields.get("name", "").strip() or clean_name(PurePath(filename or "").stem)[:200] or "program"
     check_name(name, "name")
-    return {"dataset": dataset, "dataset_options": _json_object(fields.get("dataset_options", ""), "dataset_options"),
+    return {"dataset": dataset, "dataset_options": json_object(fields.get("dataset_options", ""), "dataset_options"),
             "name": name}
 
 
 def create_from_program(fields: dict[str, str], data: bytes, sidecar: bytes | None, filename: str | None,
                         owner: str | None = None) -> dict:
     """Check a ``.pt2`` upload completely, then store it like any upload (``minima.store_upload``)."""
-    from toroid.backend.services.minima import _check_evaluation_cost, store_upload
+    from toroid.backend.services.minima import check_evaluation_cost, store_upload
     from toroid.worker.landscape.pt2 import program_module, save_pt2_bytes
 
     spec = program_spec(fields, sidecar, filename)
@@ -76,7 +76,7 @@ def create_from_program(fields: dict[str, str], data: bytes, sidecar: bytes | No
     what = f"the program {spec['name']!r}"
     state = check_state_dict(raw, {k: v.to("meta") for k, v in raw.items()}, what)
     check_normalized_form(module, what)
-    _check_evaluation_cost(spec, raw)
+    check_evaluation_cost(spec, raw)
     try:
         structure = structure_hash(module)
         symmetries = symmetry_summary(module)

@@ -562,6 +562,12 @@ def load_pt2(data: bytes, *, max_bytes: int | None = None, max_entries: int | No
     """The exported program of a ``.pt2`` archive, loaded only after ``inspect_pt2`` vouched for it, from a fresh
     archive holding only the vouched entries; afterwards its weights are checked against the manifest (names,
     shapes, dtypes, no tensor that is a view into a larger storage). Raises ValueError for anything refused."""
+    return load_pt2_with_manifest(data, max_bytes=max_bytes, max_entries=max_entries)[1]
+
+
+def load_pt2_with_manifest(data: bytes, *, max_bytes: int | None = None, max_entries: int | None = None
+                           ) -> tuple[Pt2Manifest, torch.export.ExportedProgram]:
+    """``load_pt2`` and the manifest it was vouched with (one inspection, not two)."""
     from torch.export.pt2_archive import PT2ArchiveWriter
 
     manifest, records = _vouch(data, max_bytes, max_entries)
@@ -577,7 +583,7 @@ def load_pt2(data: bytes, *, max_bytes: int | None = None, max_entries: int | No
         raise ValueError(f"torch could not rebuild the exported program ({type(exc).__name__}: {text}); it may come "
                          f"from another torch release (this server runs {torch.__version__}): {ADVICE}") from exc
     _verify(program, manifest)
-    return program
+    return manifest, program
 
 
 def program_module(program: torch.export.ExportedProgram) -> torch.nn.Module:
