@@ -44,10 +44,10 @@ class ProgramError(Invalid):
 def read_program(data: bytes, max_bytes: int) -> tuple[Any, Any]:
     """``(manifest, program)`` of an uploaded archive: inspected before anything is deserialized, then loaded from
     the vouched entries only (``toroid.worker.landscape.pt2``). Raises ``ProgramError``."""
-    from toroid.worker.landscape.pt2 import load_pt2_with_manifest
+    from toroid.worker.landscape.pt2 import load_pt2
 
     try:
-        return load_pt2_with_manifest(data, max_bytes=max_bytes)
+        return load_pt2(data, max_bytes=max_bytes, with_manifest=True)
     except ValueError as exc:
         raise ProgramError(str(exc)) from exc
 

@@ -557,17 +557,11 @@ def _verify(program: torch.export.ExportedProgram, manifest: Pt2Manifest) -> Non
                                  f"which is refused: {ADVICE}")
 
 
-def load_pt2(data: bytes, *, max_bytes: int | None = None, max_entries: int | None = None
-             ) -> torch.export.ExportedProgram:
-    """The exported program of a ``.pt2`` archive, loaded only after ``inspect_pt2`` vouched for it, from a fresh
-    archive holding only the vouched entries; afterwards its weights are checked against the manifest (names,
-    shapes, dtypes, no tensor that is a view into a larger storage). Raises ValueError for anything refused."""
-    return load_pt2_with_manifest(data, max_bytes=max_bytes, max_entries=max_entries)[1]
-
-
-def load_pt2_with_manifest(data: bytes, *, max_bytes: int | None = None, max_entries: int | None = None
-                           ) -> tuple[Pt2Manifest, torch.export.ExportedProgram]:
-    """``load_pt2`` and the manifest it was vouched with (one inspection, not two)."""
+def load_pt2(data: bytes, *, max_bytes: int | None = None, max_entries: int | None = None,
+             with_manifest: bool = False) -> Any:
+    """The program of a ``.pt2`` archive, loaded only after ``inspect_pt2`` vouched for it, from a fresh archive of
+    the vouched entries, its weights then checked against the manifest (names, shapes, dtypes, no views into larger
+    storages); ValueError for anything refused. ``with_manifest``: ``(manifest, program)``, one inspection."""
     from torch.export.pt2_archive import PT2ArchiveWriter
 
     manifest, records = _vouch(data, max_bytes, max_entries)
@@ -583,7 +577,7 @@ def load_pt2_with_manifest(data: bytes, *, max_bytes: int | None = None, max_ent
         raise ValueError(f"torch could not rebuild the exported program ({type(exc).__name__}: {text}); it may come "
                          f"from another torch release (this server runs {torch.__version__}): {ADVICE}") from exc
     _verify(program, manifest)
-    return manifest, program
+    return (manifest, program) if with_manifest else program
 
 
 def program_module(program: torch.export.ExportedProgram) -> torch.nn.Module:
