@@ -17,7 +17,7 @@ import base64
 from collections.abc import Mapping
 from typing import Any
 
-from dash import dcc, html
+from dash import Input, Output, State, dcc, html
 
 from toroid.dashboard.client import ApiClient, ApiError
 from toroid.dashboard.figures import error_text
@@ -165,3 +165,22 @@ def decode_upload(contents: str) -> bytes:
     if not contents or "," not in contents:
         raise ValueError("the uploaded file arrived empty; drop it again")
     return base64.b64decode(contents.split(",", 1)[1])
+
+
+def register_intent(app, button: str, store: str, *states: State) -> None:
+    """A button's click as data: ``store`` gets ``{"n": clicks, <state's component id>: value, ...}`` from a
+    callback whose only input is the click.
+
+    Dash drops the answer of a callback that is still running when the same callback fires again (the renderer
+    keeps the newest request of each callback). A click handled inside a callback that the polls also fire would
+    be lost whenever a poll lands while it runs, so views handle ``pending_intent`` on every run instead and write
+    the handled ``n`` with their result (docs/dashboard.md, "Clicks and polls"): a dropped run is simply redone.
+    """
+    @app.callback(Output(store, "data"), Input(button, "n_clicks"), *states, prevent_initial_call=True)
+    def _intent(clicks, *values):
+        return {"n": clicks or 0, **{s.component_id: v for s, v in zip(states, values, strict=True)}}
+
+
+def pending_intent(intent: Mapping[str, Any] | None, handled: int | None) -> bool:
+    """True when the click recorded in ``intent`` has not been handled yet (``handled`` is the last handled n)."""
+    return bool(intent) and bool(intent.get("n")) and intent["n"] != (handled or 0)

@@ -7,7 +7,7 @@ while this view is open; "Compute for all minima" requests the missing ones so t
 
 from __future__ import annotations
 
-from dash import Input, Output, State, ctx, dcc, html
+from dash import Input, Output, State, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
 from toroid.dashboard import figures
@@ -24,6 +24,8 @@ from toroid.dashboard.views.common import (
     graph,
     minima_by_id,
     minimum_options,
+    pending_intent,
+    register_intent,
     request_analysis,
     result_links,
     track,
@@ -34,6 +36,8 @@ VIEW = "flatness"
 STORE = "flatness-store"
 PICK = "flatness-minima"
 ALL = "flatness-all"
+ALL_INTENT = "flatness-all-intent"
+ALL_DONE = "flatness-all-done"
 MODE = "flatness-mode"
 CURVES = "flatness-curves"
 SCATTER = "flatness-scatter"
@@ -54,7 +58,8 @@ def layout() -> html.Div:
         "Local energy",
         [dcc.Dropdown(id=PICK, multi=True, placeholder="minima to compare (default: the selected pair)"),
          html.Div(id=STATUS, className="progress-stack"), graph(CURVES, "local-energy", height="420px"),
-         html.Div(id=LINKS, className="links-row"), dcc.Store(id=STORE, data={})],
+         html.Div(id=LINKS, className="links-row"), dcc.Store(id=STORE, data={}),
+         dcc.Store(id=ALL_INTENT), dcc.Store(id=ALL_DONE)],
         actions=actions,
     )
     scatter = card("Flatness and generalization",
@@ -71,20 +76,23 @@ def register(app, client: ApiClient, public_api_url: str) -> None:
     def follow_selection(selection):
         return selection_ids(selection)
 
+    register_intent(app, ALL, ALL_INTENT)
+
     @app.callback(
-        Output(STORE, "data"),
-        Input(TABS, "value"), Input(PICK, "value"), Input(ALL, "n_clicks"), Input(MODE, "value"), Input(JOBS, "data"),
-        State(MINIMA, "data"), State(STORE, "data"),
+        Output(STORE, "data"), Output(ALL_DONE, "data"),
+        Input(TABS, "value"), Input(PICK, "value"), Input(ALL_INTENT, "data"), Input(MODE, "value"),
+        Input(JOBS, "data"), State(MINIMA, "data"), State(STORE, "data"), State(ALL_DONE, "data"),
     )
-    def analyses(tab, picked, _all, mode, jobs, minima, store):
+    def analyses(tab, picked, every, mode, jobs, minima, store, done):
         store = dict(store or {})
         by_id = minima_by_id(minima)
         wanted: list[str] = []
         if tab == VIEW:
             wanted = [mid for mid in picked or [] if mid in by_id]
-        if ctx.triggered_id == ALL:
+        asked = pending_intent(every, done)
+        if asked:  # a redone run asks again: the server dedups the requests
             wanted += [m["id"] for m in minima or [] if m.get("local_energy") is None]
-        changed = False
+        changed = asked
         for mid in wanted:
             key = f"{mid}|{mode}"
             if key in store and store[key].get("state") != "failed":
@@ -99,7 +107,7 @@ def register(app, client: ApiClient, public_api_url: str) -> None:
                 changed = True
         if not changed:
             raise PreventUpdate
-        return store
+        return store, (every["n"] if asked else no_update)
 
     @app.callback(
         Output(CURVES, "figure"), Output(SCATTER, "figure"), Output(TAU, "children"), Output(TAU, "data-tau"),

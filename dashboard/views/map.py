@@ -27,6 +27,8 @@ from toroid.dashboard.views.common import (
     graph,
     lookup_analysis,
     minimum_options,
+    pending_intent,
+    register_intent,
     request_analysis,
     track,
 )
@@ -43,6 +45,8 @@ RESET = "pair-reset"
 POSITIONS = "map-positions"
 STATUS = "map-status"
 COMPUTE = "map-compute"
+COMPUTE_INTENT = "map-compute-intent"
+COMPUTE_DONE = "map-compute-done"
 THIRD = "torus-third"  # the third minimum, chosen in the torus view, is ringed on the map too
 
 VARIANTS = {"geodesic": "geodesic (normalized + aligned)", "raw": "raw Euclidean"}
@@ -77,7 +81,8 @@ def layout() -> html.Section:
          html.Button("Compute the distances", id=COMPUTE, className="button secondary", n_clicks=0,
                      style={"display": "none"}),
          graph(GRAPH, "minima-map", height="520px", clear_on_unhover=True),
-         html.Div(id=NOTE, className="note"), pair, dcc.Store(id=POSITIONS)],
+         html.Div(id=NOTE, className="note"), pair, dcc.Store(id=POSITIONS),
+         dcc.Store(id=COMPUTE_INTENT), dcc.Store(id=COMPUTE_DONE)],
         class_name="map-card",
     )
 
@@ -94,35 +99,39 @@ def register(app, client: ApiClient) -> None:
         value = current if current in keys else (keys[0] if keys else None)
         return options, value
 
+    register_intent(app, COMPUTE, COMPUTE_INTENT, State(FAMILY, "value"))
+
     @app.callback(
-        Output(DISTANCES, "data"),
-        Input(MINIMA, "data"), Input(FAMILY, "value"), Input(JOBS, "data"), Input(COMPUTE, "n_clicks"),
-        State(DISTANCES, "data"), State(CATALOG, "data"),
+        Output(DISTANCES, "data"), Output(COMPUTE_DONE, "data"),
+        Input(MINIMA, "data"), Input(FAMILY, "value"), Input(JOBS, "data"), Input(COMPUTE_INTENT, "data"),
+        State(DISTANCES, "data"), State(COMPUTE_DONE, "data"), State(CATALOG, "data"),
     )
-    def distances(minima, family, jobs, _compute, entry, catalog):
+    def distances(minima, family, jobs, compute, entry, done, catalog):
         """The family's distances, looked up (never requested) as the page loads and polls: the server asks for
         them when a minimum joins a family. Only the "Compute the distances" button asks (a user's action)."""
         ids = sorted(_family_ids(minima, family, catalog))
         same_family = bool(entry) and entry.get("family") == family
-        if len(ids) < 2:
-            if entry is None:
+        asked = pending_intent(compute, done)
+
+        def answer(value):
+            if value is no_update and not asked:
                 raise PreventUpdate
-            return None
+            return value, (compute["n"] if asked else no_update)
+
+        if len(ids) < 2:
+            return answer(no_update if entry is None else None)
         previous = None
         if same_family:
             previous = entry["result_id"] if entry.get("state") == "succeeded" else entry.get("previous_result_id")
         params = {"minimum_ids": ids}
-        if ctx.triggered_id == COMPUTE:
-            return {**request_analysis(client, "distances", params), "family": family, "previous_result_id": previous}
+        if asked and compute.get(FAMILY) == family:  # a redone run asks again: the server dedups it
+            return answer({**request_analysis(client, "distances", params), "family": family,
+                           "previous_result_id": previous})
         if entry and entry.get("params", {}).get("minimum_ids") == ids and entry.get("state") != "missing":
             updated = track(client, entry, jobs)
-            if updated is None:
-                raise PreventUpdate
-            return updated
+            return answer(no_update if updated is None else updated)
         new = {**lookup_analysis(client, "distances", params), "family": family, "previous_result_id": previous}
-        if entry is not None and new == entry:
-            raise PreventUpdate
-        return new
+        return answer(no_update if entry is not None and new == entry else new)
 
     @app.callback(Output(COMPUTE, "style"), Input(DISTANCES, "data"))
     def compute_button(entry):

@@ -7,7 +7,7 @@ train error along it, raw max) is in the legend and in a table whose rows carry 
 
 from __future__ import annotations
 
-from dash import Input, Output, State, ctx, dcc, html
+from dash import Input, Output, State, dcc, html
 from dash.exceptions import PreventUpdate
 
 from toroid.dashboard import figures
@@ -24,6 +24,8 @@ from toroid.dashboard.views.common import (
     graph,
     message,
     minima_by_id,
+    pending_intent,
+    register_intent,
     request_analysis,
     result_links,
     track,
@@ -34,6 +36,7 @@ STORE = "paths-store"
 GRAPH = "paths-graph"
 ERROR = "paths-error"
 BEND = "paths-bend"
+BEND_INTENT = "paths-bend-intent"
 TABLE = "barrier-table"
 PROGRESS = "paths-progress"
 TITLE = "paths-title"
@@ -52,7 +55,8 @@ def layout() -> html.Section:
     return card(
         "Paths between A and B",
         [html.Div(id=TITLE, className="pair-title"), html.Div(id=PROGRESS, className="progress-stack"),
-         graph(GRAPH, "paths", height="380px"), html.Div(id=TABLE, className="table-wrap"), dcc.Store(id=STORE)],
+         graph(GRAPH, "paths", height="380px"), html.Div(id=TABLE, className="table-wrap"), dcc.Store(id=STORE),
+         dcc.Store(id=BEND_INTENT)],
         actions=actions,
         class_name="paths-card",
     )
@@ -81,12 +85,14 @@ def path_request(a: str, b: str, kind: str, minimum: dict | None = None, catalog
 
 
 def register(app, client: ApiClient, public_api_url: str) -> None:
+    register_intent(app, BEND, BEND_INTENT, State(SELECTION, "data"))
+
     @app.callback(
         Output(STORE, "data"),
-        Input(SELECTION, "data"), Input(BEND, "n_clicks"), Input(JOBS, "data"),
+        Input(SELECTION, "data"), Input(BEND_INTENT, "data"), Input(JOBS, "data"),
         State(STORE, "data"), State(MINIMA, "data"), State(CATALOG, "data"),
     )
-    def analyses(selection, _bend, jobs, store, minima, catalog):
+    def analyses(selection, bend, jobs, store, minima, catalog):
         selection = selection or {}
         a, b = selection.get("a"), selection.get("b")
         if not a or not b:
@@ -96,12 +102,16 @@ def register(app, client: ApiClient, public_api_url: str) -> None:
         if not store or store.get("pair") != [a, b]:
             kinds = path_kinds(minima_by_id(minima).get(a), catalog)
             entries = {kind: request_analysis(client, "path", path_request(a, b, kind)) for kind in kinds}
-            return {"pair": [a, b], "entries": entries}
+            return {"pair": [a, b], "entries": entries, "bend_n": (bend or {}).get("n")}  # older clicks: done
         entries = dict(store["entries"])
         changed = False
-        if ctx.triggered_id == BEND and not is_active(entries.get("one_bend")):
-            body = path_request(a, b, "one_bend", minima_by_id(minima).get(a), catalog)
-            entries["one_bend"] = request_analysis(client, "path", body)
+        bend_n = store.get("bend_n")
+        if pending_intent(bend, bend_n):
+            bend_n = bend["n"]
+            asked = bend.get(SELECTION) or {}
+            if [asked.get("a"), asked.get("b")] == [a, b] and not is_active(entries.get("one_bend")):
+                body = path_request(a, b, "one_bend", minima_by_id(minima).get(a), catalog)
+                entries["one_bend"] = request_analysis(client, "path", body)  # the server dedups a redone run
             changed = True
         for kind, entry in store["entries"].items():
             updated = track(client, entry, jobs)
@@ -110,7 +120,7 @@ def register(app, client: ApiClient, public_api_url: str) -> None:
                 changed = True
         if not changed:
             raise PreventUpdate
-        return {"pair": [a, b], "entries": entries}
+        return {"pair": [a, b], "entries": entries, "bend_n": bend_n}
 
     @app.callback(Output(TITLE, "children"), Input(SELECTION, "data"), Input(MINIMA, "data"))
     def title(selection, minima):

@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from dash import Input, Output, State, ctx, dcc, html, no_update
+from dash import Input, Output, State, dcc, html, no_update
+from dash.exceptions import PreventUpdate
 
 from toroid.dashboard.client import ApiClient, ApiError
 from toroid.dashboard.views.common import card, message, progress_bar
@@ -26,6 +27,8 @@ REPORT = "study-report"
 TICK = "study-tick"
 FEEDBACK = "study-feedback"
 PRESETS = "study-presets"
+STARTED = "study-started"
+SHOWN = "study-shown"
 
 #: form field id -> (spec path, how the spec's value shows in the field)
 FIELDS: dict[str, tuple[str, ...]] = {
@@ -123,7 +126,7 @@ def layout() -> html.Section:
         html.Label("More overrides (JSON, any key of the spec, merged last; e.g. {\"config\": {\"widths\": [256]}})"),
         dcc.Textarea(id=OVERRIDES, value="{}", style={"width": "100%", "height": "70px", "fontFamily": "monospace"}),
         html.Button("Run study", id=START, n_clicks=0, className="primary"),
-        html.Div(id=FEEDBACK), dcc.Store(id=PRESETS),
+        html.Div(id=FEEDBACK), dcc.Store(id=PRESETS), dcc.Store(id=STARTED), dcc.Store(id=SHOWN),
     ], className="study-form")
     follow = html.Div([
         html.Label("Study"), dcc.Dropdown(id=SELECT, placeholder="no studies yet"),
@@ -181,7 +184,12 @@ def register(app, client: ApiClient, public_api_url: str | None = None) -> None:
         values = fields_from_spec(spec)
         return [values[field] for field in FIELDS]
 
-    def start(preset: str | None, specs: dict | None, overrides: str | None, values: tuple) -> tuple[Any, Any]:
+    # The click posts in a callback of its own: Dash drops the answer of a callback that fires again while it
+    # runs (docs/dashboard.md, "Clicks and polls"), and the list below fires every poll.
+    @app.callback(Output(FEEDBACK, "children"), Output(STARTED, "data"), Input(START, "n_clicks"),
+                  State(PRESET, "value"), State(PRESETS, "data"), State(OVERRIDES, "value"),
+                  *[State(field, "value") for field in FIELDS], prevent_initial_call=True)
+    def start(_clicks, preset: str | None, specs: dict | None, overrides: str | None, *values) -> tuple[Any, Any]:
         """POST the study of the form: (feedback, the new study's id or no_update)."""
         try:
             extra = json.loads(overrides or "{}")
@@ -197,21 +205,20 @@ def register(app, client: ApiClient, public_api_url: str | None = None) -> None:
         return message(f"study {study['name']} ({study['id']}): {study['state']}", "ok"), study["id"]
 
     # One callback owns the list and its value: the dropdown drops a value missing from its options, so a new
-    # study's id must arrive together with a list that holds it.
-    @app.callback(Output(SELECT, "options"), Output(SELECT, "value"), Output(FEEDBACK, "children"),
-                  Input(TICK, "n_intervals"), Input(START, "n_clicks"),
-                  State(PRESET, "value"), State(PRESETS, "data"), State(OVERRIDES, "value"),
-                  *[State(field, "value") for field in FIELDS])
-    def studies(_tick, _clicks, preset, specs, overrides, *values):
-        feedback, chosen = no_update, no_update
-        if ctx.triggered_id == START:
-            feedback, chosen = start(preset, specs, overrides, values)
+    # study's id must arrive together with a list that holds it. A run dropped by a poll is redone: the started
+    # id shows until SHOWN says it was.
+    @app.callback(Output(SELECT, "options"), Output(SELECT, "value"), Output(SHOWN, "data"),
+                  Input(TICK, "n_intervals"), Input(STARTED, "data"), State(SHOWN, "data"))
+    def studies(_tick, started, shown):
         try:
             found = client.get("/studies")
         except ApiError:
-            return no_update, chosen, feedback
-        return ([{"label": f"{s['name']} ({s['state']}, {100 * float(s.get('progress') or 0):.0f}%)",
-                  "value": s["id"]} for s in found], chosen, feedback)
+            raise PreventUpdate from None
+        options = [{"label": f"{s['name']} ({s['state']}, {100 * float(s.get('progress') or 0):.0f}%)",
+                    "value": s["id"]} for s in found]
+        if started and started != shown and any(s["id"] == started for s in found):
+            return options, started, started
+        return options, no_update, no_update
 
     @app.callback(Output(STATUS, "children"), Output(REPORT, "children"), Input(SELECT, "value"),
                   Input(TICK, "n_intervals"), State(REPORT, "children"))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import httpx
@@ -202,6 +203,13 @@ def test_clicking_two_minima_shows_their_barriers(ui, api, trained, tmp_path):
         assert f"{label} (barrier {100 * barrier:.2f}%)" in legend
     shoot(ui, tmp_path, "paths", ".paths-card")
     shoot(ui, tmp_path, "minima-map", ".map-card")
+    # a click lands while the polls fire every second (jobs run): it is handled once, never dropped
+    ui.click("#paths-bend")
+    ui.wait_for_selector("#barrier-table tr[data-kind=one_bend]", timeout=30_000)
+    bends = [j for j in api.get("/jobs", params={"limit": 200}).json()
+             if j["kind"] == "path" and j["params"].get("kind") == "one_bend"]
+    assert len(bends) == 1 and sorted([bends[0]["params"]["a"], bends[0]["params"]["b"]]) == sorted([a, b])
+    ui.wait_for_selector("#barrier-table tr[data-kind=one_bend][data-state=succeeded]", timeout=180_000)
 
 
 def test_torus_view_draws_the_surface_of_the_pair(ui, api, trained, tmp_path):
@@ -241,7 +249,7 @@ def test_torus_view_draws_the_surface_of_the_pair(ui, api, trained, tmp_path):
     shoot(ui, tmp_path, "torus")
 
 
-def test_train_form_jobs_and_the_other_views(ui, tmp_path):
+def test_train_form_jobs_and_the_other_views(ui, api, tmp_path):
     open_view(ui, "Distances")
     ui.wait_for_function(
         "() => { const gd = document.querySelector('#distances-graph .js-plotly-plot');"
@@ -275,6 +283,20 @@ def test_train_form_jobs_and_the_other_views(ui, tmp_path):
                          timeout=30_000)
     assert "Kendall tau" in ui.inner_text("#flatness-tau")
     shoot(ui, tmp_path, "flatness")
+    ui.click("#flatness-all")  # one flatness job per minimum without a curve, asked once however the polls land
+    wanted = {m["id"] for m in api.get("/minima").json() if m.get("local_energy") is None}
+
+    def asked() -> set[str]:
+        jobs = api.get("/jobs", params={"kind": "flatness", "limit": 500}).json()
+        return {j["params"]["minimum_id"] for j in jobs if j["params"].get("mode") == "fast"}
+
+    deadline = time.monotonic() + 30
+    while not wanted <= asked() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert wanted <= asked()
+    requested = [j["params"]["minimum_id"] for j in api.get("/jobs", params={"kind": "flatness", "limit": 500}).json()
+                 if j["params"].get("samples") == 100]
+    assert len(requested) == len(set(requested))  # a redone run asks again, the server answers with the same job
     assert ui.errors == []
 
 
