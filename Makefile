@@ -5,7 +5,7 @@ TORCH_SPEC ?= torch==2.14.1
 BIN        := $(VENV)/bin
 PIP        := $(BIN)/python -m pip -q --disable-pip-version-check
 
-.PHONY: up install install-dev chromium test load-test lint bench bench-gpu clean
+.PHONY: up install install-dev chromium fashion-mnist test load-test lint bench bench-gpu clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,10 +28,18 @@ chromium:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
 	else echo "chromium missing and not root: browser tests will skip (run 'sudo apt-get install -y chromium' to enable them)"; fi
 
+# Debian's dataset-fashion-mnist: the real Fashion-MNIST (IDX, 60k/10k) under /usr/share/datasets/fashion-mnist,
+# read by the fashion_mnist dataset and its tests (docs/data.md)
+fashion-mnist:
+	@if [ -d /usr/share/datasets/fashion-mnist ]; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends dataset-fashion-mnist >/dev/null; \
+	else echo "Fashion-MNIST missing and not root: its tests will skip (run 'sudo apt-get install -y dataset-fashion-mnist')"; fi
+
 lint: install-dev
 	$(BIN)/ruff check .
 
-test: install-dev chromium
+test: install-dev chromium fashion-mnist
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 

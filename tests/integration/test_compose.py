@@ -26,4 +26,21 @@ def test_compose_has_the_services_and_a_gpu_reservation():
     devices = spec["services"]["worker"]["deploy"]["resources"]["reservations"]["devices"]
     assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
     assert spec["services"]["worker-cpu"]["profiles"] == ["cpu"]
-    assert "torch==2.14.1" in (ROOT / "Dockerfile").read_text()
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "torch==2.14.1" in dockerfile
+
+
+def test_the_image_reads_the_papers_datasets_and_never_downloads_by_default():
+    """The image installs the pinned vision extra (torchvision and timm for library models, docs/models.md), and
+    the shared stack leaves downloads off unless its operator turns them on (docs/data.md)."""
+    import tomllib
+
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    install = next(line for line in dockerfile.splitlines() if 'pip install' in line and '".[' in line)
+    assert "vision" in install.split('".[', 1)[1].split("]", 1)[0].split(",")
+    pins = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["vision"]
+    assert any(p.startswith("torchvision==") for p in pins)
+    spec = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    for service in ("api", "worker", "worker-cpu"):
+        env = spec["services"][service]["environment"]
+        assert env["TOROID_ALLOW_DOWNLOADS"] == "${TOROID_ALLOW_DOWNLOADS:-false}", service
