@@ -141,10 +141,27 @@ def _minimum(minimum_id: str) -> Minimum:
     return minimum
 
 
-def _inputs(ids: list[str]) -> tuple[list[Minimum], Any, list]:
+def _loading(run: JobRun):
+    """A context for loading a job's dataset: downloads follow the server's setting (``allow_downloads``,
+    TOROID_ALLOW_DOWNLOADS) and report to the job's status line while bytes arrive (docs/data.md); the progress
+    call also stops a download when the job is cancelled. The job's fraction is left as it is."""
+    from toroid.store.settings import get_settings
+    from toroid.worker.landscape.data import download_progress, set_allow_downloads
+
+    set_allow_downloads(bool(getattr(get_settings(), "allow_downloads", False)))
+
+    def report(fraction: float, message: str) -> None:
+        run.say(message)
+        run.progress(0.0, {})
+
+    return download_progress(report)
+
+
+def _inputs(run: JobRun, ids: list[str]) -> tuple[list[Minimum], Any, list]:
     """The minima of ``ids``, their (shared) dataset, and their networks."""
     minima = [_minimum(i) for i in ids]
-    dataset = minimum_dataset(minima[0])
+    with _loading(run):
+        dataset = minimum_dataset(minima[0])
     return minima, dataset, [minimum_model(m, dataset) for m in minima]
 
 
@@ -157,7 +174,8 @@ def train(run: JobRun) -> None:
     from toroid.worker.landscape.evaluate import Evaluator
 
     p: TrainJob = run.request
-    dataset = load_dataset(p.dataset, **p.dataset_options)
+    with _loading(run):
+        dataset = load_dataset(p.dataset, **p.dataset_options)
     run.say(f"training {p.architecture} on {p.dataset} with {p.sampler} (seed {p.seed})")
     run.progress(0.0, {})
     model, provenance = train_minimum(
@@ -185,7 +203,7 @@ def evaluate(run: JobRun) -> None:
     from toroid.worker.landscape.evaluate import Evaluator
 
     p: EvaluateJob = run.request
-    (minimum,), dataset, (model,) = _inputs(p.minimum_ids)
+    (minimum,), dataset, (model,) = _inputs(run, p.minimum_ids)
     run.say(f"evaluating {minimum.name} on {minimum.dataset}")
     run.progress(0.0, {})
     errors = Evaluator(model, dataset).evaluate_state(model, "both")
@@ -227,7 +245,7 @@ def flatness(run: JobRun) -> None:
     from toroid.worker.landscape import local_energy
 
     p: FlatnessJob = run.request
-    (minimum,), dataset, (model,) = _inputs([p.minimum_id])
+    (minimum,), dataset, (model,) = _inputs(run, [p.minimum_id])
     run.say(f"local energy of {minimum.name}")
     result = local_energy(model, dataset, sigmas=p.sigmas, samples=p.samples, noise_on=p.noise_on, mode=p.mode,
                           progress=run.progress)
@@ -244,7 +262,7 @@ def path(run: JobRun) -> None:
     from toroid.worker.landscape import one_bend, path_profile
 
     p: PathJob = run.request
-    (a, b), dataset, (model_a, model_b) = _inputs([p.a, p.b])
+    (a, b), dataset, (model_a, model_b) = _inputs(run, [p.a, p.b])
     run.say(f"{p.kind} path {a.name} -> {b.name}")
     if p.kind == "one_bend":
         budget = {"epochs": p.epochs} if p.epochs else {}  # else the core's default budget
@@ -297,7 +315,7 @@ def section(run: JobRun) -> None:
     from toroid.worker.landscape import section_2d
 
     p: SectionJob = run.request
-    minima, dataset, models = _inputs(p.minimum_ids)
+    minima, dataset, models = _inputs(run, p.minimum_ids)
     run.say("section through " + ", ".join(m.name for m in minima))
     result = section_2d(*models, dataset, space=p.space, resolution=p.resolution, margin=p.margin,
                         progress=run.progress)
@@ -310,7 +328,7 @@ def torus(run: JobRun) -> None:
     from toroid.worker.landscape import torus_slice
 
     p: TorusJob = run.request
-    minima, dataset, models = _inputs(p.minimum_ids)
+    minima, dataset, models = _inputs(run, p.minimum_ids)
     c = models[2] if len(models) == 3 else None
     run.say("torus slice through " + ", ".join(m.name for m in minima))
     result = torus_slice(models[0], models[1], dataset, c=c, resolution=p.resolution, progress=run.progress)

@@ -1,8 +1,6 @@
-"""Dataset registry (data.py): digits, Hidden Manifold Model, npz validation, torchvision sets."""
+"""Dataset registry (the data package): digits, Hidden Manifold Model, npz validation, the image sets' options."""
 
 from __future__ import annotations
-
-import importlib.util
 
 import numpy as np
 import pytest
@@ -138,15 +136,22 @@ def test_unknown_names_and_options():
         load_dataset("digits", standardize="minmax")
     with pytest.raises(ValueError, match="integer >= 1"):
         load_dataset("hmm", N=0)
-    assert set(DATASETS) == {"digits", "hmm", "npz", "mnist", "fashion_mnist", "cifar10"}
+    assert set(DATASETS) == {"digits", "hmm", "npz", "upload", "mnist", "fashion_mnist", "cifar10"}
 
 
-def test_torchvision_sets_without_download(tmp_path):
+def test_image_sets_without_files_or_download(tmp_path, monkeypatch):
+    """The image sets need no torchvision: their shapes are known without files, and an empty root (no system
+    folder either) fails clearly, naming the folders searched, instead of downloading."""
+    from toroid.worker.landscape.data import SYSTEM_FOLDERS, set_allow_downloads
+
+    set_allow_downloads(None)
+
     assert dataset_info("cifar10") == ((3, 32, 32), 10)
     assert dataset_info("mnist") == ((1, 28, 28), 10)
-    if importlib.util.find_spec("torchvision") is None:
-        with pytest.raises(ValueError, match="torchvision"):
-            load_dataset("fashion_mnist", root=str(tmp_path))
-    else:  # an empty root must fail clearly instead of downloading
-        with pytest.raises(ValueError, match="download=True"):
-            load_dataset("fashion_mnist", root=str(tmp_path))
+    monkeypatch.setitem(SYSTEM_FOLDERS, "fashion_mnist", ())
+    monkeypatch.delenv("TOROID_ALLOW_DOWNLOADS", raising=False)
+    with pytest.raises(ValueError, match=r"'fashion_mnist' was not found \(searched .*TOROID_ALLOW_DOWNLOADS"):
+        load_dataset("fashion_mnist", root=str(tmp_path))
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ValueError, match="download=.* must be true, false or null"):
+        dataset_info("mnist", download="yes")
