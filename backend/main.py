@@ -21,7 +21,7 @@ from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import toroid
-from toroid.backend.api import analyses, demo, health, jobs, minima, registry, results, session, studies
+from toroid.backend.api import analyses, datasets, demo, health, jobs, minima, registry, results, session, studies
 from toroid.store.db import init_db
 from toroid.store.errors import Invalid, ToroidError
 from toroid.store.settings import Settings, get_settings
@@ -32,8 +32,9 @@ DASHBOARD_PREFIX = "/dashboard/"
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 #: The dashboard's session cookie (``toroid.backend.auth.SESSION_COOKIE``).
 SESSION_COOKIE = "toroid_session"
-#: Routes whose multipart body streams in under its own limit (the checkpoint upload: TOROID_MAX_UPLOAD_MB).
-STREAMED_UPLOADS = frozenset({"/api/minima"})
+#: Routes whose multipart body streams in under its own limit (checkpoints: TOROID_MAX_UPLOAD_MB; datasets:
+#: TOROID_MAX_DATASET_MB).
+STREAMED_UPLOADS = frozenset({"/api/minima", "/api/datasets"})
 
 
 def create_app(*, with_dashboard: bool = True) -> FastAPI:
@@ -51,7 +52,7 @@ def create_app(*, with_dashboard: bool = True) -> FastAPI:
         description="Error landscapes of neural networks without symmetries (Pittorino et al., ICML 2022).",
         lifespan=lifespan,
     )
-    for module in (health, session, registry, minima, analyses, jobs, results, demo, studies):
+    for module in (health, session, registry, datasets, minima, analyses, jobs, results, demo, studies):
         app.include_router(module.router, prefix="/api")
     app.include_router(session.pages)
     app.add_exception_handler(RequestValidationError, _validation_error)

@@ -53,10 +53,32 @@ class ArchitectureLayout(BaseModel):
 
 
 class DatasetInfo(BaseModel):
+    """A dataset a request may name: a registry kind (``kind`` = ``name``) or an uploaded dataset (``kind``
+    ``upload``; the fields from ``id`` on describe it). ``dataset`` and ``dataset_options`` are what a minimum or
+    job naming it stores; a request may send ``name`` as its ``dataset`` instead."""
+
     name: str
     description: str
-    options: dict[str, Any]
+    options: dict[str, Any] = Field(description="The options a request may set, with their defaults.")
     available: bool
+    kind: str = Field(description="The registry kind: the name itself, or 'upload' for an uploaded dataset.")
+    dataset: str = Field(description="The dataset a minimum stores (the kind).")
+    dataset_options: dict[str, Any] = Field(description="The options that pick it out: {} for a registry kind, "
+                                                        "{'sha256': id} for an uploaded dataset.")
+    id: str | None = Field(None, description="An uploaded dataset's sha256 (its content address).")
+    sha256: str | None = None
+    owner: str | None = None
+    created_at: str | None = None
+    train: int | None = Field(None, description="Training samples.")
+    test: int | None = Field(None, description="Test samples.")
+    input_shape: list[int] | None = None
+    num_classes: int | None = None
+    class_names: list[str] | None = None
+    class_counts: dict[str, list[int]] | None = Field(None, description="Samples per class: {'train': [...], "
+                                                                         "'test': [...]}.")
+    nbytes: int | None = Field(None, description="Bytes of the decoded arrays.")
+    file_name: str | None = Field(None, description="The uploaded file name(s), as sent.")
+    file_size: int | None = Field(None, description="Bytes uploaded.")
 
 
 class SamplerInfo(BaseModel):

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load as safetensors_load
 
-__all__ = ["ArtifactStore", "get_store", "load_state_dict_bytes", "state_dict_bytes"]
+__all__ = ["ArtifactStore", "get_store", "load_state_dict_bytes", "state_dict_bytes", "write_atomically"]
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -70,22 +70,7 @@ class ArtifactStore:
         target = self.path(sha256)
         if target.is_file():
             return sha256
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp_dir = self.root / "tmp"
-        tmp_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=tmp_dir, prefix=f"{sha256[:12]}-", suffix=".part")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp_name, target)  # atomic on POSIX: readers see all bytes or no file
-        except BaseException:
-            try:
-                os.unlink(tmp_name)
-            except FileNotFoundError:
-                pass
-            raise
+        write_atomically(target, data, self.root / "tmp")
         return sha256
 
     def get_bytes(self, sha256: str) -> bytes:
@@ -111,6 +96,26 @@ class ArtifactStore:
 
     def get_state_dict(self, sha256: str) -> dict[str, torch.Tensor]:
         return load_state_dict_bytes(self.get_bytes(sha256))
+
+
+def write_atomically(target: Path, data: bytes, tmp_dir: Path) -> None:
+    """Write ``data`` to ``target`` so that a reader sees all of it or no file: a temporary file in ``tmp_dir`` (on
+    the same filesystem), flushed to disk, renamed into place; a failure leaves neither file behind."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=tmp_dir, prefix=f"{target.name[:12]}-", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, target)  # atomic on POSIX: readers see all bytes or no file
+    except BaseException:
+        try:
+            os.unlink(tmp_name)
+        except FileNotFoundError:
+            pass
+        raise
 
 
 def state_dict_bytes(state: Mapping[str, torch.Tensor]) -> bytes:

@@ -90,9 +90,10 @@ def make_celery() -> Celery:
         task_send_sent_event=True,
         task_annotations=time_limits(),
     )
-    from toroid.worker.landscape.data import set_cache_limit_mb
+    from toroid.worker.landscape.data import set_allow_downloads, set_cache_limit_mb
 
     set_cache_limit_mb(settings.dataset_cache_mb)
+    set_allow_downloads(settings.allow_downloads)  # TOROID_ALLOW_DOWNLOADS: stored options leave it to the process
     return app
 
 

@@ -1,10 +1,13 @@
-"""Database tables (SQLAlchemy 2): minima, jobs, results and studies.
+"""Database tables (SQLAlchemy 2): minima, jobs, results, studies, users and uploaded datasets.
 
 * ``Minimum``: a trained network (a checkpoint in the artifact store plus what it is: architecture, config,
   dataset, sampler provenance, its train/test error and, once measured, its local energy).
 * ``Job``: one unit of background work and its live state (progress, partial results, heartbeat).
 * ``Study``: a study (the paper's protocol as one job, docs/studies.md): its spec, its job, and the minimum /
   result id of every finished step.
+* ``UploadedDataset``: a dataset a user uploaded (``POST /api/datasets``): its id is the sha256 of its content
+  (``toroid.worker.landscape.data.DatasetArrays.sha256``), its arrays a canonical ``.npz`` under the data root
+  (``uploaded_path``); the row holds its name, owner and summary (shapes, class counts).
 * ``Result``: the outcome of an analysis, unique by ``key`` = sha256 of (kind, input checkpoint hashes and
   descriptions, parameters normalized with their defaults, ``toroid.worker.landscape.CODE_VERSION``), so the same
   question is answered once (see ``toroid.store.ledger.result_key``).
@@ -21,7 +24,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, Index, Integer, String, Text, text
+from sqlalchemy import JSON, BigInteger, DateTime, Float, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from toroid.store.db import Base
@@ -258,3 +261,36 @@ class User(Base):
 
     def to_record(self) -> dict[str, Any]:
         return {"id": self.id, "name": self.name, "role": self.role, "created_at": iso(self.created_at)}
+
+
+class UploadedDataset(Base):
+    """A dataset uploaded through ``POST /api/datasets`` (migration 0005). ``id`` is the sha256 of its content, so
+    the same data is stored once; ``name`` is how requests name it (``dataset: "<name>"`` resolves to
+    ``("upload", {"sha256": id})``, ``toroid.store.params.resolve_dataset``). The arrays live in
+    ``<data root>/uploads/<id>.npz``; nothing large is stored here."""
+
+    __tablename__ = "datasets"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    owner: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    train: Mapped[int] = mapped_column(Integer)
+    test: Mapped[int] = mapped_column(Integer)
+    input_shape: Mapped[list[int]] = mapped_column(JSON)
+    num_classes: Mapped[int] = mapped_column(Integer)
+    class_names: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    class_counts: Mapped[dict[str, list[int]]] = mapped_column(JSON)
+    nbytes: Mapped[int] = mapped_column(BigInteger)
+    file_name: Mapped[str] = mapped_column(String(255))
+    file_size: Mapped[int] = mapped_column(BigInteger)
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "sha256": self.id, "name": self.name, "kind": "upload", "owner": self.owner,
+            "created_at": iso(self.created_at), "train": self.train, "test": self.test,
+            "input_shape": list(self.input_shape or []), "num_classes": self.num_classes,
+            "class_names": self.class_names, "class_counts": self.class_counts or {}, "nbytes": self.nbytes,
+            "file_name": self.file_name, "file_size": self.file_size,
+            "dataset": "upload", "dataset_options": {"sha256": self.id},
+        }

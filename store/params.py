@@ -16,10 +16,10 @@ are capped by the registry (``dataset_info`` raises with the cap), and a trainin
 
 from __future__ import annotations
 
-import importlib.util
 import math
+import re
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -33,7 +33,6 @@ PathKind = Literal["linear", "linear_aligned", "geodesic", "one_bend", "flip"]
 BendKind = Literal["geodesic", "linear_aligned", "linear", "flip"]
 
 MAX_EPOCHS = 10_000
-VISION_DATASETS = ("mnist", "fashion_mnist", "cifar10")
 Id = Field(min_length=1, max_length=64, description="A minimum id (GET /api/minima).")
 
 
@@ -241,10 +240,32 @@ def key_params(request: BaseModel) -> dict[str, Any]:
 
 
 # ============================================================================================= resolution
+#: The registry kind of the datasets users upload (``POST /api/datasets``); its option ``sha256`` names one.
+UPLOAD_KIND = "upload"
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class ResolvedDataset(NamedTuple):
+    """A checked dataset: its registry kind (an uploaded dataset's name resolves to ``upload``), its options with
+    every default filled in (what a job and a minimum store), and the shapes it gives a network."""
+
+    name: str
+    options: dict[str, Any]
+    input_shape: tuple[int, ...]
+    num_classes: int
+
+
 def dataset_available(name: str) -> bool:
-    """Whether a dataset can be loaded on this server (torchvision sets need torchvision installed)."""
-    if name in VISION_DATASETS:
-        return importlib.util.find_spec("torchvision") is not None
+    """Whether a registry dataset can be loaded on this server: the image sets (mnist, fashion_mnist, cifar10) when
+    their files are found (under the data root, or a system folder; ``toroid.worker.landscape.data.locate``) or the
+    server may download them (``TOROID_ALLOW_DOWNLOADS``); the others always."""
+    from toroid.worker.landscape.data import DATASETS, VISION_SHAPES, locate
+
+    if name not in DATASETS:
+        return False
+    if name in VISION_SHAPES:
+        settings = get_settings()
+        return settings.allow_downloads or locate(name, str(settings.resolved_data_root)) is not None
     return True
 
 
@@ -256,25 +277,78 @@ def _inside(path: Path, root: Path) -> bool:
         return False
 
 
-def resolve_dataset(name: Any, options: Any) -> tuple[dict[str, Any], tuple[int, ...], int]:
-    """Validate a dataset name and its options; returns (options with defaults, input_shape, num_classes).
+def uploaded_dataset(name_or_id: str):
+    """The uploaded dataset (``toroid.store.models.UploadedDataset``) of this name or id, or None."""
+    from sqlalchemy import or_, select
 
-    Files are read only from the data root (``TOROID_DATA_ROOT``, default ``<TOROID_HOME>/datasets``): the ``npz``
-    option ``path`` and the torchvision option ``root`` must point there (relative paths are taken from there, and
-    an unset ``root`` means the data root itself), and ``download`` is refused (the server never downloads).
+    from toroid.store.db import new_session
+    from toroid.store.models import UploadedDataset
+
+    if not isinstance(name_or_id, str) or not name_or_id or len(name_or_id) > 64:
+        return None
+    with new_session() as session:
+        return session.scalar(select(UploadedDataset).where(
+            or_(UploadedDataset.id == name_or_id, UploadedDataset.name == name_or_id)))
+
+
+def _canonical_upload(name: Any, options: Any) -> tuple[Any, Any]:
+    """A dataset named by an uploaded dataset's name (or id) as the registry's ``("upload", {"sha256": ...})``;
+    an ``upload`` whose ``sha256`` no uploaded dataset has is refused. Other names pass unchanged."""
+    from toroid.worker.landscape.data import DATASETS
+
+    if not isinstance(options, dict):
+        return name, options
+    if isinstance(name, str) and name not in DATASETS:
+        row = uploaded_dataset(name)
+        if row is None:
+            return name, options
+        given = options.get("sha256")
+        if given is not None and given != row.id:
+            raise Invalid(f"dataset {name!r} is the uploaded dataset {row.id}, but dataset_options.sha256 names "
+                          f"{given!r}; leave sha256 out")
+        return UPLOAD_KIND, {**options, "sha256": row.id}
+    if name == UPLOAD_KIND:
+        sha = options.get("sha256")
+        if not isinstance(sha, str) or not _SHA256.match(sha):
+            raise Invalid(f"dataset {UPLOAD_KIND!r} needs the option sha256, the id of an uploaded dataset (64 "
+                          f"lowercase hex digits; GET /api/datasets lists them), got {str(sha)[:80]!r}; or name the "
+                          "uploaded dataset itself as the dataset")
+        if uploaded_dataset(sha) is None:
+            raise Invalid(f"no uploaded dataset has the id {sha}: upload it first (POST /api/datasets, "
+                          "`toroid dataset add`); GET /api/datasets lists the uploaded ones")
+    return name, options
+
+
+def resolve_dataset(name: Any, options: Any) -> ResolvedDataset:
+    """Validate a dataset name and its options; returns the registry kind, the options with defaults, the input
+    shape and the number of classes.
+
+    The name of an uploaded dataset (``POST /api/datasets``) resolves to the kind ``upload`` with its ``sha256``,
+    which is what jobs and minima store. Files are read only from the data root (``TOROID_DATA_ROOT``, default
+    ``<TOROID_HOME>/datasets``): the ``npz`` option ``path`` and the option ``root`` must point there (relative paths
+    are taken from there, and an unset ``root`` means the data root itself; an uploaded dataset's ``root`` is
+    always the data root). ``download=true`` is accepted only when the server allows downloads
+    (``TOROID_ALLOW_DOWNLOADS``); the stored options never carry it (``None``: the process's setting), so a
+    minimum's family does not depend on it.
     """
-    from toroid.worker.landscape.data import DATASETS, dataset_info, set_cache_limit_mb
+    from toroid.worker.landscape.data import DATASETS, dataset_info, set_allow_downloads, set_cache_limit_mb
 
-    set_cache_limit_mb(get_settings().dataset_cache_mb)  # TOROID_DATASET_CACHE_MB, also when set in .env
-    if not isinstance(name, str) or name not in DATASETS:
-        raise Invalid(f"unknown dataset {name!r}; valid datasets: {sorted(DATASETS)}")
+    settings = get_settings()
+    set_cache_limit_mb(settings.dataset_cache_mb)  # TOROID_DATASET_CACHE_MB, also when set in .env
+    set_allow_downloads(settings.allow_downloads)  # TOROID_ALLOW_DOWNLOADS, likewise
     if not isinstance(options, dict):
         raise Invalid(f"dataset_options must be a JSON object, got {type(options).__name__}")
+    name, options = _canonical_upload(name, options)
+    if not isinstance(name, str) or name not in DATASETS:
+        uploaded = _uploaded_names()
+        raise Invalid(f"unknown dataset {name!r}; valid datasets: {sorted(set(DATASETS) - {UPLOAD_KIND})}"
+                      + (f" and the uploaded {uploaded}" if uploaded else "")
+                      + " (upload your own with POST /api/datasets or `toroid dataset add`)")
     unknown = sorted(set(options) - set(DATASETS[name].options))
     if unknown:
         raise Invalid(f"dataset {name!r} has no option(s) {unknown}; valid options: {sorted(DATASETS[name].options)}")
     full = {**DATASETS[name].options, **options}
-    allowed_root = get_settings().resolved_data_root
+    allowed_root = settings.resolved_data_root
     if "root" in full and full["root"] is None:
         full["root"] = "."
     for key in ("path", "root"):
@@ -287,18 +361,34 @@ def resolve_dataset(name: Any, options: Any) -> tuple[dict[str, Any], tuple[int,
                 f"(TOROID_DATA_ROOT; give a path relative to it, e.g. 'mydata.npz')"
             )
         full[key] = str((allowed_root / value).resolve())
-    if full.get("download"):
-        raise Invalid("dataset option download=true is refused: the server never downloads data; put the "
-                      "files under the server's data root (TOROID_DATA_ROOT) and pass root")
-    if not dataset_available(name):
-        raise Invalid(f"dataset {name!r} is not available on this server: it needs torchvision "
-                      "(pip install the 'vision' extra) or export it to .npz and use dataset 'npz'")
+    if name == UPLOAD_KIND and full.get("root") != str(allowed_root):
+        raise Invalid("an uploaded dataset lives in the server's data root (TOROID_DATA_ROOT): leave the option "
+                      "root out")
+    if "download" in full:
+        if full["download"] and not settings.allow_downloads:
+            raise Invalid("dataset option download=true is refused: this server does not download data "
+                          "(TOROID_ALLOW_DOWNLOADS is off); put the files under the server's data root "
+                          "(TOROID_DATA_ROOT, docs/data.md) and leave download out, or upload them "
+                          "(POST /api/datasets, `toroid dataset add`)")
+        if full["download"] not in (None, True, False):
+            raise Invalid(f"dataset option download must be true, false or null, got {full['download']!r}")
+        full["download"] = None  # the process's setting decides; a minimum's family does not depend on it
     try:
         input_shape, num_classes = dataset_info(name, **full)
     except Exception as exc:  # the registry raises ValueError with the reason; odd values can raise TypeError
         reason = relative_paths(str(exc), {"$TOROID_DATA_ROOT": allowed_root})
         raise Invalid(f"dataset {name!r} with options {options}: {reason}") from exc
-    return full, tuple(input_shape), int(num_classes)
+    return ResolvedDataset(name, full, tuple(input_shape), int(num_classes))
+
+
+def _uploaded_names(limit: int = 20) -> list[str]:
+    from sqlalchemy import select
+
+    from toroid.store.db import new_session
+    from toroid.store.models import UploadedDataset
+
+    with new_session() as session:
+        return list(session.scalars(select(UploadedDataset.name).order_by(UploadedDataset.name).limit(limit)))
 
 
 def resolve_architecture(
@@ -329,7 +419,7 @@ def resolve_train(request: TrainRequest, source: str = "train") -> TrainJob:
     from toroid.worker.landscape.nets import is_binary_architecture
     from toroid.worker.landscape.samplers import SAMPLERS, resolve_hparams
 
-    options, input_shape, num_classes = resolve_dataset(request.dataset, request.dataset_options)
+    dataset, options, input_shape, num_classes = resolve_dataset(request.dataset, request.dataset_options)
     template, config = resolve_architecture(request.architecture, request.config, input_shape, num_classes)
     if request.sampler not in SAMPLERS:
         raise Invalid(f"unknown sampler {request.sampler!r}; valid samplers: {sorted(SAMPLERS)}")
@@ -354,9 +444,9 @@ def resolve_train(request: TrainRequest, source: str = "train") -> TrainJob:
     epochs = hyperparameters.get("epochs")
     if not isinstance(epochs, int) or not 1 <= epochs <= MAX_EPOCHS:
         raise Invalid(f"the epoch budget must be an integer in [1, {MAX_EPOCHS}], got {epochs!r}")
-    _check_train_cost(request.dataset, options, template, request.sampler, hyperparameters, epochs)
+    _check_train_cost(dataset, options, template, request.sampler, hyperparameters, epochs)
     return TrainJob.model_validate(clean_json({
-        "architecture": request.architecture, "config": config, "dataset": request.dataset,
+        "architecture": request.architecture, "config": config, "dataset": dataset,
         "dataset_options": options, "sampler": request.sampler, "hyperparameters": hyperparameters,
         "seed": request.seed, "epochs": epochs, "target_error": request.target_error,
         "name": request.name or f"{request.sampler}-{request.seed}", "source": source,

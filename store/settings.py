@@ -28,6 +28,14 @@ class Settings(BaseSettings):
     api_token: str | None = Field(None, description="When set, mutating routes need 'Authorization: Bearer <token>'.")
     public_reads: bool = Field(True, description="With an api_token: False makes GET routes need the token too.")
     max_upload_mb: int = Field(512, description="Largest accepted checkpoint upload, enforced while streaming.")
+    max_dataset_mb: int = Field(
+        1024, ge=1, description="Largest dataset upload (POST /api/datasets), enforced while streaming, and the "
+        "largest decoded dataset it may hold (MiB)."
+    )
+    allow_downloads: bool = Field(
+        False, description="Whether the server may download the built-in datasets (mnist, fashion_mnist, cifar10) "
+        "into the data root; `toroid up` turns it on unless TOROID_ALLOW_DOWNLOADS is set."
+    )
     worker_concurrency: int = Field(1, description="Processes of the worker started by `toroid up`.")
     worker_queues: str = Field("cpu,gpu", description="Queues the local worker consumes (comma separated).")
     job_timeout_s: int = Field(

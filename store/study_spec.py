@@ -215,29 +215,44 @@ PRESETS: dict[str, dict[str, Any]] = {
         "paths": {"kinds": ["linear", "linear_aligned", "flip"], "points": 17, "pairs": "all"},
         "one_bend": {"enabled": True, "kind": "flip", "epochs": 10, "pairs": 1},
     },
+    "fmnist-mlp-cpu": {
+        "name": "fmnist-mlp-cpu",
+        "description": "The paper's protocol on a real image dataset, sized for a CPU: the MLP 784-512-512-10 on a "
+        "stratified 10,000 / 2,000 slice (seed 0) of Fashion-MNIST (Debian's dataset-fashion-mnist or files under "
+        "TOROID_HOME/datasets/fashion_mnist; docs/data.md), 2 minima each of sgd, rsgd and adv (budget 30 epochs, "
+        "stopping at 0% train error), local energy on the full slice, 17-point linear / linear_aligned / geodesic "
+        "paths between all 15 pairs, one-bend paths for one pair of each type. Under 30 minutes on a 2-core CPU.",
+        "architecture": "mlp", "config": {"widths": [512, 512]},
+        "dataset": "fashion_mnist", "dataset_options": {"train_size": 10_000, "test_size": 2_000, "seed": 0},
+        "samplers": ["sgd", "rsgd", "adv"], "seeds": [0, 1], "epochs": 30, "target_error": 0.0,
+        "flatness": {"samples": 20, "mode": "exact"},
+        "paths": {"kinds": ["linear", "linear_aligned", "geodesic"], "points": 17, "pairs": "all"},
+        "one_bend": {"enabled": True, "kind": "geodesic", "epochs": 10, "pairs": 1},
+    },
     "mnist-mlp": {
         "name": "mnist-mlp", "description": "The paper's MLP 2x512 on MNIST (GPU; needs the MNIST files under "
         "TOROID_HOME/datasets/mnist).", "architecture": "mlp", "config": {"widths": [512, 512]},
-        "dataset": "mnist", "dataset_options": {"root": "mnist"}, "samplers": ["sgd", "rsgd", "adv"],
+        "dataset": "mnist", "samplers": ["sgd", "rsgd", "adv"],
         "seeds": [0, 1], **_PAPER_MINIMUM,
     },
     "fmnist-lenet": {
-        "name": "fmnist-lenet", "description": "The paper's LeNet on Fashion-MNIST (GPU; files under "
-        "TOROID_HOME/datasets/fashion_mnist).", "architecture": "lenet", "dataset": "fashion_mnist",
-        "dataset_options": {"root": "fashion_mnist"}, "samplers": ["sgd", "rsgd", "adv"], "seeds": [0, 1],
+        "name": "fmnist-lenet", "description": "The paper's LeNet on Fashion-MNIST (GPU; Debian's "
+        "dataset-fashion-mnist or files under TOROID_HOME/datasets/fashion_mnist).", "architecture": "lenet",
+        "dataset": "fashion_mnist",
+        "samplers": ["sgd", "rsgd", "adv"], "seeds": [0, 1],
         **_PAPER_MINIMUM,
     },
     "cifar10-vgg16bn": {
         "name": "cifar10-vgg16bn", "description": "The paper's VGG16-BN on CIFAR-10 (GPU; files under "
         "TOROID_HOME/datasets/cifar10).", "architecture": "vgg", "config": {"depth": 16, "batch_norm": True},
-        "dataset": "cifar10", "dataset_options": {"root": "cifar10"}, "samplers": ["sgd", "rsgd", "adv"],
+        "dataset": "cifar10", "samplers": ["sgd", "rsgd", "adv"],
         "seeds": [0, 1], **_PAPER_MINIMUM,
     },
     "fmnist-binary-mlp": {
-        "name": "fmnist-binary-mlp", "description": "The paper's binary MLP 3x1001 on Fashion-MNIST (GPU; files "
-        "under TOROID_HOME/datasets/fashion_mnist).", "architecture": "binary_mlp",
+        "name": "fmnist-binary-mlp", "description": "The paper's binary MLP 3x1001 on Fashion-MNIST (GPU; "
+        "Debian's dataset-fashion-mnist or files under TOROID_HOME/datasets/fashion_mnist).",
+        "architecture": "binary_mlp",
         "config": {"widths": [1001, 1001, 1001]}, "dataset": "fashion_mnist",
-        "dataset_options": {"root": "fashion_mnist"},
         "samplers": [{"sampler": "binary", "label": v, "hyperparameters": {"variant": v}}
                      for v in ("sgd", "rsgd", "adv")],
         "seeds": [0, 1], "epochs": 300, "flatness": {"samples": 100, "mode": "exact"},

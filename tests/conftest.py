@@ -54,7 +54,8 @@ class Stack:
     def __init__(self, home: Path, extra_env: dict[str, str] | None = None):
         self.home = home.resolve()
         self.env = dict(
-            os.environ, TOROID_HOME=str(self.home), TOROID_PORT="0", TOROID_DEMO="false", PYTHONUNBUFFERED="1"
+            os.environ, TOROID_HOME=str(self.home), TOROID_PORT="0", TOROID_DEMO="false", PYTHONUNBUFFERED="1",
+            TOROID_ALLOW_DOWNLOADS="false",  # `toroid up` would allow downloads; tests never download
         )
         self.env.pop("TOROID_REDIS_URL", None)
         self.env.update(extra_env or {})

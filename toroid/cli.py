@@ -27,6 +27,16 @@ def request_demo(base_url: str, token: str | None = None) -> int:
     return int(response.json().get("queued", 0))
 
 
+def up_environment(settings, host: str, port: int) -> dict[str, str]:
+    """The environment `toroid up` gives Redis, the worker and the API: this one, with the home, address and port;
+    downloads of the built-in datasets allowed unless TOROID_ALLOW_DOWNLOADS is set (in the environment or .env),
+    since a local stack fetches them for its one user (docs/operations.md)."""
+    env = dict(os.environ, TOROID_HOME=str(settings.home.resolve()), TOROID_HOST=host, TOROID_PORT=str(port))
+    if "allow_downloads" not in settings.model_fields_set:
+        env["TOROID_ALLOW_DOWNLOADS"] = "true"
+    return env
+
+
 app = typer.Typer(
     help="Toroid: error landscapes of neural networks without symmetries.",
     no_args_is_help=True,
@@ -42,6 +52,9 @@ def up(
 ) -> None:
     """Start everything: embedded Redis (unless TOROID_REDIS_URL is set), one worker, the API and the dashboard.
 
+    Downloads of the built-in datasets (mnist, fashion_mnist, cifar10) into the data root are allowed unless
+    TOROID_ALLOW_DOWNLOADS says otherwise (docs/operations.md).
+
     A part that crashes later is restarted (with backoff; Redis on the same port, its queue kept in its
     append-only file); only Ctrl-C or SIGTERM stops everything.
     """
@@ -55,7 +68,7 @@ def up(
     port = settings.port if port is None else port
     port = port or free_port(host)
     demo = settings.demo if demo is None else demo
-    env = dict(os.environ, TOROID_HOME=str(settings.home.resolve()), TOROID_HOST=host, TOROID_PORT=str(port))
+    env = up_environment(settings, host, port)
 
     stopping = False
 
@@ -168,6 +181,22 @@ def list_registry(
         typer.echo(f"{'':14s} defaults: {json.dumps(defaults, default=str)}")
 
 
+def _percent(value) -> str:
+    return f"{100 * value:.2f}%" if isinstance(value, int | float) else "-"
+
+
+def progress_text(info: dict) -> str:
+    """The progress line of a training report. Values a phase does not have are shown as '-': adv's confusion
+    pre-training (docs/samplers.md) reports its own epochs and no test error."""
+    loss = info.get("train_loss")
+    loss_text = f"loss {loss:.4f}" if isinstance(loss, int | float) else "loss -"
+    if info.get("phase") == "confusion":
+        return (f"confusion pre-training epoch {info.get('confusion_epoch')}  {loss_text}  "
+                f"confusion-set error {_percent(info.get('train_error'))}")
+    return (f"epoch {info.get('epoch')}/{info.get('epochs')}  {loss_text}  train {_percent(info.get('train_error'))}"
+            f"  test {_percent(info.get('test_error'))}")
+
+
 def _parse_pairs(pairs: list[str], what: str) -> dict:
     """KEY=VALUE options; VALUE is parsed as JSON when it can be (numbers, lists, true/false), else kept a string."""
     import json
@@ -222,11 +251,7 @@ def train(
         task = bar.add_task(f"{sampler} {arch}/{dataset} seed {seed}", total=1.0, stats="")
 
         def report(fraction: float, info: dict) -> None:
-            stats = (
-                f"epoch {info.get('epoch')}/{info.get('epochs')}  loss {info.get('train_loss', 0):.4f}  "
-                f"train {100 * info.get('train_error', 0):.2f}%  test {100 * info.get('test_error', 0):.2f}%"
-            )
-            bar.update(task, completed=fraction, stats=stats)
+            bar.update(task, completed=fraction, stats=progress_text(info))
 
         try:
             model, provenance = train_minimum(
@@ -247,11 +272,13 @@ def train(
 
 
 from toroid.cli_client import analyze, list_minima, upload  # noqa: E402  (registered after the commands above)
+from toroid.cli_datasets import dataset_app  # noqa: E402
 from toroid.cli_study import study_app  # noqa: E402
 from toroid.cli_users import users_app  # noqa: E402
 
 app.add_typer(study_app, name="study")
 app.add_typer(users_app, name="users")
+app.add_typer(dataset_app, name="dataset")
 app.command()(upload)
 app.command()(analyze)
 app.command("minima")(list_minima)

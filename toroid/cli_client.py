@@ -83,6 +83,8 @@ class Client:
         self.base = base_url(server or default_server())
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.http = httpx.Client(base_url=self.base, headers=headers, timeout=httpx.Timeout(TIMEOUT_S, connect=10))
+        #: The status of the last answer (201 for a new upload, 200 for content the server had).
+        self.status: int | None = None
 
     def unreachable(self, exc: Exception) -> ClientError:
         reason = str(exc) or type(exc).__name__
@@ -101,6 +103,7 @@ class Client:
                               EXIT_UNREACHABLE) from exc
         except httpx.TransportError as exc:
             raise self.unreachable(exc) from exc
+        self.status = response.status_code
         if response.status_code >= 400:
             code = EXIT_REFUSED if response.status_code < 500 else EXIT_UNREACHABLE
             raise ClientError(f"{method} /api{path} answered {response.status_code}: {detail(response)}", code)

@@ -12,22 +12,26 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
-from starlette.formparsers import MultiPartException, MultiPartParser
 
-from toroid.backend.api.deps import AUTH_RESPONSES, BODY_RESPONSES, SessionDep
+from toroid.backend.api.deps import (
+    AUTH_RESPONSES,
+    BODY_RESPONSES,
+    MiB,
+    SessionDep,
+    UploadLimits,
+    field_too_large,
+    read_multipart,
+)
 from toroid.backend.auth import require_read, require_write
 from toroid.backend.schemas import JobRecord, MinimumRecord
 from toroid.backend.services import minima as service
-from toroid.store.errors import Invalid, Malformed, TooLarge, Unsupported
+from toroid.store.errors import Invalid
 from toroid.store.params import TrainRequest
 from toroid.store.settings import get_settings
 from toroid.store.users import Principal
 
 router = APIRouter(tags=["minima"], responses=AUTH_RESPONSES)
 
-MiB = 2**20
-#: Room for the form fields and the sidecar on top of the checkpoint size limit.
-FIELD_SLACK = 1 * MiB
 FORM_FIELDS = ("architecture", "config", "dataset", "dataset_options", "name", "key_map")
 
 UPLOAD_OPENAPI: dict[str, Any] = {
@@ -57,51 +61,6 @@ UPLOAD_OPENAPI: dict[str, Any] = {
 }
 
 
-def _field_too_large(what: str = "a form field") -> TooLarge:
-    return TooLarge(
-        f"{what} exceeds the limit of 1 MiB for a form field or the sidecar (only the checkpoint, the field 'file', "
-        "may be larger: up to TOROID_MAX_UPLOAD_MB)",
-    )
-
-
-def _too_large(limit_mb: int) -> TooLarge:
-    return TooLarge(
-        f"the upload exceeds the limit of {limit_mb} MiB (TOROID_MAX_UPLOAD_MB); raise the limit on the server or "
-        "upload a smaller checkpoint",
-    )
-
-
-async def _read_form(request: Request, limit_mb: int):
-    """Parse the multipart body, counting bytes as they stream in and stopping at the limit (413)."""
-    content_type = request.headers.get("content-type", "")
-    if not content_type.lower().startswith("multipart/form-data"):
-        raise Unsupported(
-            f"send the checkpoint as multipart/form-data (got content-type {content_type or 'none'!r}), e.g. "
-            "curl -F file=@model.safetensors -F architecture=mlp -F dataset=digits .../api/minima",
-        )
-    limit = limit_mb * MiB + FIELD_SLACK
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise _too_large(limit_mb)
-
-    async def limited():
-        received = 0
-        async for chunk in request.stream():
-            received += len(chunk)
-            if received > limit:
-                raise _too_large(limit_mb)
-            yield chunk
-
-    parser = MultiPartParser(request.headers, limited(), max_files=2, max_fields=len(FORM_FIELDS) + 1,
-                             max_part_size=MiB)
-    try:
-        return await parser.parse()
-    except MultiPartException as exc:
-        if "exceeded maximum size" in exc.message:  # starlette's words for a field above max_part_size
-            raise _field_too_large() from exc
-        raise Malformed(f"malformed multipart body: {exc.message}") from exc
-
-
 @router.get("/minima", response_model=list[MinimumRecord], dependencies=[Depends(require_read)],
             summary="All minima, newest first")
 def list_minima(session: SessionDep) -> list[dict]:
@@ -118,20 +77,20 @@ def list_minima(session: SessionDep) -> list[dict]:
                503: {"description": "the message broker is unreachable (nothing was stored)"}},
 )
 async def upload_minimum(request: Request, principal: Principal = Depends(require_write)) -> dict:
-    settings = get_settings()
-    form = await _read_form(request, settings.max_upload_mb)
+    limits = UploadLimits(get_settings().max_upload_mb, max_files=2, max_fields=len(FORM_FIELDS) + 1)
+    form = await read_multipart(request, limits)
     try:
         file = form.get("file")
         if not isinstance(file, UploadFile):
             raise Invalid("the multipart field 'file' must be the checkpoint file "
                           "(curl -F file=@model.safetensors ...)")
-        if file.size is not None and file.size > settings.max_upload_mb * MiB:
-            raise _too_large(settings.max_upload_mb)
+        if file.size is not None and file.size > limits.limit_mb * MiB:
+            raise limits.too_large()
         sidecar_part = form.get("sidecar")
         if sidecar_part is not None and not isinstance(sidecar_part, UploadFile):
             sidecar = str(sidecar_part).encode()
         elif sidecar_part is not None and (sidecar_part.size or 0) > MiB:
-            raise _field_too_large("the sidecar")
+            raise field_too_large("the sidecar")
         else:
             sidecar = await sidecar_part.read() if sidecar_part is not None else None
         fields = {k: v for k, v in form.multi_items() if isinstance(v, str) and k in FORM_FIELDS}

@@ -1,4 +1,5 @@
-"""GET /api/architectures, /api/datasets, /api/samplers: what exists, asked from the core's registries."""
+"""GET /api/architectures, /api/samplers: what exists, asked from the core's registries (datasets, built-in and
+uploaded: ``toroid.backend.api.datasets``)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,8 @@ from fastapi import APIRouter, Depends, Query
 
 from toroid.backend.api.deps import AUTH_RESPONSES
 from toroid.backend.auth import require_read
-from toroid.backend.schemas import ArchitectureInfo, ArchitectureLayout, DatasetInfo, SamplerInfo
+from toroid.backend.schemas import ArchitectureInfo, ArchitectureLayout, SamplerInfo
 from toroid.backend.services import minima as minima_service
-from toroid.store.params import dataset_available
 
 router = APIRouter(tags=["registries"], dependencies=[Depends(require_read)], responses=AUTH_RESPONSES)
 
@@ -38,17 +38,6 @@ def architecture_layout(
     dataset_options: str = Query("{}", max_length=2048, description="The dataset's options, a JSON object."),
 ) -> dict:
     return minima_service.architecture_layout(name, config, dataset, dataset_options)
-
-
-@router.get("/datasets", response_model=list[DatasetInfo], summary="Datasets")
-def datasets() -> list[dict]:
-    from toroid.worker.landscape.data import DATASETS
-
-    return [
-        {"name": name, "description": spec.description, "options": copy.deepcopy(spec.options),
-         "available": dataset_available(name)}
-        for name, spec in DATASETS.items()
-    ]
 
 
 @router.get("/samplers", response_model=list[SamplerInfo], summary="Samplers of minima (docs/method.md §8)")

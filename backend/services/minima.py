@@ -203,7 +203,8 @@ def _checked_state(state: dict, template: dict, what: str, key_map_field: str | 
 def architecture_layout(architecture: str, config_text: str, dataset: str, options_text: str) -> dict[str, Any]:
     """What an upload for ``architecture`` on ``dataset`` must hold: every state_dict key with its shape and dtype,
     in layer order (shown next to the dashboard's upload form, and by GET /api/architectures/<name>/layout)."""
-    options, input_shape, num_classes = resolve_dataset(dataset, json_object(options_text, "dataset_options"))
+    dataset, options, input_shape, num_classes = resolve_dataset(dataset, json_object(options_text,
+                                                                                     "dataset_options"))
     template, config = resolve_architecture(architecture, json_object(config_text, "config"), input_shape,
                                             num_classes)
     return {
@@ -270,7 +271,7 @@ def create_from_upload(fields: dict[str, str], data: bytes, sidecar: bytes | Non
 
         return create_from_program(fields, data, sidecar, filename, owner)
     spec = upload_spec(fields, sidecar, filename)
-    options, input_shape, num_classes = resolve_dataset(spec["dataset"], spec["dataset_options"])
+    spec["dataset"], options, input_shape, num_classes = resolve_dataset(spec["dataset"], spec["dataset_options"])
     spec["dataset_options"] = options
     template, config = resolve_architecture(spec["architecture"], spec["config"], input_shape, num_classes)
     what = (f"architecture {spec['architecture']!r} (config {config}) on dataset {spec['dataset']!r} "

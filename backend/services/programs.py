@@ -63,7 +63,7 @@ def create_from_program(fields: dict[str, str], data: bytes, sidecar: bytes | No
     from toroid.worker.landscape.pt2 import program_module, save_pt2_bytes
 
     spec = program_spec(fields, sidecar, filename)
-    options, input_shape, num_classes = resolve_dataset(spec["dataset"], spec["dataset_options"])
+    spec["dataset"], options, input_shape, num_classes = resolve_dataset(spec["dataset"], spec["dataset_options"])
     spec["dataset_options"] = options
     manifest, program = read_program(data, CHECKPOINT_SIZE_FACTOR * len(data) + CHECKPOINT_SLACK_BYTES)
     size = sum(math.prod(t.shape) for t in (*manifest.parameters, *manifest.buffers))

@@ -33,7 +33,8 @@ class ApiStack:
         self.home = home.resolve()
         self.home.mkdir(parents=True, exist_ok=True)
         self.env = dict(os.environ, TOROID_HOME=str(self.home), TOROID_DEMO="false", PYTHONUNBUFFERED="1",
-                        TOROID_DEVICE="cpu", TOROID_STALE_JOB_S="3", OMP_NUM_THREADS="1")
+                        TOROID_DEVICE="cpu", TOROID_STALE_JOB_S="3", OMP_NUM_THREADS="1",
+                        TOROID_ALLOW_DOWNLOADS="false")  # tests never download (docs/operations.md)
         for inherited in ("TOROID_REDIS_URL", "TOROID_API_TOKEN", "TOROID_PUBLIC_READS", "TOROID_DATABASE_URL"):
             self.env.pop(inherited, None)
         self.env.update(extra_env or {})

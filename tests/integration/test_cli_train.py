@@ -46,3 +46,47 @@ def test_train_rejects_unknown_sampler(tmp_path):
     assert result.returncode == 2
     assert "unknown sampler 'nope'" in result.stderr
     assert not (tmp_path / "x.safetensors").exists()
+
+
+def _listed_samplers() -> list[str]:
+    """The samplers `toroid list samplers` prints (one name at the start of each entry's first line)."""
+    listed = subprocess.run([sys.executable, "-m", "toroid.cli", "list", "samplers"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120, check=True).stdout
+    return [line.split()[0] for line in listed.splitlines() if line and not line[0].isspace()]
+
+
+#: Small budgets per sampler: adv's confusion pre-training capped at 2 epochs, the binary sampler on a binary MLP.
+CLI_RUNS = {"adv": ["--hp", "confusion_epochs=2"], "binary": ["--arch", "binary_mlp", "--config", '{"widths": [33]}']}
+
+
+def test_every_listed_sampler_trains_through_the_cli(tmp_path):
+    """`toroid train --sampler X` exits 0 for every sampler of `toroid list samplers` (the README's command;
+    adv's confusion phase reports no test error, which once crashed the progress line)."""
+    samplers = _listed_samplers()
+    assert {"sgd", "rsgd", "adv", "sam", "entropy_sgd", "binary"} <= set(samplers)
+    for sampler in samplers:
+        out = tmp_path / f"{sampler}.safetensors"
+        extra = CLI_RUNS.get(sampler, [])
+        arch = [] if "--arch" in extra else ["--arch", "mlp", "--config", '{"widths": [16]}']
+        result = subprocess.run(
+            [sys.executable, "-m", "toroid.cli", "train", *arch, "--dataset", "digits", "--sampler", sampler,
+             "--seed", "1", "--epochs", "2", "--out", str(out), *extra],
+            cwd=ROOT, capture_output=True, text=True, timeout=300,
+        )
+        assert result.returncode == 0, (sampler, result.stderr[-2000:])
+        assert "epoch 2/2" in result.stdout and "saved" in result.stdout, (sampler, result.stdout[-2000:])
+        provenance = parse_sidecar((tmp_path / f"{sampler}.json").read_bytes())["provenance"]
+        assert provenance["sampler"] == sampler and provenance["epochs"] == 2
+        if sampler == "adv":
+            assert provenance["extra"]["confusion_epochs_run"] == 2
+
+
+def test_the_progress_line_reads_every_phase():
+    from toroid.cli import progress_text
+
+    confusion = {"epoch": 0, "epochs": 5, "train_loss": 2.3, "train_error": 0.9, "test_error": None,
+                 "phase": "confusion", "confusion_epoch": 3}
+    assert progress_text(confusion) == "confusion pre-training epoch 3  loss 2.3000  confusion-set error 90.00%"
+    assert progress_text({"epoch": 2, "epochs": 5, "train_loss": 0.5, "train_error": 0.1, "test_error": None}) == (
+        "epoch 2/5  loss 0.5000  train 10.00%  test -")
+    assert progress_text({}) == "epoch None/None  loss -  train -  test -"

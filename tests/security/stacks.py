@@ -18,6 +18,7 @@ from tests.integration.conftest import ApiStack
 def api_only(tmp_path_factory, name: str, env: dict[str, str] | None = None) -> Iterator[ApiStack]:
     """A module's stack without a worker (Redis + API), up until the module ends; ``yield from`` it in a fixture.
     ``ApiStack`` waits for any answer of /api/health (503 while no worker is alive)."""
+    env = {"TOROID_ALLOW_DOWNLOADS": "false", **(env or {})}  # a test never downloads data
     started = ApiStack(tmp_path_factory.mktemp(name) / "home", env, worker=False)
     try:
         yield started

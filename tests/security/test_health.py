@@ -47,7 +47,8 @@ class PasswordStack:
         self.supervisor = Supervisor(self.home, log=lambda _line: None)
         self.worker: Child | None = None
         self.env = dict(os.environ, TOROID_HOME=str(self.home), TOROID_DEMO="false", PYTHONUNBUFFERED="1",
-                        TOROID_DEVICE="cpu", TOROID_STALE_JOB_S="3", OMP_NUM_THREADS="1")
+                        TOROID_DEVICE="cpu", TOROID_STALE_JOB_S="3", OMP_NUM_THREADS="1",
+                        TOROID_ALLOW_DOWNLOADS="false")
         for inherited in ("TOROID_REDIS_URL", "TOROID_API_TOKEN", "TOROID_PUBLIC_READS", "TOROID_DATABASE_URL"):
             self.env.pop(inherited, None)
         if self.postgres is not None:

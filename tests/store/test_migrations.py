@@ -38,6 +38,7 @@ INDEXES_0002 = {"ix_jobs_result_id", "ix_jobs_minimum_id"}
 TABLES_0003 = {"users"}
 OWNED_0003 = ("minima", "jobs", "studies")
 ERRORS_0004 = ("train_error", "test_error")  # nullable since 0004 (uploads are evaluated by a job)
+TABLES_0005 = {"datasets"}  # uploaded datasets (POST /api/datasets)
 
 
 # --- databases -------------------------------------------------------------------------------------------------
@@ -99,10 +100,11 @@ def sqlite_url(tmp_path, monkeypatch) -> str:
 
 def metadata_0001() -> MetaData:
     """The schema of revision 0001 as the models declared it before migrations: today's, less 0002's indexes and
-    0003's users table and owner columns, less 0004's evaluation job column (and with errors required)."""
+    0003's users table and owner columns, less 0004's evaluation job column (and with errors required), less
+    0005's datasets table."""
     metadata = MetaData()
     for table in Base.metadata.sorted_tables:
-        if table.name not in TABLES_0003:
+        if table.name not in TABLES_0003 | TABLES_0005:
             table.to_metadata(metadata)
     jobs = metadata.tables["jobs"]
     for index in [index for index in jobs.indexes if index.name in INDEXES_0002]:
@@ -284,7 +286,7 @@ def test_init_db_upgrades_a_database_at_0001_with_rows(database_url):
 
     init_db()
 
-    assert current_revision() == head_revision() == "0004"
+    assert current_revision() == head_revision() == "0005"
     assert INDEXES_0002 <= indexes(database_url)
     assert dump_rows(database_url) == rows
     engine = create_engine(database_url)
@@ -301,8 +303,37 @@ def test_init_db_upgrades_a_database_at_0001_with_rows(database_url):
                 "checkpoint_sha256, created_at, source, evaluation_job_id) VALUES ('m9', 'pending', 'mlp', '{}', "
                 "'digits', '{}', '{}', :sha, :now, 'upload', 'j9')"), {"sha": "e" * 64, "now": datetime(2026, 1, 1)})
             assert connection.execute(text("SELECT train_error FROM minima WHERE id = 'm9'")).scalar() is None
+        with engine.begin() as connection:  # 0005: no uploaded datasets yet; a row takes its summary, names unique
+            assert connection.execute(text("SELECT COUNT(*) FROM datasets")).scalar() == 0
+            insert = text(
+                "INSERT INTO datasets (id, name, owner, created_at, train, test, input_shape, num_classes, "
+                "class_names, class_counts, nbytes, file_name, file_size) VALUES (:id, :name, 'alice', :now, 90, 30, "
+                "'[1, 8, 8]', 3, NULL, '{\"train\": [30, 30, 30], \"test\": [10, 10, 10]}', 30720, 'd.npz', 4096)")
+            connection.execute(insert, {"id": "d" * 64, "name": "mine", "now": datetime(2026, 1, 1)})
+            assert connection.execute(text("SELECT name, train, nbytes FROM datasets")).all() == [("mine", 90, 30720)]
+        with pytest.raises(Exception, match="(?i)unique|duplicate"), engine.begin() as connection:
+            connection.execute(insert, {"id": "f" * 64, "name": "mine", "now": datetime(2026, 1, 1)})
     finally:
         engine.dispose()
+
+
+def test_0005_adds_the_datasets_table_to_a_database_at_0004_and_downgrades(database_url):
+    command.upgrade(alembic_config(database_url), "0004")
+    rows = insert_rows(database_url)
+    assert "datasets" not in schema(database_url)
+
+    init_db()
+
+    assert current_revision() == "0005"
+    built = schema(database_url)
+    assert [c[0] for c in built["datasets"]["columns"]] == [
+        "id", "name", "owner", "created_at", "train", "test", "input_shape", "num_classes", "class_names",
+        "class_counts", "nbytes", "file_name", "file_size"]
+    assert built["datasets"]["primary_key"] == ["id"]
+    assert ("ix_datasets_owner", ("owner",), False, None) in built["datasets"]["indexes"]
+    assert dump_rows(database_url) == rows
+    command.downgrade(alembic_config(database_url), "0004")
+    assert "datasets" not in schema(database_url) and dump_rows(database_url) == rows
 
 
 def test_init_db_adopts_a_database_made_by_create_all_before_migrations(database_url):
