@@ -16,7 +16,7 @@ from dash import Input, Output, State, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
 from toroid.dashboard.client import ApiClient, ApiError
-from toroid.dashboard.views import distances, flatness, jobs, paths, study, torus, upload
+from toroid.dashboard.views import data, distances, flatness, jobs, paths, study, torus, upload
 from toroid.dashboard.views import map as minima_map
 from toroid.dashboard.views.common import CATALOG, DISTANCES, JOBS, MINIMA, REFRESH, SELECTION, TABS
 
@@ -31,6 +31,7 @@ VIEWS = (
     ("distances", "Distances"),
     ("torus", "Torus & plane"),
     ("add", "Add minima"),
+    ("data", "Data"),
     ("studies", "Studies"),
     ("jobs", "Jobs"),
 )
@@ -40,7 +41,7 @@ def _view_children(value: str):
     if value == "map":
         return html.Div([minima_map.layout(), paths.layout()], className="grid home")
     return {"flatness": flatness.layout, "distances": distances.layout, "torus": torus.layout,
-            "add": upload.layout, "studies": study.layout, "jobs": jobs.layout}[value]()
+            "add": upload.layout, "data": data.layout, "studies": study.layout, "jobs": jobs.layout}[value]()
 
 
 def session_token() -> str | None:
@@ -191,6 +192,7 @@ def create_dash(api_url: str, prefix: str = "/dashboard/", public_api_url: str |
     distances.register(app, client, public)
     torus.register(app, client, public)
     upload.register(app, client)
+    data.register(app, client)
     study.register(app, client, public)
     jobs.register(app, client, public)
     return app

@@ -156,6 +156,18 @@ class ApiClient:
         data = {k: v for k, v in {**(fields or {}), "key_map": key_map}.items() if v not in (None, "")}
         return self._request("POST", "/minima", files=files, data=data)
 
+    def upload_dataset(self, name: str, files: list[tuple[str, bytes]]) -> dict:
+        """POST /api/datasets (multipart): one .npz as ``file``, or the four IDX files as ``files`` (docs/data.md)."""
+        if len(files) == 1:
+            parts: Any = {"file": (files[0][0], files[0][1], "application/octet-stream")}
+        else:
+            parts = [("files", (n, content, "application/octet-stream")) for n, content in files]
+        return self._request("POST", "/datasets", files=parts, data={"name": name})
+
+    def delete_dataset(self, dataset: str) -> None:
+        """DELETE /api/datasets/{id or name} (409 while a minimum uses it)."""
+        self._request("DELETE", f"/datasets/{dataset}")
+
     def train(self, request: dict) -> dict:
         """POST /api/minima/train -> the job record of the training run."""
         return self.post("/minima/train", request)

@@ -86,8 +86,19 @@ def _config_text(config: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={str(v)[:8] if k == 'structure' else v}" for k, v in sorted(config.items()))
 
 
+def dataset_label(minimum: Mapping[str, Any], dataset_names: Mapping[str, str] | None = None) -> str:
+    """The dataset of a minimum as a researcher named it: an uploaded dataset (kind ``upload``, addressed by its
+    sha256, docs/data.md) shows its name from ``dataset_names`` (sha256 -> name), else its first 12 hex digits."""
+    dataset = str(minimum.get("dataset"))
+    if dataset != "upload":
+        return dataset
+    sha = str((minimum.get("dataset_options") or {}).get("sha256") or "")
+    return (dataset_names or {}).get(sha) or f"upload {sha[:12]}"
+
+
 def families(
-    minima: Iterable[Mapping[str, Any]], defaults: Mapping[str, Mapping[str, Any]] | None = None
+    minima: Iterable[Mapping[str, Any]], defaults: Mapping[str, Mapping[str, Any]] | None = None,
+    dataset_names: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """Groups of comparable minima, largest first: [{"key", "label", "ids"}]; ``ids`` keep the input order."""
     groups: dict[str, dict[str, Any]] = {}
@@ -97,7 +108,7 @@ def families(
         if group is None:
             config = minimum.get("config") or {}
             config_text = f" ({_config_text(config)})" if config else ""
-            label = f"{minimum.get('architecture')}{config_text} on {minimum.get('dataset')}"
+            label = f"{minimum.get('architecture')}{config_text} on {dataset_label(minimum, dataset_names)}"
             group = groups[key] = {"key": key, "label": label, "ids": []}
         group["ids"].append(minimum["id"])
     ordered = sorted(groups.values(), key=lambda g: (-len(g["ids"]), g["label"]))

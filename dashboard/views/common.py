@@ -160,6 +160,27 @@ def entry_status(entry: Mapping[str, Any] | None, label: str) -> html.Div | None
     return None
 
 
+def dataset_options(catalog: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """Dropdown options of every dataset field: the built-ins (disabled when their files or packages are missing)
+    and the uploaded datasets by name (docs/data.md); the value is the name the API takes."""
+    options = []
+    for d in (catalog or {}).get("datasets", []):
+        available = d.get("available", True)
+        label = d["name"] if available else f"{d['name']} (not installed)"
+        if d.get("kind") == "upload":
+            label = f"{d['name']} (uploaded: {d.get('train', '?')} / {d.get('test', '?')})"
+        options.append({"label": label, "value": d["name"], "title": d.get("description", ""),
+                        "disabled": not available})
+    return options
+
+
+def as_list(value: Any) -> list:
+    """A dcc.Upload value (one item, a list, or None) as a list."""
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
 def decode_upload(contents: str) -> bytes:
     """The bytes of a dcc.Upload data URL ('data:<type>;base64,<payload>')."""
     if not contents or "," not in contents:

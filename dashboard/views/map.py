@@ -93,7 +93,7 @@ def register(app, client: ApiClient) -> None:
         Input(MINIMA, "data"), Input(CATALOG, "data"), State(FAMILY, "value"),
     )
     def family_options(minima, catalog, current):
-        groups = families(minima or [], _defaults(catalog))
+        groups = families(minima or [], _defaults(catalog), _dataset_names(catalog))
         options = [{"label": g["label"], "value": g["key"]} for g in groups]
         keys = [g["key"] for g in groups]
         value = current if current in keys else (keys[0] if keys else None)
@@ -199,6 +199,12 @@ def register(app, client: ApiClient) -> None:
 
 def _defaults(catalog: dict | None) -> dict[str, dict]:
     return {a["name"]: a.get("defaults") or {} for a in (catalog or {}).get("architectures", [])}
+
+
+def _dataset_names(catalog: dict | None) -> dict[str, str]:
+    """sha256 -> name of the uploaded datasets (docs/data.md), for the family labels."""
+    uploaded = [d for d in (catalog or {}).get("datasets", []) if d.get("kind") == "upload" and d.get("id")]
+    return {d["id"]: d["name"] for d in uploaded}
 
 
 def _family_ids(minima: list[dict] | None, family: str | None, catalog: dict | None) -> list[str]:

@@ -24,7 +24,17 @@ from dash.exceptions import PreventUpdate
 from toroid.dashboard import figures
 from toroid.dashboard.client import ApiClient, ApiError
 from toroid.dashboard.views import upload_layout
-from toroid.dashboard.views.common import CATALOG, JOBS, REFRESH, card, decode_upload, graph, message
+from toroid.dashboard.views.common import (
+    CATALOG,
+    JOBS,
+    REFRESH,
+    as_list,
+    card,
+    dataset_options,
+    decode_upload,
+    graph,
+    message,
+)
 from toroid.dashboard.views.upload_layout import effective_architecture, is_pt2, parse_json_field
 from toroid.plots import empty_figure
 
@@ -164,9 +174,7 @@ def register(app, client: ApiClient) -> None:
         catalog = catalog or {}
         archs = [{"label": a["name"], "value": a["name"], "title": a.get("description", "")}
                  for a in catalog.get("architectures", [])]
-        datasets = [{"label": d["name"] if d.get("available", True) else f"{d['name']} (not installed)",
-                     "value": d["name"], "title": d.get("description", ""), "disabled": not d.get("available", True)}
-                    for d in catalog.get("datasets", [])]
+        datasets = dataset_options(catalog)
         samplers = [{"label": s["name"], "value": s["name"], "title": s.get("description", "")}
                     for s in catalog.get("samplers", [])]
         names = {"arch": [o["value"] for o in archs], "dataset": [o["value"] for o in datasets],
@@ -185,7 +193,7 @@ def register(app, client: ApiClient) -> None:
         prevent_initial_call=True,
     )
     def staged(filenames):
-        names = _as_list(filenames)
+        names = as_list(filenames)
         if not names:  # nothing staged, or the upload went in: its message stays
             return NOTHING_STAGED, {}, {}, {}, no_update, no_update, no_update, no_update
         checkpoint, sidecar, problems = split_files(names)
@@ -212,7 +220,7 @@ def register(app, client: ApiClient) -> None:
                proposal):
         if not (n_clicks or n_accept):
             raise PreventUpdate
-        names, blobs = _as_list(filenames), _as_list(contents)
+        names, blobs = as_list(filenames), as_list(contents)
         checkpoint, sidecar, problems = split_files(names)
         accept = ctx.triggered_id == KEYMAP_ACCEPT
         if accept and not (proposal and proposal.get("files") == names):
@@ -256,7 +264,7 @@ def register(app, client: ApiClient) -> None:
         Input(KEYMAP_STORE, "data"), Input(DROP, "filename"),
     )
     def show_key_map(proposal, filenames):
-        if not proposal or proposal.get("files") != _as_list(filenames):
+        if not proposal or proposal.get("files") != as_list(filenames):
             return {"display": "none"}, None
         return {}, upload_layout.key_map_rows(proposal["key_map"])
 
@@ -345,12 +353,6 @@ def watched_train_job(jobs: list[dict], job_id: str | None) -> dict | None:
     running = next((j for j in train_jobs if j.get("state") == "running"), None)
     with_curves = next((j for j in train_jobs if (j.get("partial") or {}).get("epoch")), None)
     return chosen or running or with_curves or (train_jobs[0] if train_jobs else None)
-
-
-def _as_list(value) -> list:
-    if value is None:
-        return []
-    return list(value) if isinstance(value, list | tuple) else [value]
 
 
 def _renamed(key_map: dict[str, str]) -> int:
