@@ -31,6 +31,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from toroid.worker.landscape.alignment import align_report
 from toroid.worker.landscape.data import Dataset
 from toroid.worker.landscape.device import resolve_device
 from toroid.worker.landscape.distances import euclidean_distances, geodesic_distance, hamming_distance
@@ -43,7 +44,7 @@ from toroid.worker.landscape.samplers import resolve_hparams
 from toroid.worker.landscape.samplers.base import TrainRun
 from toroid.worker.landscape.samplers.sgd import sgd_epochs
 from toroid.worker.landscape.states import as_state, combine_states, is_exported, load_state, set_mode
-from toroid.worker.landscape.symmetry import align, normalize
+from toroid.worker.landscape.symmetry import normalize
 
 __all__ = ["BEND_KINDS", "midpoint", "one_bend"]
 
@@ -64,15 +65,18 @@ def midpoint(a: nn.Module, b: nn.Module) -> nn.Module:
     return mid
 
 
-def _prepare(a: nn.Module, b: nn.Module, kind: str) -> tuple[nn.Module, nn.Module, nn.Module]:
-    """(A, B, bend start) in the frame of ``kind`` (steps 1-2 of the module docstring)."""
+def _prepare(a: nn.Module, b: nn.Module, kind: str) -> tuple[nn.Module, nn.Module, nn.Module, dict | None]:
+    """(A, B, bend start, alignment record) in the frame of ``kind`` (steps 1-2 of the module
+    docstring). Alignment keeps the candidate with the smallest distance the result reports
+    (docs/method.md §3): geodesic, Hamming (binary) or Euclidean."""
     if kind == "geodesic":
         pa = normalize(a)
-        pb = align(pa, normalize(b))
-        return pa, pb, normalize(midpoint(pa, pb))
-    pa = a
-    pb = b if kind == "linear" else align(a, b)
-    return pa, pb, midpoint(pa, pb)
+        pb, report = align_report(pa, normalize(b))
+        return pa, pb, normalize(midpoint(pa, pb)), report.summary()
+    if kind == "linear":
+        return a, b, midpoint(a, b), None
+    pb, report = align_report(a, b, score="auto" if is_binary(a) else "euclidean")
+    return a, pb, midpoint(a, pb), report.summary()
 
 
 def _retrain_hparams(binary: bool, epochs: int, hparams: dict[str, Any] | None) -> dict[str, Any]:
@@ -155,7 +159,7 @@ def one_bend(
     hp = _retrain_hparams(binary, epochs, hparams)
     dev = resolve_device(device)
 
-    pa, pb, bend = _prepare(a, b, "linear_aligned" if kind == "flip" else kind)
+    pa, pb, bend, alignment = _prepare(a, b, "linear_aligned" if kind == "flip" else kind)
     bend = bend.to(dev)
 
     def train_progress(fraction: float, info: dict[str, Any]) -> None:
@@ -232,5 +236,6 @@ def one_bend(
             "target_error": target_error,
             "seed": seed,
             "distance": "geodesic" if kind == "geodesic" else ("hamming" if binary else "euclidean_rms"),
+            **({"alignment": alignment} if alignment is not None else {}),  # docs/method.md §3
         },
     )

@@ -51,9 +51,8 @@ def unit_angles(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     b64 = b.detach().to(device=a64.device, dtype=torch.float64)
     na = a64.norm(dim=1, keepdim=True)
     nb = b64.norm(dim=1, keepdim=True)
-    ua = torch.where(na > 0, a64 / na.clamp_min(1e-300), a64)
-    ub = torch.where(nb > 0, b64 / nb.clamp_min(1e-300), b64)
-    chord = (ua - ub).norm(dim=1)
+    # a zero row stays zero (0 / 1e-300 = 0): no full-size select needed (align scores every candidate)
+    chord = (a64 / na.clamp_min(1e-300) - b64 / nb.clamp_min(1e-300)).norm(dim=1)
     phi = 2.0 * torch.asin((chord / 2.0).clamp(max=1.0))
     degenerate = (na.squeeze(1) == 0) ^ (nb.squeeze(1) == 0)
     return torch.where(degenerate, torch.full_like(phi, math.pi / 2), phi)
@@ -134,7 +133,9 @@ def euclidean_distances(
 ) -> dict[str, float]:
     """Per-parameter Euclidean distance ``||A - B|| / sqrt(N_params)`` (docs/method.md §5) in the
     variants ``raw`` (as given), ``aligned`` (``b`` aligned to ``a``), ``normalized`` (both
-    normalized) and ``normalized_aligned`` (both normalized, then aligned). Over the trainable
+    normalized) and ``normalized_aligned`` (both normalized, then aligned); alignment keeps the
+    candidate with the smallest Euclidean distance (``align(score="euclidean")``, docs/method.md §3),
+    so an aligned variant never exceeds its unaligned one. Over the trainable
     parameters (weights, biases, BatchNorm affine); buffers do not count. The paper does not state
     the scaling; this RMS form matches its magnitudes. Binary networks: latent weights.
     """
@@ -145,13 +146,13 @@ def euclidean_distances(
     if "raw" in variants:
         out["raw"] = _rms(a, b)
     if "aligned" in variants:
-        out["aligned"] = _rms(a, align(a, b))
+        out["aligned"] = _rms(a, align(a, b, score="euclidean"))  # the alignment minimizing this distance (§3)
     if "normalized" in variants or "normalized_aligned" in variants:
         na, nb = normalize(a), normalize(b)
         if "normalized" in variants:
             out["normalized"] = _rms(na, nb)
         if "normalized_aligned" in variants:
-            out["normalized_aligned"] = _rms(na, align(na, nb))
+            out["normalized_aligned"] = _rms(na, align(na, nb, score="euclidean"))
     return {k: out[k] for k in EUCLIDEAN_VARIANTS if k in out}
 
 

@@ -42,10 +42,12 @@ from toroid.worker.landscape.graph_units import (
     Builder,
     Consumer,
     Producer,
+    ResidualAdd,
     SphereBlock,
     UnitGraph,
     UnitGroup,
     Unsupported,
+    scale_reason,
 )
 from toroid.worker.landscape.nets import BinaryConv2d, BinaryLinear, CommitteeOutput, Sign
 
@@ -206,7 +208,7 @@ def _passthrough(scale: str | None, flip: str | None) -> Callable[..., _Flow]:
         return _Flow(
             group=flow.group,
             flattened=flow.flattened,
-            scale_why=flow.scale_why or (f"{_label(name, obj)}: {scale}" if scale else None),
+            scale_why=scale_reason(flow.scale_why, f"{_label(name, obj)}: {scale}" if scale else None),
             flip_why=flow.flip_why or (f"{_label(name, obj)}: {flip}" if flip else None),
         )
 
@@ -258,7 +260,8 @@ def _h_add(b: Builder, name: str, obj: Any, flows: list[_Flow]) -> _Flow:
     if len(tensors) < 2:  # adding a constant: the units keep their identity but lose scale/sign freedom
         x = tensors[0]
         why = f"{_label(name, obj)} adds a constant"
-        return _Flow(group=x.group, flattened=x.flattened, scale_why=x.scale_why or why, flip_why=x.flip_why or why)
+        return _Flow(group=x.group, flattened=x.flattened, scale_why=scale_reason(x.scale_why, why),
+                     flip_why=x.flip_why or why)
     x, y = tensors[0], tensors[1]
     if x.group is None or y.group is None:
         for f in (x, y):
@@ -269,7 +272,8 @@ def _h_add(b: Builder, name: str, obj: Any, flows: list[_Flow]) -> _Flow:
     if x.flattened != y.flattened:
         raise Unsupported("it adds flattened and unflattened inputs")
     gid = b.union(x.group, y.group)
-    return _Flow(group=gid, flattened=x.flattened, scale_why=f"{_label(name, obj)}: residual add",
+    added = ResidualAdd(f"{_label(name, obj)}: residual add")
+    return _Flow(group=gid, flattened=x.flattened, scale_why=scale_reason(x.scale_why, y.scale_why, added),
                  flip_why=x.flip_why or y.flip_why)
 
 

@@ -34,6 +34,7 @@ from toroid.worker.landscape.graph_aten_values import (
     bind,
     has_exported_batchnorm,
     is_exported,
+    merged_part,
     reshape_layout,
     shape_of,
     split_name,
@@ -457,7 +458,7 @@ def _merge(w: _Walk, node: fx.Node, x: Traced, y: Traced, residual: bool, scale:
         if px.group is not None:
             why = None if residual else f"{w.label(node)} multiplies the units of two groups: one shared permutation"
             gid = w.b.union(px.group, py.group, residual=residual, why=why)
-        parts.append(Part(gid, px.size, None, scale, px.flip_why or py.flip_why or flip))
+        parts.append(merged_part(gid, px, py, residual, scale, flip))
     return Traced(parts=tuple(parts), dim=x.dim - nx + len(shape_of(node)), block=x.block,
                   flattened=x.flattened or y.flattened)
 

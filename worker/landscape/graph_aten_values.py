@@ -17,7 +17,7 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from toroid.worker.landscape.graph_units import Producer, Unsupported
+from toroid.worker.landscape.graph_units import Producer, ResidualAdd, Unsupported, scale_reason
 
 __all__ = [
     "BATCHNORM_PACKETS",
@@ -28,6 +28,7 @@ __all__ = [
     "bind",
     "has_exported_batchnorm",
     "is_exported",
+    "merged_part",
     "reshape_layout",
     "shape_of",
     "split_name",
@@ -104,7 +105,15 @@ class Traced:
 
     def with_whys(self, scale: str | None, flip: str | None) -> Traced:
         return replace(self, parts=tuple(
-            replace(p, fresh=None, scale_why=p.scale_why or scale, flip_why=p.flip_why or flip) for p in self.parts))
+            replace(p, fresh=None, scale_why=scale_reason(p.scale_why, scale), flip_why=p.flip_why or flip)
+            for p in self.parts))
+
+
+def merged_part(group: int | None, x: Part, y: Part, residual: bool, scale: str, flip: str | None) -> Part:
+    """The part where ``x`` and ``y`` meet entry by entry (a residual add when ``residual``, or a
+    product): ``scale`` / ``flip`` why a per-unit scale / a sign flip stops there."""
+    why = scale_reason(x.scale_why, y.scale_why, ResidualAdd(scale) if residual else scale)
+    return Part(group, x.size, None, why, x.flip_why or y.flip_why or flip)
 
 
 def bind(node: fx.Node) -> dict[str, Any]:

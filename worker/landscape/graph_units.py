@@ -23,9 +23,11 @@ __all__ = [
     "Builder",
     "Consumer",
     "Producer",
+    "ResidualAdd",
     "SphereBlock",
     "UnitGraph",
     "UnitGroup",
+    "scale_reason",
     "tensor_name",
 ]
 
@@ -36,6 +38,18 @@ FOLLOWER_ATTRS = ("weight", "bias", "running_mean", "running_var")
 # suffixes of the group notes.
 NOT_HOMOGENEOUS = "not positively homogeneous, permutations only (no rescaling)"
 NOT_ODD = "not odd (no sign flips)"
+
+
+class ResidualAdd(str):
+    """The reason "residual add": it stops a unit's own positive scale (the identity path carries
+    the unscaled value) but not a scale shared by every writer of the stream (``UnitGroup.shared_scale``)."""
+
+
+def scale_reason(*whys: str | None) -> str | None:
+    """The first reason a positive scale stops; a residual add yields to any later other reason,
+    which also stops the shared scale of a stream (docs/method.md §2)."""
+    found = [w for w in whys if w is not None]
+    return next((w for w in found if not isinstance(w, ResidualAdd)), found[0] if found else None)
 
 
 def tensor_name(module: str, attr: str) -> str:
@@ -102,6 +116,10 @@ class UnitGroup:
     consumers). ``permutable``: the units may be permuted (False for the last layer and for the
     inputs of operations the tracer does not know). ``output``: the last layer, never permuted,
     scaled as one vector. ``notes``: why a symmetry is not removed, one short sentence each.
+    ``shared_scale``: one positive factor per unit applied to the outputs of all the producers at
+    once reaches the consumers unchanged (every operation in between, residual adds included, is
+    positively homogeneous): the scale of a residual stream's BatchNorm affine parameters
+    (docs/method.md §2, "BatchNorm: option bn_mode").
     """
 
     name: str
@@ -115,6 +133,7 @@ class UnitGroup:
     output: bool = False
     residual: bool = False
     notes: list[str] = field(default_factory=list)
+    shared_scale: bool = True
 
 
 @dataclass
@@ -223,7 +242,7 @@ class Builder:
         self.groups.append(UnitGroup(name=unique, size=size, producers=[producer]))
         self.parent.append(len(self.groups) - 1)
         if producer.binary:
-            self.groups[-1].rescalable = False
+            self.groups[-1].rescalable = self.groups[-1].shared_scale = False
         return len(self.groups) - 1
 
     def union(self, a: int, b: int, *, residual: bool = True, why: str | None = None) -> int:
@@ -240,6 +259,7 @@ class Builder:
         ga.consumers += gb.consumers
         ga.notes += [n for n in gb.notes if n not in ga.notes]
         ga.rescalable = False
+        ga.shared_scale = ga.shared_scale and gb.shared_scale
         ga.flippable = ga.flippable and gb.flippable
         ga.permutable = ga.permutable and gb.permutable
         ga.residual = ga.residual or gb.residual or residual
@@ -257,6 +277,8 @@ class Builder:
         """The group loses its scale and / or flip symmetry; ``why`` is noted when a flag changes
         (flip reasons only for binary networks, the only ones where flips are expected)."""
         g = self.root(gid)
+        if scale and not isinstance(why, ResidualAdd):
+            g.shared_scale = False
         if scale and g.rescalable:
             g.rescalable = False
             if why:
@@ -269,6 +291,7 @@ class Builder:
     def freeze(self, gid: int, why: str) -> None:
         """No symmetry of the group is removed (input of an operation the tracer does not know)."""
         g = self.root(gid)
+        g.shared_scale = False
         if g.permutable or g.rescalable or g.flippable:
             g.permutable = g.rescalable = g.flippable = False
             self.note(gid, why)
@@ -318,7 +341,7 @@ class Builder:
         for gid in outputs:
             out = self.root(gid)
             out.output = True
-            out.permutable = out.rescalable = out.flippable = False
+            out.permutable = out.rescalable = out.flippable = out.shared_scale = False
         roots = sorted({self.find(i) for i in range(len(self.groups))})
         # A tensor moved by two groups (a shared / tied layer) or also used outside its role would
         # change the function when a group moves: such groups keep all their symmetries.

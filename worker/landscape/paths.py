@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from toroid.worker.landscape.alignment import align_report
 from toroid.worker.landscape.combination import CombinationEvaluator
 from toroid.worker.landscape.distances import geodesic_distance, unit_angles
 from toroid.worker.landscape.evaluate import Evaluator
@@ -48,7 +49,7 @@ from toroid.worker.landscape.kinds import (
 )
 from toroid.worker.landscape.results import PathProfile, Section
 from toroid.worker.landscape.states import as_state, combine_states, has_batchnorm, load_state, recalibrate_bn
-from toroid.worker.landscape.symmetry import align, normalize
+from toroid.worker.landscape.symmetry import normalize
 
 if TYPE_CHECKING:
     from toroid.worker.landscape.data import Dataset
@@ -222,15 +223,24 @@ def prepare_endpoints(a: nn.Module, b: nn.Module, kind: PathKind = "geodesic") -
     """The endpoints as the path ``kind`` uses them (inputs untouched).
 
     linear: (A, B) as given; linear_aligned and flip: (A, align(A, B)); geodesic:
-    (normalize(A), align(normalize(A), normalize(B))) (docs/method.md §§2-4, 7).
+    (normalize(A), align(normalize(A), normalize(B))) (docs/method.md §§2-4, 7).  Alignment keeps
+    the candidate with the smallest length the path reports (docs/method.md §3): Euclidean for
+    linear_aligned, Hamming for flip, geodesic for geodesic.
     """
+    return _aligned_endpoints(a, b, kind)[:2]
+
+
+def _aligned_endpoints(a: nn.Module, b: nn.Module, kind: PathKind) -> tuple[nn.Module, nn.Module, dict | None]:
+    """:func:`prepare_endpoints` and the alignment record (``AlignReport.summary()``; None: not aligned)."""
     _check_kind(kind, is_binary(a))
     if kind == "linear":
-        return a, b
+        return a, b, None
     if kind in ("linear_aligned", "flip"):
-        return a, align(a, b)
+        aligned, report = align_report(a, b, score="euclidean" if kind == "linear_aligned" else "auto")
+        return a, aligned, report.summary()
     na = normalize(a)
-    return na, align(na, normalize(b))
+    aligned, report = align_report(na, normalize(b))
+    return na, aligned, report.summary()
 
 
 def interpolate(
@@ -348,12 +358,12 @@ def path_profile(
     _check_bn(bn)
     if kind == "flip" and (isinstance(orders, bool) or not isinstance(orders, int) or orders < 1):
         raise ValueError(f"orders must be a positive integer, got {orders!r}")
-    pa, pb = (a, b) if prepared else prepare_endpoints(a, b, kind)
+    pa, pb, alignment = (a, b, None) if prepared else _aligned_endpoints(a, b, kind)
     ev = evaluator if evaluator is not None else Evaluator(pa, dataset, device)
     xs = np.linspace(0.0, 1.0, points).tolist()
     bn_used = bn if ev.has_bn else "none"
     rows: list[dict[str, float]] = []
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = {} if alignment is None else {"alignment": alignment}  # docs/method.md §3
 
     # every kind moves at constant speed in its geometry, so distance / length = x (flip paths:
     # the fraction of differing weights actually flipped)
@@ -456,8 +466,9 @@ def section_2d(
         if is_binary(w1):
             raise ValueError("space='normalized' needs continuous networks; binary networks use space='raw'")
         w1 = normalize(w1)
-        w2 = align(w1, normalize(w2))
-        w3 = align(w1, normalize(w3))
+        w2, report2 = align_report(w1, normalize(w2))
+        w3, report3 = align_report(w1, normalize(w3))
+        alignment = {"w2": report2.summary(), "w3": report3.summary()}
     s1, s2, s3 = as_state(w1), as_state(w2), as_state(w3)
     keys = _param_keys(w1)
     u = torch.cat([(s2[k].double() - s1[k].double()).reshape(-1) for k in keys])
@@ -512,6 +523,7 @@ def section_2d(
             "margin": float(margin),
             "factorized": combos.factorized,
             "point_errors": point_errors,
+            **({"alignment": alignment} if space == "normalized" else {}),
         },
     )
 

@@ -26,12 +26,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
 from torch import nn
 
 from toroid.worker.landscape import graph
 from toroid.worker.landscape.graph import *  # noqa: F403  (the unit graph's names, importable from here too)
-from toroid.worker.landscape.graph import Consumer, Producer, UnitGroup, unit_graph
+from toroid.worker.landscape.graph import Consumer, UnitGroup, unit_graph
 from toroid.worker.landscape.graph_units import FOLLOWER_ATTRS
 
 __all__ = [*graph.__all__, "UnitMatch", "align", "align_permutations", "apply_symmetry", "normalize",
@@ -196,10 +195,11 @@ def _unit_norms(model: nn.Module, group: UnitGroup) -> torch.Tensor:
     return torch.linalg.vector_norm(w.detach().flatten(1), dim=1, dtype=torch.float64)
 
 
-BN_MODES = ("push", "absorb")
+#: ``normalize``'s treatments of BatchNorm (docs/method.md §2, "BatchNorm: option bn_mode"); the first is the default.
+BN_MODES = ("canonical", "push", "absorb")
 
 
-def normalize(model: nn.Module, *, bn_mode: str = "push") -> nn.Module:
+def normalize(model: nn.Module, *, bn_mode: str = "canonical") -> nn.Module:
     """Remove the positive-rescaling symmetry (docs/method.md §2, Algorithm 1). Returns a new model.
 
     Bottom-up over the unit groups: every rescalable hidden unit ``k`` gets ``n_k = ||w_k||`` (its
@@ -211,21 +211,30 @@ def normalize(model: nn.Module, *, bn_mode: str = "push") -> nn.Module:
 
     Residual streams and units behind a nonlinearity-then-BatchNorm are not rescaled (their scale
     cannot legally move); they stay free parameters (see
-    :func:`~toroid.worker.landscape.graph.sphere_blocks`). Binary networks have no scale symmetry
+    :func:`~toroid.worker.landscape.graph.sphere_blocks`), though ``"canonical"`` still fixes the
+    BatchNorm symmetries of a stream's writers (below). Binary networks have no scale symmetry
     (docs/method.md §4): they are returned as an unchanged copy.
     Units with an all-zero weight vector (n_k = 0) are left as they are.
 
-    ``bn_mode`` (the paper is silent on the detail): ``"push"`` (default, docs/method.md §2) scales a
-    following BatchNorm's affine weight and bias with the unit and pushes ``n_k`` into the next
-    layer; ``"absorb"`` lets the BatchNorm absorb the scale (only its running statistics change), so
-    the BatchNorm affine parameters and the next layer stay as they are.
+    ``bn_mode`` (the paper is silent on the detail; docs/method.md §2, "BatchNorm: option bn_mode"):
+    ``"canonical"`` (default) removes both symmetries of a unit followed by BatchNorm, each on its
+    own (:mod:`toroid.worker.landscape.bn_canonical`): the filter goes to the unit sphere with the
+    running statistics absorbing its scale, and BN's ``(gamma_k, beta_k)`` to unit norm (the root
+    mean square over a residual stream's writers) with the consumers compensating; units without
+    BatchNorm are normalized as above. ``"push"`` scales a following BatchNorm's affine weight and
+    bias with the unit and pushes ``n_k`` into the next layer; ``"absorb"`` lets the BatchNorm absorb
+    the scale (only its running statistics change), so the BatchNorm affine parameters and the next
+    layer stay as they are. Neither of the two fixes the affine scale on its own.
     """
     if bn_mode not in BN_MODES:
         raise ValueError(f"bn_mode={bn_mode!r} is not one of {list(BN_MODES)}")
+    from toroid.worker.landscape import bn_canonical  # it builds on this module's moves
+
     graph = unit_graph(model)
     new = copy.deepcopy(model)
     if graph.binary:
         return new
+    canonical = bn_mode == "canonical"
     for group in graph.groups:
         if group.output:
             if len(group.producers) != 1 or group.producers[0].bn is not None:
@@ -238,10 +247,14 @@ def normalize(model: nn.Module, *, bn_mode: str = "push") -> nn.Module:
                 with torch.no_grad():
                     for t in _producer_tensors(new, [p]):
                         t.mul_(factor)
+        elif canonical and any(p.bn is not None for p in group.producers):
+            bn_canonical.canonical_affine(new, graph, group)  # (b); (a) below, once every column is final
         elif group.rescalable:
             norms = _unit_norms(new, group)
             c = torch.where(norms > 0, 1.0 / norms.clamp_min(1e-300), torch.ones_like(norms))
             _rescale_group(new, group, c, bn_mode)
+    if canonical:
+        bn_canonical.absorb_filters(new, graph)
     return new
 
 
@@ -249,117 +262,24 @@ def normalize(model: nn.Module, *, bn_mode: str = "push") -> nn.Module:
 # align (docs/method.md §3, Algorithm 2; §4 for binary networks)
 
 
-def _unit_rows(model: nn.Module, p: Producer) -> tuple[torch.Tensor, torch.Tensor]:
-    """Flattened incoming weights of the producer's units and the factors making them unit vectors
-    (binary producers: the +-1 weights, factor 1 / sqrt(fan-in))."""
-    rows = _weight(model, p.module, p.weight).detach().flatten(1)
-    if p.binary:
-        rows = torch.where(rows >= 0, 1.0, -1.0).to(rows.dtype)
-        return rows, torch.full((rows.shape[0],), 1.0 / math.sqrt(rows.shape[1]), dtype=rows.dtype)
-    return rows, 1.0 / torch.linalg.vector_norm(rows, dim=1).clamp_min(1e-30)
-
-
-def _similarity(reference: nn.Module, model: nn.Module, p: Producer) -> torch.Tensor:
-    """Cosine similarity ``C[i, j]`` of reference unit ``i`` and model unit ``j`` (docs/method.md §3)."""
-    ra, fa = _unit_rows(reference, p)
-    rb, fb = _unit_rows(model, p)
-    return (ra @ rb.T) * fa[:, None] * fb.to(fa)[None, :]
-
-
-def _check_same_structure(a: nn.Module, b: nn.Module) -> None:
-    sa, sb = a.state_dict(), b.state_dict()
-    if list(sa) != list(sb) or any(sa[k].shape != sb[k].shape for k in sa):
-        raise ValueError(
-            "the two models have different architectures (state_dict keys or shapes differ); "
-            "alignment needs two networks of the same architecture"
-        )
-
-
 def align_permutations(
-    reference: nn.Module, model: nn.Module, *, max_sweeps: int = 5
+    reference: nn.Module, model: nn.Module, *, method: str = "best", score: str = "auto",
+    max_sweeps: int = 5, refine_sweeps: int = 30,
 ) -> tuple[nn.Module, dict[str, UnitMatch]]:
-    """Align ``model`` to ``reference`` (docs/method.md §3, Algorithm 2; §4). Returns a new model
-    and, per unit group, the :class:`UnitMatch` applied.
+    """Align ``model`` to ``reference`` (docs/method.md §3, §4): a new model and, per unit group, the
+    :class:`UnitMatch` applied. The best of identity, the paper's greedy matching and its
+    refinement (``method``, ``score``): see :func:`toroid.worker.landscape.alignment.align_report`."""
+    from toroid.worker.landscape import alignment  # it builds on this module's moves
 
-    Bottom-up over the hidden groups: ``C[i, j]`` = cosine similarity between the flattened
-    incoming weights of reference unit ``i`` and model unit ``j`` (biases ignored; computed
-    explicitly, so the inputs need not be normalized; for normalized networks it is the plain dot
-    product of the paper); ``perm = linear_sum_assignment(C, maximize=True)``; the model's units
-    are permuted (rows, biases, BatchNorm parameters and running statistics) and so are the next
-    layers' inputs (through a flatten: whole channel blocks). The last layer is never permuted.
-
-    Binary networks (§4): ``C`` is the overlap of the +-1 weights, matching is on ``|C|`` and
-    unit ``k`` is flipped (incoming and outgoing weights) when ``C[k, perm[k]] < 0``; groups whose
-    flip is not a symmetry (the committee machine's fixed +1 read-out) match on ``C``. Continuous
-    groups whose units only pass odd operations (tanh, average pooling; docs/method.md §1) are
-    matched on ``|C|`` and flipped the same way; ReLU-like groups are never flippable.
-
-    Residual networks (a Toroid extension, Git Re-Basin style): all layers writing into one
-    residual stream share one permutation, found from the summed similarity matrices. A stream's
-    later writers read groups that are themselves aligned only after the stream, so the first
-    sweep uses the writers whose inputs are already aligned, and further sweeps (at most
-    ``max_sweeps``) re-solve every group with all writers until nothing changes. Networks without
-    such cycles are aligned in exactly one bottom-up sweep, as in the paper.
-    """
-    _check_same_structure(reference, model)
-    if max_sweeps < 1:
-        raise ValueError(f"max_sweeps must be >= 1, got {max_sweeps}")
-    graph = unit_graph(reference)
-    new = copy.deepcopy(model)
-    active = [i for i, g in enumerate(graph.groups) if g.permutable and not g.output and g.size > 1]
-    done = {i for i, g in enumerate(graph.groups) if i not in active}
-    result: dict[str, UnitMatch] = {}
-    totals: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
-    for sweep in range(max_sweeps):
-        changed = False
-        skipped = False
-        for i in active:
-            group = graph.groups[i]
-            producers = group.producers
-            if sweep == 0:
-                producers = [p for p in producers if p.input_group is None or p.input_group in done]
-                skipped |= len(producers) < len(group.producers)
-                if not producers:
-                    continue
-            sim = None
-            for p in producers:
-                term = _similarity(reference, new, p)
-                sim = term if sim is None else sim + term
-            assert sim is not None
-            sim_np = sim.double().cpu().numpy() / len(producers)
-            flip = group.flippable  # binary networks (§4), and odd activations such as tanh (§1)
-            _, cols = linear_sum_assignment(np.abs(sim_np) if flip else sim_np, maximize=True)
-            matched = sim_np[np.arange(group.size), cols]
-            signs = np.where(matched < 0, -1, 1).astype(np.int64) if flip else None
-            perm_t = torch.as_tensor(cols, dtype=torch.long)
-            is_identity = bool(np.all(cols == np.arange(group.size))) and (signs is None or bool(np.all(signs > 0)))
-            if not is_identity:
-                changed = True
-                _permute_group(new, group, perm_t)
-                if signs is not None:
-                    _flip_group(new, group, torch.as_tensor(signs, dtype=torch.float64))
-            prev_perm, prev_signs = totals.get(i, (np.arange(group.size), None))
-            total_perm = prev_perm[cols]
-            if signs is None:
-                total_signs = prev_signs
-            else:
-                base = np.ones(group.size, dtype=np.int64) if prev_signs is None else prev_signs[cols]
-                total_signs = base * signs
-            totals[i] = (total_perm, total_signs)
-            result[group.name] = UnitMatch(
-                total_perm, total_signs, float(np.abs(matched).mean() if flip else matched.mean())
-            )
-            done.add(i)
-        if sweep == 0 and not skipped:  # no residual cycles: the paper's single bottom-up pass
-            break
-        if sweep > 0 and not changed:
-            break
-    return new, result
+    return alignment.align_permutations(reference, model, method=method, score=score, max_sweeps=max_sweeps,
+                                        refine_sweeps=refine_sweeps)
 
 
-def align(reference: nn.Module, model: nn.Module, *, max_sweeps: int = 5) -> nn.Module:
+def align(reference: nn.Module, model: nn.Module, *, method: str = "best", score: str = "auto",
+          max_sweeps: int = 5, refine_sweeps: int = 30) -> nn.Module:
     """``model`` aligned to ``reference``: a new model (see :func:`align_permutations`)."""
-    return align_permutations(reference, model, max_sweeps=max_sweeps)[0]
+    return align_permutations(reference, model, method=method, score=score, max_sweeps=max_sweeps,
+                              refine_sweeps=refine_sweeps)[0]
 
 
 # --------------------------------------------------------------------------------------------------

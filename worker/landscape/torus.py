@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from toroid.worker.landscape.alignment import align_report
 from toroid.worker.landscape.combination import CombinationEvaluator
 from toroid.worker.landscape.evaluate import Evaluator
 from toroid.worker.landscape.graph import SphereBlock, is_binary, sphere_blocks
@@ -32,7 +33,7 @@ from toroid.worker.landscape.paths import (
 )
 from toroid.worker.landscape.results import TorusSlice
 from toroid.worker.landscape.states import as_state, combine_states
-from toroid.worker.landscape.symmetry import align, normalize
+from toroid.worker.landscape.symmetry import normalize
 
 if TYPE_CHECKING:
     from toroid.worker.landscape.data import Dataset
@@ -259,10 +260,14 @@ def torus_slice(
     if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 2:
         raise ValueError(f"resolution must be an integer >= 2, got {resolution!r}")
     _check_bn(bn)
+    alignment: dict[str, Any] = {}  # docs/method.md §3: which candidate alignment won, its distances
     if not prepared:
         a = normalize(a)
-        b = align(a, normalize(b))
-        c = align(a, normalize(c)) if c is not None else None
+        b, report = align_report(a, normalize(b))
+        alignment["B"] = report.summary()
+        if c is not None:
+            c, report = align_report(a, normalize(c))
+            alignment["C"] = report.summary()
     chart = _TorusChart(a, b, c, groups)
     ev = evaluator if evaluator is not None else Evaluator(a, dataset, device)
     combos = CombinationEvaluator(ev, chart.states, factorize=factorize)
@@ -298,6 +303,7 @@ def torus_slice(
         "bn": bn if ev.has_bn else "none",
         "factorized": combos.factorized,
         "minima_errors": minima_errors,
+        **({"alignment": alignment} if alignment else {}),
     }
     if chart.third:
         extra["geodesic_ac"] = [[0.0, t * phi2] for t in np.linspace(0.0, 1.0, 17).tolist()]
