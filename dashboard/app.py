@@ -16,7 +16,7 @@ from dash import Input, Output, State, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
 from toroid.dashboard.client import ApiClient, ApiError
-from toroid.dashboard.views import data, distances, flatness, jobs, paths, study, torus, upload
+from toroid.dashboard.views import data, distances, flatness, jobs, paths, sharpness, study, torus, upload
 from toroid.dashboard.views import map as minima_map
 from toroid.dashboard.views.common import CATALOG, DISTANCES, JOBS, MINIMA, REFRESH, SELECTION, TABS
 
@@ -189,6 +189,7 @@ def create_dash(api_url: str, prefix: str = "/dashboard/", public_api_url: str |
     minima_map.register(app, client)
     paths.register(app, client, public)
     flatness.register(app, client, public)
+    sharpness.register(app, client, public)
     distances.register(app, client, public)
     torus.register(app, client, public)
     upload.register(app, client)

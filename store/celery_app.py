@@ -30,6 +30,7 @@ TIME_LIMIT_SETTINGS: dict[str, str] = {
     "toroid.study": "job_soft_limit_s",
     "toroid.evaluate": "analysis_soft_limit_s",
     "toroid.flatness": "analysis_soft_limit_s",
+    "toroid.sharpness": "analysis_soft_limit_s",
     "toroid.path": "analysis_soft_limit_s",
     "toroid.distances": "analysis_soft_limit_s",
     "toroid.section": "analysis_soft_limit_s",

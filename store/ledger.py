@@ -51,6 +51,7 @@ TASK_NAMES: dict[str, str] = {
     "train": "toroid.train",
     "evaluate": "toroid.evaluate",
     "flatness": "toroid.flatness",
+    "sharpness": "toroid.sharpness",
     "path": "toroid.path",
     "distances": "toroid.distances",
     "section": "toroid.section",

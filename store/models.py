@@ -29,7 +29,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from toroid.store.db import Base
 
-JOB_KINDS = ("train", "evaluate", "flatness", "path", "distances", "section", "torus", "study")
+JOB_KINDS = ("train", "evaluate", "flatness", "sharpness", "path", "distances", "section", "torus", "study")
 JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 ACTIVE_STATES = ("queued", "running")
 MINIMUM_SOURCES = ("upload", "train", "demo")

@@ -69,7 +69,8 @@ class Settings(BaseSettings):
         21600, ge=0, description="Time limit of training and study jobs (s): the job stops, marked failed. 0: none."
     )
     analysis_soft_limit_s: int = Field(
-        7200, ge=0, description="Time limit of analysis jobs (flatness, path, distances, section, torus) in s. 0: none."
+        7200, ge=0,
+        description="Time limit of analysis jobs (flatness, sharpness, path, distances, section, torus) in s. 0: none."
     )
     job_hard_limit_grace_s: int = Field(
         120, ge=1, description="After a time limit, seconds a job gets to record its failure before it is killed."

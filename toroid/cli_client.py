@@ -23,7 +23,8 @@ EXIT_JOB_FAILED, EXIT_REFUSED, EXIT_UNREACHABLE = 1, 2, 3
 SIDECAR_FORMAT = "toroid.minimum/1"
 #: The analysis kinds and the body fields their minimum ids fill (docs/api.md, "Analyses"); None: `minimum_ids`.
 KINDS: dict[str, tuple[str, ...] | None] = {
-    "path": ("a", "b"), "flatness": ("minimum_id",), "distances": None, "section": None, "torus": None,
+    "path": ("a", "b"), "flatness": ("minimum_id",), "sharpness": ("minimum_id",), "distances": None, "section": None,
+    "torus": None,
 }
 #: What --points sets for each kind that has one (docs/api.md, "Analyses": points of a path, grid resolution).
 POINTS_FIELD = {"path": "points", "section": "resolution", "torus": "resolution"}
@@ -317,6 +318,12 @@ def summary(result: dict) -> list[str]:
         return [f"local energy {num(local_energy_at_largest_sigma(data))} at the largest sigma "
                 f"{num(max(sigmas, default=None))} (base train error {pct(data.get('base_train_error'))}, "
                 f"test error {pct(data.get('base_test_error'))})"]
+    if kind == "sharpness":
+        trace = (f"trace {num(data.get('trace'))} +- {num(data.get('trace_stderr'))} ({data.get('probes')} probes)"
+                 if data.get("trace") is not None else "no trace (0 probes)")
+        return [f"top Hessian eigenvalue {num(data.get('top_eigenvalue'))} (relative residual "
+                f"{num(data.get('residual'))} after {data.get('iterations')} Lanczos steps), {trace}; normalized "
+                f"network, {data.get('samples')} training samples, {data.get('parameters')} parameters"]
     if kind == "distances":
         matrices = data.get("matrices") or {}
         names = data.get("names") or data.get("ids") or []
@@ -336,9 +343,9 @@ def summary(result: dict) -> list[str]:
 
 
 def analyze(
-    kind: str = typer.Argument(..., help="path, flatness, distances, section or torus."),
-    ids: list[str] = typer.Argument(..., help="Minimum ids (`toroid minima`): path A B, flatness A, distances "
-                                              "A B ..., section A B C, torus A B [C]."),
+    kind: str = typer.Argument(..., help="path, flatness, sharpness, distances, section or torus."),
+    ids: list[str] = typer.Argument(..., help="Minimum ids (`toroid minima`): path A B, flatness A, sharpness A, "
+                                              "distances A B ..., section A B C, torus A B [C]."),
     param: list[str] = typer.Option([], "--param", help="Another request field KEY=VALUE, VALUE as JSON when it "
                                                         "parses (repeatable), e.g. --param samples=20 "
                                                         "--param 'sigmas=[0.1,0.5]' (docs/api.md)."),

@@ -45,6 +45,7 @@ __all__ = [
     "percent",
     "sampler_color",
     "sampler_rank",
+    "sharpness_scatter",
 ]
 
 # --- conventions ----------------------------------------------------------------------------------------------------
@@ -391,6 +392,43 @@ def flatness_scatter(
             title = f"Local energy vs test error: Kendall tau = {tau[0]:.2f} (p = {tau[1]:.2g}, n = {len(points)})"
         base_layout(fig, title=_title(title), hovermode="closest")
     fig.update_xaxes(title_text="local energy at the largest sigma (%)")
+    fig.update_yaxes(title_text="test error (%)")
+    return fig, tau
+
+
+def sharpness_scatter(
+    minima: Sequence[Mapping[str, Any]], key: str = "sampler", text: str = "name",
+    order: Sequence[str] | None = None, static: bool = False,
+) -> tuple[go.Figure, tuple[float, float] | None]:
+    """Top Hessian eigenvalue of the normalized network (``top_eigenvalue``) vs test error over the minima that have
+    both, colored by sampler, with Kendall's tau (docs/method.md §6, "Hessian sharpness on the normalized network").
+    Hover (dashboard) or the labels (``static``) also give the Hessian trace (``hessian_trace``) when known."""
+    points = [m for m in minima if m.get("top_eigenvalue") is not None and m.get("test_error") is not None]
+    groups = by_sampler(points, key, order)
+    points = [m for _, members in groups for m in members]
+    tau = kendall_tau([m["top_eigenvalue"] for m in points], [m["test_error"] for m in points])
+    if not points and not static:
+        return empty_figure("No minimum has a sharpness result yet."), None
+    fig = go.Figure()
+    for sampler, members in groups:
+        traces = ["n/a" if m.get("hessian_trace") is None else f"{m['hessian_trace']:.4g}" for m in members]
+        look: dict[str, Any] = (dict(mode="markers+text", textposition="top center") if static else dict(
+            mode="markers", customdata=traces,
+            hovertemplate="%{text}<br>top eigenvalue %{x:.4g} · trace %{customdata} · test error %{y:.2f}%"
+                          "<extra></extra>"))
+        fig.add_trace(go.Scatter(
+            x=[m["top_eigenvalue"] for m in members], y=[100.0 * m["test_error"] for m in members],
+            name=sampler or "upload", text=[m.get(text) or m["id"] for m in members], **look,
+            marker=dict(size=12, color=sampler_color(sampler), line=None if static else dict(width=1, color="white")),
+        ))
+    name = "Top Hessian eigenvalue (normalized network) vs test error"
+    if static:
+        _static_layout(fig, name + (f" (Kendall tau {tau[0]:.2f}, p {tau[1]:.2g})" if tau else ""))
+    else:
+        detail = (f"n = {len(points)}; Kendall tau needs 3 or more" if tau is None else
+                  f"Kendall tau = {tau[0]:.2f}, p = {tau[1]:.2g}, n = {len(points)}")
+        base_layout(fig, title=_title(f"{name}: {detail}"), hovermode="closest")
+    fig.update_xaxes(title_text="top Hessian eigenvalue of the normalized network")
     fig.update_yaxes(title_text="test error (%)")
     return fig, tau
 

@@ -1,4 +1,5 @@
-"""POST /api/analyses/*: flatness, paths, distances, sections, tori (rules: ``toroid.backend.services.analyses``).
+"""POST /api/analyses/*: flatness, sharpness, paths, distances, sections, tori (rules:
+``toroid.backend.services.analyses``).
 
 (No ``from __future__ import annotations`` here: FastAPI reads each endpoint's body model from its annotation.)
 
@@ -16,7 +17,14 @@ from toroid.backend.api.deps import AUTH_RESPONSES, BODY_RESPONSES, SessionDep
 from toroid.backend.auth import require_read, require_write
 from toroid.backend.schemas import AnalysisResponse
 from toroid.backend.services import analyses as service
-from toroid.store.params import DistancesRequest, FlatnessRequest, PathRequest, SectionRequest, TorusRequest
+from toroid.store.params import (
+    DistancesRequest,
+    FlatnessRequest,
+    PathRequest,
+    SectionRequest,
+    SharpnessRequest,
+    TorusRequest,
+)
 from toroid.store.users import Principal
 
 router = APIRouter(
@@ -58,6 +66,8 @@ def lookup_distances(response: Response, session: SessionDep,
 
 for _path, _model, _run, _summary in (
     ("/flatness", FlatnessRequest, service.flatness, "Local energy of one minimum (docs/method.md §6)"),
+    ("/sharpness", SharpnessRequest, service.sharpness,
+     "Top Hessian eigenvalue and trace of one minimum's loss, on its normalized network (docs/method.md §6)"),
     ("/path", PathRequest, service.path, "Error along a path between two minima (docs/method.md §7)"),
     ("/distances", DistancesRequest, service.distances,
      "Pairwise distances: geodesic, Euclidean raw/aligned/normalized (docs/method.md §5)"),

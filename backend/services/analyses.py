@@ -1,4 +1,4 @@
-"""Analyses (flatness, paths, distances, sections, tori): validation, the results cache, and queuing.
+"""Analyses (flatness, sharpness, paths, distances, sections, tori): validation, the results cache, and queuing.
 
 Each request is validated (ids exist, the minima share one parameter space, options fit the networks), then
 answered from the results cache when the identical computation exists (``cached``), joined to an identical job
@@ -25,6 +25,7 @@ from toroid.store.params import (
     FlatnessRequest,
     PathRequest,
     SectionRequest,
+    SharpnessRequest,
     TorusRequest,
     analysis_job,
     key_params,
@@ -93,6 +94,14 @@ def flatness(session: Session, request: FlatnessRequest, owner: str | None = Non
         if too_big:
             raise Invalid(f"{minimum.name!r} is binary: sigmas are flip fractions in [0, 1]; got {too_big}")
     return submit(session, "flatness", [minimum], request, owner)
+
+
+def sharpness(session: Session, request: SharpnessRequest, owner: str | None = None) -> Submitted:
+    minimum = get_minimum(session, request.minimum_id)
+    if _binary(minimum):
+        raise Invalid(f"{minimum.name!r} is a binary network: the signs of its weights have no Hessian; measure its "
+                      "flatness with POST /api/analyses/flatness (flip fractions, docs/method.md §6)")
+    return submit(session, "sharpness", [minimum], request, owner)
 
 
 def path(session: Session, request: PathRequest, owner: str | None = None) -> Submitted:

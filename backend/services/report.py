@@ -6,7 +6,8 @@ by the pure builders of :mod:`toroid.plots` (shared with the dashboard); ``build
 ``csv_tables`` and ``write_report`` assemble the outputs.
 
 Figures (per variant of a sweep): local energy curves per sampler, mean +- std over seeds (docs/method.md §6, fig. 1);
-local energy at the largest sigma against test error, with Kendall's tau; error profiles along each path kind, one
+local energy at the largest sigma against test error, with Kendall's tau; when the study measured it, the top Hessian
+eigenvalue of the normalized network against test error (sharpness.csv); error profiles along each path kind, one
 curve per pair type with its mean +- std over pairs (sec. 7, fig. 2); barrier heights by pair type and kind; the
 distance matrices (Euclidean raw / aligned / normalized / normalized+aligned, geodesic; Hamming for binary
 networks, sec. 5); the one-bend points' distances to their endpoints. Binary networks' flip paths appear as the
@@ -38,6 +39,7 @@ from toroid.plots import (
     matrix_heatmap,
     mean_std,
     percent,
+    sharpness_scatter,
 )
 
 PATH_KINDS = ("linear", "linear_aligned", "geodesic", "flip", "one_bend")  # the order of the path figures
@@ -52,6 +54,7 @@ class VariantData:
     labels: list[str]
     minima: list[dict[str, Any]] = field(default_factory=list)  # tag, label, seed, id, errors, local_energy
     flatness: dict[str, dict[str, Any]] = field(default_factory=dict)  # tag -> LocalEnergy dict
+    sharpness: dict[str, dict[str, Any]] = field(default_factory=dict)  # tag -> HessianSharpness dict
     distances: dict[str, Any] | None = None  # tags, matrices
     paths: list[dict[str, Any]] = field(default_factory=list)  # type, kind, a, b, data (PathProfile / BendResult)
     binary: bool = False
@@ -98,7 +101,7 @@ def collect(study_id: str) -> ReportData:
                 variant.minima.append({
                     "tag": f"{step.args['label']}{step.args['seed']}", "label": step.args["label"],
                     "seed": step.args["seed"], "id": m.id, "name": m.name, "train_error": m.train_error,
-                    "test_error": m.test_error, "local_energy": None,
+                    "test_error": m.test_error, "local_energy": None, "top_eigenvalue": None, "hessian_trace": None,
                     "epochs_run": (m.provenance or {}).get("epochs_run"),
                 })
                 continue
@@ -113,6 +116,12 @@ def collect(study_id: str) -> ReportData:
                 for m in variant.minima:
                     if m["tag"] == tag:
                         m["local_energy"] = largest_sigma_value(data)
+            elif step.kind == "sharpness":
+                tag = f"{step.args['label']}{step.args['seed']}"
+                variant.sharpness[tag] = data
+                for m in variant.minima:
+                    if m["tag"] == tag:
+                        m["top_eigenvalue"], m["hessian_trace"] = data.get("top_eigenvalue"), data.get("trace")
             elif step.kind == "distances":
                 variant.distances = {"tags": [f"{lab}{seed}" for lab, seed in step.args["tags"]],
                                      "matrices": data.get("matrices") or {}}
@@ -238,6 +247,9 @@ def build_figures(data: ReportData) -> list[tuple[VariantData, list[Figure], lis
                                                                           variant.flatness, variant.binary)))
             scatter, tau = flatness_scatter(variant.minima, key="label", text="tag", order=variant.labels, static=True)
             figs.append(Figure("Flatness", "Local energy vs test error", scatter))
+        if variant.sharpness:
+            scatter, _ = sharpness_scatter(variant.minima, key="label", text="tag", order=variant.labels, static=True)
+            figs.append(Figure("Sharpness", "Top Hessian eigenvalue vs test error", scatter))
         kinds = [k for k in PATH_KINDS if any(p["kind"] == k for p in variant.paths)]
         for kind in kinds:
             figs.append(Figure("Paths", f"{KIND_LABELS.get(kind, kind)} paths",
@@ -319,7 +331,7 @@ def csv_tables(data: ReportData) -> dict[str, list[list[Any]]]:
     tables: dict[str, list[list[Any]]] = {
         "minima.csv": [["variant", "minimum", "sampler", "seed", "id", "epochs_run", "train_error", "test_error",
                         "local_energy_max_sigma"]],
-        "flatness.csv": [["variant", "minimum", "sigma", "mean", "std", "stderr", "samples"]],
+        "flatness.csv": [["variant", "minimum", "sigma", "mean", "std", "stderr", "samples", "capped"]],
         "distances.csv": [["variant", "metric", "a", "b", "distance"]],
         "paths.csv": [["variant", "pair_type", "kind", "a", "b", "segment", "x", "distance", "train_error",
                        "test_error", "train_loss", "test_loss"]],
@@ -327,15 +339,23 @@ def csv_tables(data: ReportData) -> dict[str, list[list[Any]]]:
                           "distance_to_a", "distance_to_b"]],
         "summary.csv": [["variant", "check", "value", "holds", "note"]],
     }
+    if any(variant.sharpness for variant in data.variants):
+        tables["sharpness.csv"] = [["variant", "minimum", "top_eigenvalue", "residual", "iterations", "trace",
+                                    "trace_stderr", "probes", "samples", "parameters", "train_loss"]]
     for variant in data.variants:
         v = variant.name
+        for tag, sh in variant.sharpness.items():
+            tables["sharpness.csv"].append([v, tag, *(sh.get(c) for c in (
+                "top_eigenvalue", "residual", "iterations", "trace", "trace_stderr", "probes", "samples",
+                "parameters", "train_loss"))])
         for m in variant.minima:
             tables["minima.csv"].append([v, m["tag"], m["label"], m["seed"], m["id"], m.get("epochs_run"),
                                          m["train_error"], m["test_error"], m["local_energy"]])
         for tag, le in variant.flatness.items():
             for i, sigma in enumerate(le.get("sigmas") or []):
                 tables["flatness.csv"].append([v, tag, sigma, le["mean"][i], le["std"][i], le["stderr"][i],
-                                               (le.get("samples") or [None] * (i + 1))[i]])
+                                               (le.get("samples") or [None] * (i + 1))[i],
+                                               (le.get("capped") or [None] * (i + 1))[i]])
         if variant.distances:
             tags = variant.distances["tags"]
             for metric, matrix in variant.distances["matrices"].items():

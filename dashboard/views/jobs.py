@@ -43,7 +43,9 @@ def describe(job: dict, names: dict[str, dict]) -> str:
     if kind == "path":
         return f"{params.get('kind', '?')} path {name(params.get('a'))} → {name(params.get('b'))}"
     if kind == "flatness":
-        return f"local energy of {name(params.get('minimum_id'))} ({params.get('mode', 'fast')})"
+        return f"local energy of {name(params.get('minimum_id'))} ({params.get('mode', 'sequential')})"
+    if kind == "sharpness":
+        return f"Hessian sharpness of {name(params.get('minimum_id'))} (normalized)"
     if kind in ("distances", "section", "torus"):
         ids = params.get("minimum_ids") or []
         shown = ", ".join(name(mid) for mid in ids[:4]) + (f" and {len(ids) - 4} more" if len(ids) > 4 else "")

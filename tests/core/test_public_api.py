@@ -17,8 +17,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 PUBLIC = [
     "normalize", "align", "geodesic_distance", "euclidean_distances", "hamming_distance", "path_profile", "one_bend",
-    "local_energy", "torus_slice", "section_2d", "build_model", "load_dataset", "train_minimum", "ARCHITECTURES",
-    "DATASETS", "SAMPLERS", "CODE_VERSION",
+    "local_energy", "hessian_sharpness", "torus_slice", "section_2d", "build_model", "load_dataset", "train_minimum",
+    "ARCHITECTURES", "DATASETS", "SAMPLERS", "CODE_VERSION",
     # the domain facts (docs/method.md §4, §7)
     "ALL_PATH_KINDS", "path_kinds", "check_path_kind", "bend_kinds", "check_bend_kind", "is_binary_architecture",
     "to_json", "local_energy_at_largest_sigma",
