@@ -39,6 +39,7 @@ __all__ = [
     "barrier_rows",
     "distance_heatmap",
     "flatness_curves",
+    "kendall_text",
     "map_positions",
     "minima_map",
     "order_by_sampler",
@@ -340,7 +341,9 @@ def barrier_figure(
 # --- flatness -------------------------------------------------------------------------------------------------------
 
 def flatness_curves(curves: Sequence[Mapping[str, Any]]) -> go.Figure:
-    """Local energy dE_train(sigma) (percent) with the std over noise samples as error bars, one trace per minimum.
+    """Local energy dE_train(sigma) (percent) with the standard error of each mean as error bars (what decides
+    whether two curves differ; the paper's bars, the std over noise samples, are in the hover with the sample count
+    and whether the sample cap stopped that sigma), one trace per minimum.
 
     ``curves``: [{"label", "color", "data": LocalEnergy dict}] (docs/method.md §6).
     """
@@ -349,16 +352,44 @@ def flatness_curves(curves: Sequence[Mapping[str, Any]]) -> go.Figure:
     for curve in curves:
         data = curve["data"]
         binary = binary or bool(data.get("binary"))
+        count = len(data["sigmas"])
+        capped = list(data.get("capped") or [False] * count)
+        extra = [[100.0 * se, 100.0 * std, n, " · sample cap reached" if cap else ""]
+                 for se, std, n, cap in zip(data["stderr"], data["std"], data.get("samples") or [None] * count, capped,
+                                            strict=False)]
         fig.add_trace(go.Scatter(
             x=data["sigmas"], y=[100.0 * v for v in data["mean"]],
-            error_y=dict(type="data", array=[100.0 * v for v in data["std"]], visible=True, thickness=1.2, width=3),
+            error_y=dict(type="data", array=[100.0 * v for v in data["stderr"]], visible=True, thickness=1.2,
+                         width=3),
             mode="lines+markers", name=curve["label"], line=dict(color=curve.get("color"), width=2),
-            hovertemplate=f"{curve['label']}<br>sigma %{{x:.3g}} · dE %{{y:.3f}}%<extra></extra>",
+            customdata=extra,
+            hovertemplate=f"{curve['label']}<br>sigma %{{x:.3g}} · dE %{{y:.3f}}% ± %{{customdata[0]:.3f}} (SE)"
+                          "<br>std %{customdata[1]:.3f}% · n %{customdata[2]}%{customdata[3]}<extra></extra>",
         ))
     base_layout(fig, hovermode="closest")
     fig.update_xaxes(title_text="flip fraction" if binary else "sigma (multiplicative Gaussian noise)")
-    fig.update_yaxes(title_text="local energy dE_train (%)", rangemode="tozero")
+    fig.update_yaxes(title_text="local energy dE_train (%) ± standard error", rangemode="tozero")
     return fig
+
+
+def kendall_text(tau: tuple[float, float] | None, n: int, alpha: float = 0.05) -> str:
+    """The sentence under the flatness scatter: Kendall's tau between the local energy at the largest sigma and the
+    test error with its p-value and the number of minima. A direction is stated only when p < ``alpha``; otherwise
+    the sentence says the correlation is not significant and draws no conclusion (docs/dashboard.md)."""
+    if tau is None:
+        return (f"Kendall tau between local energy and test error needs 3 minima with a flatness result and a test "
+                f"error ({n} so far): use 'Compute for all minima'.")
+    value, p = tau
+    head = f"Kendall tau (local energy at the largest sigma vs test error) {value:.2f} (p = {p:.2g}, n = {n})"
+    if not p < alpha:  # a NaN p-value is not significant either
+        return f"{head}: not significant at {alpha:g}."
+    if value > 0:
+        reading = "sharper minima (higher local energy) have higher test error in these minima"
+    elif value < 0:
+        reading = "flatter minima (lower local energy) have higher test error in these minima"
+    else:
+        reading = "no association"
+    return f"{head}: significant at {alpha:g}; {reading}."
 
 
 # --- distances ------------------------------------------------------------------------------------------------------

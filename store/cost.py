@@ -10,8 +10,12 @@ alignment's assignment work: the sum over the weight tensors of rows^3, one Hung
                a gradient step is about 3 passes (forward + backward), ``R`` replicas (``rsgd`` and the binary
                ``rsgd`` variant; 2 for ``sam``'s two gradients, else 1), one evaluation on both splits per epoch
 ``evaluate``   ``N x P``: one forward pass over both splits (the train and test error of an upload)
-``flatness``   ``P x (N + S x M x m)``: ``S`` sigmas (8 by default), ``M`` samples per sigma, each evaluated on
-               ``m`` = ``n`` training samples (``exact``) or at most 2048 of them (``fast``)
+``flatness``   ``P x (N + S x M x m)``: ``S`` sigmas (8 by default), ``M`` samples per sigma (``samples``;
+               ``sequential``: its cap ``max_samples``, the worst case), each evaluated on ``m`` = ``n`` training
+               samples (``sequential``, ``exact``) or at most 2048 of them (``fast``)
+``sharpness``  ``HVP_PASSES x (I + K) x m x P + N x P``: ``I`` Lanczos iterations and ``K`` trace probes, one
+               Hessian-vector product each (forward, backward and double backward: ``HVP_PASSES`` = 4 passes) on
+               ``m`` training samples (the request's ``samples``, at most ``n``), then the errors on both splits
 ``path``       ``P x points x N x O (+ A when the kind aligns)``: ``O`` = 5 random flip orders for ``flip``,
                else 1; ``one_bend`` adds the bend's retraining, ``epochs x P x (3 x n + N)`` (20 epochs by
                default), and evaluates ``2 x points``
@@ -42,6 +46,7 @@ from toroid.store.settings import get_settings
 
 __all__ = [
     "UNIT",
+    "HVP_PASSES",
     "TRAIN_PASSES",
     "TooCostly",
     "assignment_work",
@@ -57,7 +62,9 @@ __all__ = [
 UNIT = "sample-parameter operations"
 #: Passes of one gradient step (forward + backward) in forward-pass units.
 TRAIN_PASSES = 3
-KINDS = ("train", "evaluate", "flatness", "path", "distances", "section", "torus")
+#: Passes of one Hessian-vector product (forward, backward with its graph, double backward) in forward-pass units.
+HVP_PASSES = 4
+KINDS = ("train", "evaluate", "flatness", "sharpness", "path", "distances", "section", "torus")
 
 
 class TooCostly(Invalid):
@@ -122,10 +129,19 @@ def explain(kind: str, params: BaseModel | Mapping[str, Any], parameter_count: i
     defaults = _core_defaults()
     if kind == "flatness":
         sigmas = len(p["sigmas"]) if p.get("sigmas") else defaults["sigmas"]
-        samples = int(p.get("samples") or 100)
-        m = n if p.get("mode", "fast") == "exact" else min(n, float(defaults["subsample"] or n))
+        mode = p.get("mode", "sequential")
+        samples = int((p.get("max_samples") or 1000) if mode == "sequential" else (p.get("samples") or 100))
+        m = n if mode != "fast" else min(n, float(defaults["subsample"] or n))
         cost = P * (N + sigmas * samples * m)
-        return cost, f"{sigmas} sigmas x {samples:,} samples x {int(m):,} training samples x {pw}"
+        count = f"at most {samples:,} samples (max_samples)" if mode == "sequential" else f"{samples:,} samples"
+        return cost, f"{sigmas} sigmas x {count} x {int(m):,} training samples x {pw}"
+    if kind == "sharpness":
+        products = int(p.get("iterations") or 30) + int(p.get("probes") or 0)
+        samples = p.get("samples", 2048)
+        m = n if samples is None else min(n, float(samples))
+        cost = HVP_PASSES * products * m * P + N * P
+        return cost, (f"{products:,} Hessian-vector products (iterations + probes) x {HVP_PASSES} passes x "
+                      f"{int(m):,} training samples x {pw}")
     if kind == "path":
         points, path_kind = int(p.get("points") or 33), p.get("kind", "geodesic")
         if path_kind == "one_bend":
@@ -167,7 +183,8 @@ def limit() -> float:
 _HINTS = {
     "train": "fewer epochs, a smaller network or fewer training samples",
     "evaluate": "a smaller network or a dataset with fewer samples",
-    "flatness": "fewer sigmas or samples, or mode 'fast'",
+    "flatness": "fewer sigmas or samples, a lower max_samples (sequential mode), or mode 'fast'",
+    "sharpness": "fewer iterations, probes or samples",
     "path": "fewer points (or fewer bend epochs)",
     "distances": "fewer minima",
     "section": "a lower resolution",

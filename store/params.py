@@ -27,7 +27,7 @@ from toroid.store.errors import Invalid
 from toroid.store.settings import get_settings
 from toroid.store.text import check_json_depth, check_name, relative_paths
 
-JobKind = Literal["train", "evaluate", "flatness", "path", "distances", "section", "torus", "study"]
+JobKind = Literal["train", "evaluate", "flatness", "sharpness", "path", "distances", "section", "torus", "study"]
 JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 PathKind = Literal["linear", "linear_aligned", "geodesic", "one_bend", "flip"]
 BendKind = Literal["geodesic", "linear_aligned", "linear", "flip"]
@@ -54,7 +54,9 @@ class TrainRequest(Strict):
     hyperparameters: dict[str, Any] = Field(default_factory=dict, description="Overrides of the sampler defaults.")
     seed: int = Field(0, ge=0, le=2**31 - 1)
     epochs: int | None = Field(None, ge=1, le=MAX_EPOCHS, description="Default: the sampler's epoch budget.")
-    target_error: float = Field(0.0, ge=0.0, le=1.0, description="Stop early once the train error is at most this.")
+    target_error: float | None = Field(
+        0.0, ge=0.0, le=1.0, description="Stop early once the train error is at most this; null: run the whole epoch "
+        "budget and its schedule (the paper's protocol, docs/samplers.md).")
     name: str | None = Field(None, max_length=200, description="Default: '<sampler>-<seed>'.")
 
     @field_validator("name")
@@ -91,8 +93,15 @@ class FlatnessRequest(Strict):
         None, min_length=1, max_length=64, description="Noise scales (flip fractions for binary networks); "
         "null: the architecture's default range."
     )
-    samples: int = Field(100, ge=1, le=10_000, description="Noise samples per sigma (the paper uses 100).")
-    mode: Literal["fast", "exact"] = "fast"
+    samples: int = Field(100, ge=1, le=10_000, description="Noise samples per sigma: exactly this many (exact, the "
+                         "paper's 100) or at most this many (fast); unused by sequential.")
+    mode: Literal["sequential", "exact", "fast"] = Field(
+        "sequential", description="sequential: full training set, noise samples in batches of 16 per sigma until the "
+        "standard error is at most 0.05 percentage points or 10% of the value (at least 16, at most max_samples); "
+        "exact: full training set, `samples` per sigma (the paper); fast: a 2048-sample subsample, stop below 0.5 "
+        "points (docs/method.md §6).")
+    max_samples: int = Field(1000, ge=16, le=100_000, description="Sequential mode: the cap of noise samples per "
+                             "sigma; the result's `capped` flags the sigmas it stopped before the target held.")
     noise_on: Literal["all", "weights"] = Field("all", description="Which parameters get multiplicative noise.")
 
     @field_validator("sigmas")
@@ -104,6 +113,28 @@ class FlatnessRequest(Strict):
         if bad:
             raise ValueError(f"every sigma must be in [0, 10]; got {bad}")
         return [float(s) for s in value]
+
+    @model_validator(mode="after")
+    def _drop_unused_counts(self) -> FlatnessRequest:
+        # The count a mode does not use is normalized away, so it does not split the result cache.
+        if self.mode == "sequential":
+            self.samples = 100
+        else:
+            self.max_samples = 1000
+        return self
+
+
+class SharpnessRequest(Strict):
+    """Top Hessian eigenvalue and Hessian trace of one minimum's training loss, on its normalized network
+    (docs/method.md §6, "Hessian sharpness on the normalized network"); continuous networks only."""
+
+    minimum_id: str = Id
+    iterations: int = Field(30, ge=1, le=1000, description="At most this many Lanczos steps (fewer once converged).")
+    probes: int = Field(20, ge=0, le=1000, description="Rademacher probes of Hutchinson's trace estimate (0: no "
+                        "trace).")
+    samples: int | None = Field(2048, ge=1, le=10_000_000, description="Training samples in the loss: a stratified "
+                                "subsample of this size; null: the whole training set.")
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="Seeds the subsample, the start vector and the probes.")
 
 
 class PathRequest(Strict):
@@ -173,7 +204,7 @@ class TrainJob(_Job):
     hyperparameters: dict[str, Any]
     seed: int
     epochs: int
-    target_error: float
+    target_error: float | None
     name: str
     source: Literal["train", "demo", "upload"] = "train"
 
@@ -204,6 +235,10 @@ class TorusJob(_Analysis, TorusRequest):
     job_kind: ClassVar[str] = "torus"
 
 
+class SharpnessJob(_Analysis, SharpnessRequest):
+    job_kind: ClassVar[str] = "sharpness"
+
+
 class EvaluateJob(_Analysis):
     """The train and test error of an uploaded minimum (``minimum_ids``: that one minimum), computed on a worker
     so an upload never holds the API (docs/operations.md, "Running a shared server")."""
@@ -217,9 +252,10 @@ class StudyJob(_Job):
     name: str
 
 
-JobParams = TrainJob | EvaluateJob | FlatnessJob | PathJob | DistancesJob | SectionJob | TorusJob | StudyJob
-JOB_PARAMS: dict[str, type[_Job]] = {m.job_kind: m for m in (TrainJob, EvaluateJob, FlatnessJob, PathJob, DistancesJob,
-                                                       SectionJob, TorusJob, StudyJob)}
+JobParams = (TrainJob | EvaluateJob | FlatnessJob | SharpnessJob | PathJob | DistancesJob | SectionJob | TorusJob
+             | StudyJob)
+JOB_PARAMS: dict[str, type[_Job]] = {m.job_kind: m for m in (TrainJob, EvaluateJob, FlatnessJob, SharpnessJob, PathJob,
+                                                       DistancesJob, SectionJob, TorusJob, StudyJob)}
 
 
 def job_params(kind: str, params: dict[str, Any]) -> JobParams:

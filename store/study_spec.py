@@ -1,15 +1,16 @@
 """Studies, the pure part: the spec, the presets, and the plan of steps (no database, no queue).
 
 A *study spec* (``StudySpec``, JSON or YAML) names an architecture (optionally a sweep over one of its config keys),
-a dataset, the samplers with their seeds and epoch budgets, and the analyses: local energy (docs/method.md §6), the
-four Euclidean distances plus the geodesic one (§5), error profiles along linear / linear_aligned / geodesic paths
-between pairs of minima (§7) and one-bend paths (§7). docs/studies.md documents every key and the presets.
+a dataset, the samplers with their seeds and epoch budgets, and the analyses: local energy (docs/method.md §6),
+optionally the Hessian sharpness of the normalized network (§6), the four Euclidean distances plus the geodesic one
+(§5), error profiles along linear / linear_aligned / geodesic paths between pairs of minima (§7) and one-bend paths
+(§7). docs/studies.md documents every key and the presets.
 
 ``plan(spec)`` lists the steps in a fixed, deterministic order (the resume contract): train every minimum, its
-local energy, the distance matrix, every path, every one-bend path. ``train_request`` and ``analysis_request`` give
-each step's job parameters exactly as the API would build them (``toroid.store.params``), so a study shares the
-caches of the API: the same minimum, the same result key. Persistence lives in ``toroid.store.studies``, the engine
-that runs a plan in ``toroid.worker.study``.
+local energy, its sharpness (when enabled), the distance matrix, every path, every one-bend path.
+``train_request`` and ``analysis_request`` give each step's job parameters exactly as the API would build them
+(``toroid.store.params``), so a study shares the caches of the API: the same minimum, the same result key.
+Persistence lives in ``toroid.store.studies``, the engine that runs a plan in ``toroid.worker.study``.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from toroid.store.params import (
     FlatnessRequest,
     JobParams,
     PathRequest,
+    SharpnessRequest,
     TrainJob,
     TrainRequest,
     analysis_job,
@@ -75,8 +77,22 @@ class FlatnessSpec(_Spec):
     enabled: bool = True
     sigmas: list[float] | None = Field(None, description="null: the architecture's default grid (flip fractions "
                                        "for binary networks).")
-    samples: int = Field(100, ge=1, le=10_000)
-    mode: Literal["fast", "exact"] = "exact"
+    samples: int = Field(100, ge=1, le=10_000, description="exact: noise samples per sigma; fast: at most this many.")
+    mode: Literal["sequential", "exact", "fast"] = Field(
+        "sequential", description="sequential: per sigma until the standard error is at most 0.05 points or 10% of "
+        "the value, at most max_samples; exact: `samples` per sigma (the paper); fast: subsampled (docs/method.md §6).")
+    max_samples: int = Field(1000, ge=16, le=100_000, description="Sequential mode: noise samples per sigma at most.")
+
+
+class SharpnessSpec(_Spec):
+    """Hessian sharpness of every minimum on its normalized network (docs/method.md §6, "Hessian sharpness on the
+    normalized network"); off by default, so presets keep their steps. Continuous networks only."""
+
+    enabled: bool = False
+    iterations: int = Field(30, ge=1, le=1000, description="At most this many Lanczos steps.")
+    probes: int = Field(20, ge=0, le=1000, description="Rademacher probes of the trace estimate (0: no trace).")
+    samples: int | None = Field(2048, ge=1, le=10_000_000, description="Training samples in the loss (a stratified "
+                                "subsample); null: all of them.")
 
 
 class PathsSpec(_Spec):
@@ -119,8 +135,11 @@ class StudySpec(_Spec):
         "'shared': every sampler uses the study's seeds as they are, so minima of equal seed start from the same "
         "network (adv's confusion phase then starts where sgd did). Samplers with their own 'seeds' keep them.")
     epochs: int | None = Field(None, ge=1, le=10_000, description="Budget of samplers without their own.")
-    target_error: float = Field(0.0, ge=0.0, le=1.0, description="Training stops at this train error.")
+    target_error: float | None = Field(
+        0.0, ge=0.0, le=1.0, description="Training stops at this train error; null: every minimum runs its whole "
+        "epoch budget and schedule (the paper's protocol; docs/studies.md).")
     flatness: FlatnessSpec = Field(default_factory=FlatnessSpec)
+    sharpness: SharpnessSpec = Field(default_factory=SharpnessSpec)
     distances: bool = True
     paths: PathsSpec = Field(default_factory=PathsSpec)
     one_bend: OneBendSpec = Field(default_factory=OneBendSpec)
@@ -182,7 +201,7 @@ class StudySpec(_Spec):
 
 
 # ============================================================================================= presets
-_PAPER_MINIMUM = {"epochs": 300, "flatness": {"samples": 100, "mode": "exact"},
+_PAPER_MINIMUM = {"epochs": 300, "target_error": None, "flatness": {"samples": 100, "mode": "exact"},
                   "paths": {"points": 33, "pairs": "all"}, "one_bend": {"epochs": 300, "pairs": 2}}
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -255,7 +274,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "config": {"widths": [1001, 1001, 1001]}, "dataset": "fashion_mnist",
         "samplers": [{"sampler": "binary", "label": v, "hyperparameters": {"variant": v}}
                      for v in ("sgd", "rsgd", "adv")],
-        "seeds": [0, 1], "epochs": 300, "flatness": {"samples": 100, "mode": "exact"},
+        "seeds": [0, 1], "epochs": 300, "target_error": None, "flatness": {"samples": 100, "mode": "exact"},
         "paths": {"kinds": ["linear", "linear_aligned", "flip"], "points": 33, "pairs": "all"},
         "one_bend": {"enabled": True, "kind": "flip", "epochs": 300, "pairs": 2},
     },
@@ -332,6 +351,8 @@ def spec_key(spec: StudySpec) -> str:
 
     body = spec.model_dump()
     body.pop("name", None)
+    if not spec.sharpness.enabled:  # a study without sharpness keeps the key it had before the section existed
+        body.pop("sharpness", None)
     return canonical_hash({"spec": body, "code_version": CODE_VERSION})
 
 
@@ -341,8 +362,8 @@ class Step:
     """One unit of a study: a training or one analysis job. ``id`` is stable across runs (outputs are keyed by it)."""
 
     id: str
-    kind: Literal["train", "flatness", "distances", "path"]
-    phase: str  # training, flatness, distances, paths, one_bend
+    kind: Literal["train", "flatness", "sharpness", "distances", "path"]
+    phase: str  # training, flatness, sharpness, distances, paths, one_bend
     label: str
     weight: float
     variant: str
@@ -412,6 +433,15 @@ def plan(spec: StudySpec) -> list[Step]:
                 steps.append(Step(f"{prefix}flatness/{label}/{seed}", "flatness", "flatness",
                                   f"{variant + ' ' if variant else ''}local energy of {label} seed {seed}",
                                   0.05 * spec.flatness.samples, variant, config, {"label": label, "seed": seed}))
+        if spec.sharpness.enabled:
+            if binary:
+                raise StudyError("sharpness: binary networks have no Hessian (the signs of their weights); leave "
+                                 "sharpness disabled and use the local energy's flip fractions (docs/method.md §6)")
+            for label, seed in tags:
+                steps.append(Step(f"{prefix}sharpness/{label}/{seed}", "sharpness", "sharpness",
+                                  f"{variant + ' ' if variant else ''}Hessian sharpness of {label} seed {seed}",
+                                  0.05 * (spec.sharpness.iterations + spec.sharpness.probes), variant, config,
+                                  {"label": label, "seed": seed}))
         if spec.distances and len(tags) >= 2:
             steps.append(Step(f"{prefix}distances", "distances", "distances",
                               f"{variant + ' ' if variant else ''}distances between {len(tags)} minima",
@@ -488,7 +518,13 @@ def analysis_request(spec: StudySpec, step: Step, minima: dict[tuple[str, int], 
     if step.kind == "flatness":
         m = minima[(step.args["label"], step.args["seed"])]
         request: BaseModel = FlatnessRequest(minimum_id=m.id, sigmas=spec.flatness.sigmas,
-                                             samples=spec.flatness.samples, mode=spec.flatness.mode)
+                                             samples=spec.flatness.samples, mode=spec.flatness.mode,
+                                             max_samples=spec.flatness.max_samples)
+        inputs = [m]
+    elif step.kind == "sharpness":
+        m = minima[(step.args["label"], step.args["seed"])]
+        request = SharpnessRequest(minimum_id=m.id, iterations=spec.sharpness.iterations,
+                                   probes=spec.sharpness.probes, samples=spec.sharpness.samples)
         inputs = [m]
     elif step.kind == "distances":
         inputs = [minima[tuple(t)] for t in step.args["tags"]]

@@ -213,6 +213,19 @@ def _parse_pairs(pairs: list[str], what: str) -> dict:
     return out
 
 
+def parse_target_error(text: str) -> float | None:
+    """``--target-error``: a fraction in [0, 1], or ``none`` (also ``null``) for the whole budget."""
+    if text.strip().lower() in ("none", "null"):
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"--target-error must be a fraction in [0, 1] or 'none', got {text!r}")
+    return value
+
+
 @app.command()
 def train(
     arch: str = typer.Option("mlp", "--arch", help="Architecture (see `toroid list architectures`)."),
@@ -220,6 +233,9 @@ def train(
     sampler: str = typer.Option("sgd", help="Sampler: sgd, rsgd, adv, sam, entropy_sgd, adam, binary."),
     seed: int = typer.Option(0, help="Seed: same seed, sampler and data give bit-identical weights on CPU."),
     epochs: int = typer.Option(None, help="Epoch budget (default: the sampler's)."),
+    target_error: str = typer.Option(
+        "0", "--target-error", help="Stop once the train error (a fraction) is at most this; 'none': run the whole "
+        "epoch budget and its schedule (the paper's protocol, docs/samplers.md)."),
     out: Path = typer.Option(..., "--out", help="Checkpoint path (.safetensors); the sidecar goes next to it (.json)."),
     config: str = typer.Option("{}", help='Architecture config as JSON, e.g. \'{"widths": [256, 256]}\'.'),
     hp: list[str] = typer.Option([], "--hp", help="Sampler hyperparameter KEY=VALUE (repeatable)."),
@@ -239,6 +255,7 @@ def train(
         arch_config = json.loads(config)
         options = _parse_pairs(dataset_option, "--dataset-option")
         hparams = _parse_pairs(hp, "--hp")
+        stop_at = parse_target_error(target_error)
         data = load_dataset(dataset, **options)
     except (json.JSONDecodeError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -255,7 +272,8 @@ def train(
 
         try:
             model, provenance = train_minimum(
-                arch, arch_config, data, sampler=sampler, hparams=hparams, seed=seed, epochs=epochs, progress=report
+                arch, arch_config, data, sampler=sampler, hparams=hparams, seed=seed, epochs=epochs,
+                target_error=stop_at, progress=report,
             )
         except ValueError as exc:
             typer.echo(f"error: {exc}", err=True)
@@ -265,9 +283,12 @@ def train(
         model, out, architecture=arch, config=provenance["architecture"]["config"], dataset=dataset,
         dataset_options=options, provenance=provenance, name=name,
     )
+    stopped = ("the whole budget" if provenance.get("stop_rule") == "budget"
+               else f"the target train error {100 * provenance['target_error']:.2f}%")
     typer.echo(
         f"saved {checkpoint} and {sidecar}: train error {100 * provenance['train_error']:.2f}%, "
-        f"test error {100 * provenance['test_error']:.2f}% after {provenance['epochs_run']} epochs"
+        f"test error {100 * provenance['test_error']:.2f}% after {provenance['epochs_run']} epochs (stopped by "
+        f"{stopped})"
     )
 
 

@@ -46,7 +46,16 @@ from toroid.store.ledger import (
 )
 from toroid.store.loading import minimum_dataset, minimum_model, minimum_shape
 from toroid.store.models import Job, Minimum, new_id, utcnow
-from toroid.store.params import DistancesJob, EvaluateJob, FlatnessJob, PathJob, SectionJob, TorusJob, TrainJob
+from toroid.store.params import (
+    DistancesJob,
+    EvaluateJob,
+    FlatnessJob,
+    PathJob,
+    SectionJob,
+    SharpnessJob,
+    TorusJob,
+    TrainJob,
+)
 
 log = get_task_logger("toroid.worker")
 
@@ -248,11 +257,25 @@ def flatness(run: JobRun) -> None:
     (minimum,), dataset, (model,) = _inputs(run, [p.minimum_id])
     run.say(f"local energy of {minimum.name}")
     result = local_energy(model, dataset, sigmas=p.sigmas, samples=p.samples, noise_on=p.noise_on, mode=p.mode,
-                          progress=run.progress)
+                          max_samples=p.max_samples, progress=run.progress)
     data = result.to_dict()
     run.finish_result(data, [minimum.id], run.key,
                       also=lambda session, result_id: record_flatness(session, minimum.id, result_id=result_id,
                                                                       data=data))
+
+
+@job_task("sharpness")
+def sharpness(run: JobRun) -> None:
+    """Top Hessian eigenvalue and Hessian trace of one minimum's training loss, on its normalized network
+    (docs/method.md §6, "Hessian sharpness on the normalized network")."""
+    from toroid.worker.landscape.sharpness import hessian_sharpness
+
+    p: SharpnessJob = run.request
+    (minimum,), dataset, (model,) = _inputs(run, [p.minimum_id])
+    run.say(f"Hessian sharpness of {minimum.name}")
+    result = hessian_sharpness(model, dataset, iterations=p.iterations, probes=p.probes, samples=p.samples,
+                               seed=p.seed, progress=run.progress)
+    run.finish_result(result.to_dict(), [minimum.id], run.key)
 
 
 @job_task("path")

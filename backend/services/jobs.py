@@ -45,6 +45,8 @@ def get_result(session: Session, result_id: str) -> Result:
 
 
 PROFILE_COLUMNS = ("x", "distance", "train_error", "test_error", "train_loss", "test_loss")
+SHARPNESS_COLUMNS = ("top_eigenvalue", "residual", "iterations", "trace", "trace_stderr", "probes", "samples",
+                     "parameters", "train_loss", "base_train_error", "base_test_error", "normalized")
 
 
 def _at(values: Any, i: int) -> Any:
@@ -72,10 +74,12 @@ def result_table(result: Result) -> tuple[tuple[str, ...], Iterator[tuple[Any, .
     if result.kind == "path":
         return PROFILE_COLUMNS, _profile_rows(data)
     if result.kind == "flatness":
-        columns = ("sigma", "mean", "std", "stderr", "samples")
-        keys = ("sigmas", "mean", "std", "stderr", "samples")
+        columns = ("sigma", "mean", "std", "stderr", "samples", "capped")  # capped: empty in records before it
+        keys = ("sigmas", "mean", "std", "stderr", "samples", "capped")
         n = len(data.get("sigmas") or [])
         return columns, (tuple(_at(data.get(k), i) for k in keys) for i in range(n))
+    if result.kind == "sharpness":
+        return SHARPNESS_COLUMNS, iter([tuple(data.get(c) for c in SHARPNESS_COLUMNS)])
     if result.kind == "distances":
         ids, names, matrices = data.get("ids") or [], data.get("names") or [], data.get("matrices") or {}
         metrics = sorted(matrices)

@@ -1,5 +1,6 @@
-"""Flatness (docs/method.md §6): local-energy curves dE_train(sigma) of chosen minima with error bars, and the local
-energy at the largest sigma against test error over all minima with Kendall's tau.
+"""Flatness (docs/method.md §6): local-energy curves dE_train(sigma) of chosen minima with standard-error bars, and
+the local energy at the largest sigma against test error over all minima with Kendall's tau, its p-value and n (a
+direction is stated only when p < 0.05).
 
 Curves are requested (``POST /api/analyses/flatness``) for the minima picked here (the selected pair by default)
 while this view is open; "Compute for all minima" requests the missing ones so the scatter covers every minimum.
@@ -13,6 +14,7 @@ from dash.exceptions import PreventUpdate
 from toroid.dashboard import figures
 from toroid.dashboard.client import ApiClient, ApiError
 from toroid.dashboard.state import selection_ids
+from toroid.dashboard.views import sharpness
 from toroid.dashboard.views.common import (
     JOBS,
     MINIMA,
@@ -44,14 +46,18 @@ SCATTER = "flatness-scatter"
 TAU = "flatness-tau"
 STATUS = "flatness-status"
 LINKS = "flatness-links"
+#: Noise samples per sigma the view asks for: exactly (exact) or at most (sequential, whose typical need on digits
+#: is 16-32, docs/method.md §6); 100 keeps the worst case of a real image set's minimum within the default cost limit
 SAMPLES = 100
 
 
 def layout() -> html.Div:
     actions = [
-        dcc.RadioItems(id=MODE, value="fast", inline=True, className="radio",
-                       options=[{"label": "fast (subsample, adaptive samples)", "value": "fast"},
-                                {"label": "exact (full train set, 100 samples)", "value": "exact"}]),
+        dcc.RadioItems(id=MODE, value="sequential", inline=True, className="radio",
+                       options=[{"label": "sequential (full train set, to a standard error of 0.05 points or 10%)",
+                                 "value": "sequential"},
+                                {"label": "exact (full train set, 100 samples)", "value": "exact"},
+                                {"label": "fast (subsample, to 0.5 points)", "value": "fast"}]),
         html.Button("Compute for all minima", id=ALL, className="button secondary", n_clicks=0),
     ]
     curves = card(
@@ -64,7 +70,7 @@ def layout() -> html.Div:
     )
     scatter = card("Flatness and generalization",
                    [html.Div(id=TAU, className="stat"), graph(SCATTER, "flatness-vs-test-error", height="420px")])
-    return html.Div([curves, scatter], className="grid two")
+    return html.Div([curves, scatter, sharpness.layout()], className="grid two")  # Hessian sharpness beside
 
 
 def register(app, client: ApiClient, public_api_url: str) -> None:
@@ -98,7 +104,7 @@ def register(app, client: ApiClient, public_api_url: str) -> None:
             if key in store and store[key].get("state") != "failed":
                 continue
             store[key] = _existing(client, by_id[mid], mode) or request_analysis(
-                client, "flatness", {"minimum_id": mid, "samples": SAMPLES, "mode": mode})
+                client, "flatness", {"minimum_id": mid, "samples": SAMPLES, "max_samples": SAMPLES, "mode": mode})
             changed = True
         for key, entry in list(store.items()):
             updated = track(client, entry, jobs)
@@ -139,17 +145,10 @@ def register(app, client: ApiClient, public_api_url: str) -> None:
         else:
             curve_fig = empty_figure("Pick minima above (or select a pair on the map).")
         scatter_fig, tau = flatness_scatter(minima or [])
-        with_energy = sum(1 for m in minima or [] if m.get("local_energy") is not None)
-        if tau is None:
-            text = (f"Kendall tau between local energy and test error needs 3 minima with a flatness result "
-                    f"({with_energy} so far): use 'Compute for all minima'.")
-            tau_attr = ""
-        else:
-            reading = ("sharper minima (higher local energy) generalize worse" if tau[0] > 0 else
-                       "no positive association between sharpness and test error")
-            text = (f"Kendall tau (local energy at the largest sigma vs test error) = {tau[0]:.3f}, "
-                    f"p = {tau[1]:.3g}, n = {with_energy}: {reading}.")
-            tau_attr = repr(tau[0])
+        # n: the minima in the correlation (a local energy and a test error), as flatness_scatter counts them
+        paired = sum(1 for m in minima or [] if m.get("local_energy") is not None and m.get("test_error") is not None)
+        text = figures.kendall_text(tau, paired)  # a direction only when p < 0.05
+        tau_attr = "" if tau is None else repr(tau[0])
         return curve_fig, scatter_fig, text, tau_attr, status, links
 
 

@@ -111,6 +111,7 @@ def layout() -> html.Section:
             {"label": "independent", "value": "independent"}, {"label": "shared by equal seeds", "value": "shared"}])),
         _row("Local energy samples", _number("study-flat-samples", 1, 10_000), "noise draws per sigma"),
         _row("Local energy mode", dcc.RadioItems(id="study-flat-mode", inline=True, options=[
+            {"label": "sequential (to a standard error)", "value": "sequential"},
             {"label": "exact (full data)", "value": "exact"}, {"label": "fast (subsampled)", "value": "fast"}])),
         _row("Path kinds", dcc.Checklist(id="study-path-kinds", inline=True,
                                          options=[{"label": k, "value": k} for k in PATH_KINDS])),

@@ -51,3 +51,21 @@ def test_every_preset_plans(name):
 def test_bad_inits_value_is_refused_with_the_choices():
     with pytest.raises(StudyError, match="independent"):
         resolve_spec({"inits": "random"})
+
+
+def test_target_error_null_validates_and_reaches_the_train_jobs():
+    """``target_error: null``: every minimum runs its whole budget (docs/studies.md); the paper's presets use it, the
+    CPU presets stop at 0% train error by design."""
+    from toroid.store.study_spec import train_identity, train_request
+
+    spec = resolve_spec({"samplers": ["sgd", "rsgd"], "seeds": [0], "epochs": 40, "target_error": None})
+    assert spec.target_error is None
+    jobs = [train_request(spec, step) for step in plan(spec) if step.kind == "train"]
+    assert len(jobs) == 2 and all(job.target_error is None and job.epochs == 40 for job in jobs)
+    assert train_identity(jobs[0])["target_error"] is None
+    for name in ("mnist-mlp", "fmnist-lenet", "cifar10-vgg16bn", "fmnist-binary-mlp"):
+        assert PRESETS[name]["target_error"] is None and resolve_spec(name).target_error is None, name
+    for name in ("digits-mlp", "hmm-committee", "fmnist-mlp-cpu"):
+        assert resolve_spec(name).target_error == 0.0, name
+    with pytest.raises(StudyError, match="target_error"):
+        resolve_spec({"target_error": 1.5})

@@ -288,7 +288,7 @@ def test_train_form_jobs_and_the_other_views(ui, api, tmp_path):
 
     def asked() -> set[str]:
         jobs = api.get("/jobs", params={"kind": "flatness", "limit": 500}).json()
-        return {j["params"]["minimum_id"] for j in jobs if j["params"].get("mode") == "fast"}
+        return {j["params"]["minimum_id"] for j in jobs if j["params"].get("mode") == "sequential"}
 
     deadline = time.monotonic() + 30
     while not wanted <= asked() and time.monotonic() < deadline:

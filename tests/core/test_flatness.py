@@ -17,6 +17,9 @@ from toroid.worker.landscape.flatness import (
     default_sigmas,
     local_energy,
     noise_keys,
+    precision_reached,
+    sample_until,
+    se_target,
     stratified_indices,
 )
 from toroid.worker.landscape.nets import build_model
@@ -50,7 +53,7 @@ def test_local_energy_is_zero_at_sigma_zero_and_grows(trained, digits):
 def test_fast_mode_agrees_with_exact_mode(trained, digits):
     sigmas = [0.0, 0.2, 0.5]
     exact = local_energy(trained, digits, sigmas=sigmas, samples=40, mode="exact", device="cpu")
-    fast = local_energy(trained, digits, sigmas=sigmas, samples=40, subsample=700, device="cpu", seed=1)
+    fast = local_energy(trained, digits, sigmas=sigmas, samples=40, mode="fast", subsample=700, device="cpu", seed=1)
     assert fast.mode == "fast" and fast.subsample == 700
     assert fast.mean[0] == 0.0
     for i in range(1, len(sigmas)):
@@ -60,6 +63,53 @@ def test_fast_mode_agrees_with_exact_mode(trained, digits):
         assert abs(fast.mean[i] - exact.mean[i]) <= 4 * math.hypot(fast.stderr[i], exact.stderr[i]) + 0.003
     assert sum(fast.samples) < sum(exact.samples)
     assert fast.base_train_error == exact.base_train_error  # reported on the full training set
+    assert fast.capped == [False] + [fast.stderr[i] >= 0.005 for i in (1, 2)]
+    assert exact.capped == [False, False, False]
+
+
+def test_sequential_rule_by_hand():
+    """The stopping rule alone (docs/method.md §6): values alternating mean +- a have a standard error of
+    a / sqrt(n - 1); with mean 0.01 the target is max(0.0005, 0.1 x 0.01) = 0.001, missed after the first batch
+    of 16 (0.005 / sqrt(15) = 0.00129) and met after the second (0.005 / sqrt(31) = 0.00090)."""
+    assert se_target(0.01, 0.0005, 0.1) == pytest.approx(0.001)
+    assert se_target(-0.001, 0.0005, 0.1) == 0.0005  # the absolute floor; |mean| for a negative mean
+    stream = [0.01 + (0.005 if k % 2 == 0 else -0.005) for k in range(10_000)]
+    asked: list[int] = []
+
+    def draw(count: int) -> list[float]:
+        asked.append(count)
+        start = sum(asked) - count
+        return stream[start:start + count]
+
+    got = sample_until(draw, tolerance=0.0005, rel_tolerance=0.1, min_samples=16, max_samples=1000, batch=16)
+    assert len(got.values) == 32 and not got.capped and asked == [16, 16]
+    assert not precision_reached(stream[:16], 0.0005, 0.1, 16) and precision_reached(stream[:32], 0.0005, 0.1, 16)
+    # identical values: a standard error of 0 meets any target as soon as min_samples are in
+    assert sample_until(lambda k: [0.002] * k, tolerance=0.0005, min_samples=20, batch=16) == ((20 * [0.002]), False)
+    # a target never met: the cap stops it, the last batch cut to the cap, and the result says so
+    asked.clear()
+    noisy = sample_until(draw, tolerance=1e-9, rel_tolerance=0.0, min_samples=16, max_samples=40, batch=16)
+    assert len(noisy.values) == 40 and noisy.capped and asked == [16, 16, 8]
+    assert not precision_reached([0.1], 1.0)  # a standard error needs two values
+
+
+def test_default_sequential_mode_meets_its_target_or_says_capped(trained, digits):
+    res = local_energy(trained, digits, device="cpu")
+    assert res.mode == "sequential" and res.subsample is None and res.sigmas == DEFAULT_SIGMAS["mlp"]
+    assert res.samples[0] == 0 and res.capped[0] is False and res.stderr[0] == 0.0
+    assert len(res.capped) == len(res.sigmas) == len(res.extra["se_target"])
+    for i in range(1, len(res.sigmas)):
+        target = max(0.0005, 0.1 * abs(res.mean[i]))
+        assert res.extra["se_target"][i] == pytest.approx(target)
+        assert 16 <= res.samples[i] <= 1000
+        assert res.stderr[i] <= target or (res.capped[i] and res.samples[i] == 1000), (i, res.to_dict())
+        assert res.stderr[i] == pytest.approx(res.std[i] / math.sqrt(res.samples[i]))
+    assert res.mean[-1] > 10 * res.stderr[-1]  # the largest sigma's value is resolved
+    assert LocalEnergy.from_dict(res.to_dict()) == res
+    assert local_energy(trained, digits, device="cpu") == res  # seeded: the same draws, the same stops
+    strict = local_energy(trained, digits, sigmas=[0.0, 0.5], device="cpu", tolerance=1e-9, rel_tolerance=0.0,
+                          max_samples=20)
+    assert strict.samples == [0, 20] and strict.capped == [False, True] and strict.stderr[1] > 1e-9
 
 
 def test_seeded_and_stacked_evaluation_sees_the_same_noise(trained, digits):
@@ -70,6 +120,10 @@ def test_seeded_and_stacked_evaluation_sees_the_same_noise(trained, digits):
     assert stacked.mean == pytest.approx(one.mean, abs=1e-12)
     other = local_energy(trained, digits, seed=5, **kwargs)
     assert other.mean[1] != one.mean[1]
+    # sequential mode checks its rule after whole batches only: stacking changes neither the draws nor the stops
+    seq = {"sigmas": [0.0, 0.4], "device": "cpu", "max_samples": 48}
+    single, stacked = local_energy(trained, digits, **seq), local_energy(trained, digits, stack=5, **seq)
+    assert stacked.samples == single.samples and stacked.mean == pytest.approx(single.mean, abs=1e-12)
 
 
 def test_noise_on_weights_only_and_progress(trained, digits):
@@ -138,3 +192,5 @@ def test_bad_arguments_raise_clear_errors(trained, digits):
         local_energy(trained, digits, sigmas=[-0.1])
     with pytest.raises(ValueError, match="tolerance"):
         local_energy(trained, digits, tolerance=0)
+    with pytest.raises(ValueError, match="max_samples"):
+        local_energy(trained, digits, max_samples=8)

@@ -161,6 +161,24 @@ def test_training_stops_at_the_target_error(digits):
     assert prov["epochs_run"] < 30
     assert prov["train_error"] <= 0.3
     assert all(h["train_error"] > 0.3 for h in prov["history"][:-1])
+    assert prov["stop_rule"] == "target_error" and prov["target_reached_epoch"] == prov["epochs_run"]
+
+
+@pytest.mark.parametrize(("sampler", "arch", "config", "hp"), DETERMINISM_CASES, ids=[c[0] for c in DETERMINISM_CASES])
+def test_every_sampler_runs_the_whole_budget_without_a_target_and_records_the_stop_rule(
+        digits, sampler, arch, config, hp):
+    _, full = train_minimum(arch, config, digits, sampler, hp, seed=0, epochs=3, target_error=None)
+    assert full["epochs_run"] == 3 and len(full["history"]) == 3
+    assert full["stop_rule"] == "budget" and full["target_reached_epoch"] is None and full["target_error"] is None
+    _, early = train_minimum(arch, config, digits, sampler, hp, seed=0, epochs=3, target_error=1.0)  # met at once
+    assert early["epochs_run"] == 1
+    assert early["stop_rule"] == "target_error" and early["target_reached_epoch"] == 1
+
+
+def test_a_target_never_reached_runs_the_budget_and_says_so(digits):
+    _, prov = train_minimum("mlp", TINY, digits, "sgd", seed=0, epochs=2, target_error=0.0)
+    assert prov["train_error"] > 0.0  # two epochs of a 32-unit MLP do not memorize digits
+    assert prov["epochs_run"] == 2 and prov["stop_rule"] == "budget" and prov["target_reached_epoch"] is None
 
 
 def test_a_raising_progress_callback_stops_training(digits):

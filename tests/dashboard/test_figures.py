@@ -160,12 +160,33 @@ def local_energy(mean: list[float], std: list[float]) -> dict:
             "noise_on": "all", "mode": "fast", "subsample": 2048, "binary": False, "extra": {}}
 
 
-def test_flatness_curves_have_std_error_bars_in_percent():
-    fig = figures.flatness_curves([{"label": "sgd", "color": "#000", "data": local_energy([0, 0.01, 0.05],
-                                                                                         [0, 0.002, 0.01])}])
+def test_flatness_curves_have_standard_error_bars_in_percent():
+    data = {**local_energy([0, 0.01, 0.05], [0, 0.002, 0.01]), "capped": [False, False, True]}
+    fig = figures.flatness_curves([{"label": "sgd", "color": "#000", "data": data}])
     assert list(fig.data[0].y) == pytest.approx([0, 1, 5])
-    assert list(fig.data[0].error_y.array) == pytest.approx([0, 0.2, 1])
-    assert "sigma" in fig.layout.xaxis.title.text
+    assert list(fig.data[0].error_y.array) == pytest.approx([0, 0.02, 0.1])  # the stderr, not the std
+    assert [row[1:3] for row in fig.data[0].customdata] == [[0, 0], [pytest.approx(0.2), 100], [1, 100]]
+    assert [row[3] for row in fig.data[0].customdata] == ["", "", " · sample cap reached"]
+    assert "sigma" in fig.layout.xaxis.title.text and "standard error" in fig.layout.yaxis.title.text
+    # records written before the capped flag have none
+    old = figures.flatness_curves([{"label": "a", "data": local_energy([0, 0.01], [0, 0.002])}])
+    assert old.data[0].customdata[1][3] == ""
+
+
+def test_kendall_text_states_a_direction_only_when_significant():
+    text = figures.kendall_text((0.7071, 0.18), 4)
+    assert text == ("Kendall tau (local energy at the largest sigma vs test error) 0.71 (p = 0.18, n = 4): "
+                    "not significant at 0.05.")
+    for phrase in ("sharper", "flatter", "generalize", "worse"):
+        assert phrase not in text
+    assert figures.kendall_text((0.6, 0.05), 5).endswith("not significant at 0.05.")  # p = alpha is not below it
+    assert figures.kendall_text((0.5, float("nan")), 5).endswith("not significant at 0.05.")
+    assert figures.kendall_text((0.81, 0.012), 6) == (
+        "Kendall tau (local energy at the largest sigma vs test error) 0.81 (p = 0.012, n = 6): significant at 0.05; "
+        "sharper minima (higher local energy) have higher test error in these minima.")
+    assert "flatter minima (lower local energy) have higher test error" in figures.kendall_text((-0.9, 0.001), 8)
+    assert figures.kendall_text(None, 2).startswith("Kendall tau between local energy and test error needs 3 minima")
+    assert "(2 so far)" in figures.kendall_text(None, 2)
 
 
 def test_flatness_scatter_prints_kendall_tau_of_scipy():

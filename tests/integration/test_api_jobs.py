@@ -154,6 +154,26 @@ def test_flatness_section_and_torus_through_the_api(api_stack, pair):
     assert len(data["torus"]["train_error"]) == 3 and set(data["torus"]["minima"]) >= {"A", "B"}
 
 
+def test_flatness_defaults_to_sequential_sampling_with_se_n_and_capped(api_stack, pair):
+    """The default mode samples each sigma to a standard error of 0.05 points or 10% (docs/method.md §6) within
+    max_samples; the record and its CSV carry the SE, the count and the cap flag per sigma."""
+    url = api_stack.url
+    response = httpx.post(f"{url}/api/analyses/flatness", json={"minimum_id": pair[0], "sigmas": [0.0, 0.3, 0.6],
+                                                                "max_samples": 48, "samples": 7})
+    assert response.status_code == 202, response.text
+    job = wait_job(url, response.json()["job"]["id"])
+    assert job["state"] == "succeeded", job
+    assert (job["params"]["mode"], job["params"]["max_samples"], job["params"]["samples"]) == ("sequential", 48, 100)
+    data = httpx.get(f"{url}/api/results/{job['result_id']}").json()["data"]
+    assert data["mode"] == "sequential" and data["samples"][0] == 0 and len(data["capped"]) == 3
+    for i in (1, 2):
+        assert 16 <= data["samples"][i] <= 48
+        target = max(0.0005, 0.1 * abs(data["mean"][i]))
+        assert data["stderr"][i] <= target or (data["capped"][i] and data["samples"][i] == 48)
+    table = list(csv.reader(io.StringIO(httpx.get(f"{url}/api/results/{job['result_id']}.csv").text)))
+    assert table[0] == ["sigma", "mean", "std", "stderr", "samples", "capped"] and len(table) == 4
+
+
 def test_analysis_requests_are_validated(api_stack, pair):
     url = api_stack.url
     assert httpx.post(f"{url}/api/analyses/path", json={"a": pair[0], "b": "missing"}).status_code == 404

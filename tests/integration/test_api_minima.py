@@ -218,6 +218,25 @@ def test_train_through_the_api_reports_progress(api_stack):
     assert minimum["provenance"]["hyperparameters"]["epochs"] == 200
 
 
+def test_train_with_target_error_null_runs_the_whole_budget(api_stack):
+    """``target_error: null``: the paper's protocol, every epoch of the budget and its schedule (docs/samplers.md)."""
+    url = api_stack.url
+    response = httpx.post(f"{url}/api/minima/train", json={
+        "config": {"widths": [16]}, "dataset": "digits", "sampler": "rsgd", "seed": 4, "epochs": 40,
+        "target_error": None,
+    })
+    assert response.status_code == 202, response.text
+    job = response.json()
+    assert job["params"]["target_error"] is None
+    job = wait_job(url, job["id"], timeout_s=300)
+    assert job["state"] == "succeeded", job
+    assert job["partial"]["epoch"] == list(range(1, 41))
+    provenance = httpx.get(f"{url}/api/minima/{job['minimum_id']}").json()["provenance"]
+    assert provenance["epochs_run"] == 40 and provenance["epochs"] == 40
+    assert provenance["target_error"] is None and provenance["stop_rule"] == "budget"
+    assert provenance["hyperparameters"]["replicas"] == 5
+
+
 def test_delete_removes_the_record_and_an_unshared_artifact(api_stack, digits_minima):
     url = api_stack.url
     model = digits_minima[0]

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 import sys
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -79,6 +81,38 @@ def test_every_listed_sampler_trains_through_the_cli(tmp_path):
         assert provenance["sampler"] == sampler and provenance["epochs"] == 2
         if sampler == "adv":
             assert provenance["extra"]["confusion_epochs_run"] == 2
+
+
+def test_target_error_none_runs_the_whole_budget(tmp_path):
+    """`--target-error none`: the paper's protocol, every epoch of the budget and its schedule (docs/samplers.md);
+    RSGD's coupling reaches its final strength gamma0 x gamma_growth."""
+    out = tmp_path / "r.safetensors"
+    result = subprocess.run(
+        [sys.executable, "-m", "toroid.cli", "train", "--sampler", "rsgd", "--epochs", "40", "--target-error", "none",
+         "--config", '{"widths": [16]}', "--dataset", "digits", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "after 40 epochs (stopped by the whole budget)" in result.stdout
+    provenance = parse_sidecar((tmp_path / "r.json").read_bytes())["provenance"]
+    assert provenance["epochs_run"] == 40 and len(provenance["history"]) == 40
+    assert provenance["target_error"] is None and provenance["stop_rule"] == "budget"
+    assert provenance["hyperparameters"]["replicas"] == 5
+    extra = provenance["extra"]
+    assert extra["gamma_final"] == pytest.approx(extra["gamma0"] * provenance["hyperparameters"]["gamma_growth"])
+
+
+def test_target_error_values_are_checked(tmp_path):
+    from toroid.cli import parse_target_error
+
+    assert parse_target_error("none") is None and parse_target_error("NULL") is None
+    assert parse_target_error("0") == 0.0 and parse_target_error("0.01") == 0.01
+    result = subprocess.run(
+        [sys.executable, "-m", "toroid.cli", "train", "--epochs", "1", "--target-error", "1.5",
+         "--out", str(tmp_path / "x.safetensors")],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2 and "--target-error must be a fraction in [0, 1] or 'none'" in result.stderr
 
 
 def test_the_progress_line_reads_every_phase():

@@ -59,6 +59,9 @@ def test_flatness_is_sigmas_x_samples_x_training_samples_x_parameters():
     # fast mode evaluates a stratified subsample of at most 2048 training samples
     assert estimate("flatness", {**exact, "mode": "fast"}, P, 10_000, m) == P * (10_000 + m + 3 * 50 * 2048)
     assert estimate("flatness", {**exact, "mode": "fast"}, P, n, m) == P * (N + 3 * 50 * n)
+    # sequential mode (the default): the full training set and its cap max_samples (1000 by default), the worst case
+    assert estimate("flatness", {**exact, "mode": "sequential"}, P, 10_000, m) == P * (10_000 + m + 3 * 1000 * 10_000)
+    assert estimate("flatness", {"sigmas": None, "max_samples": 200}, P, n, m) == P * (N + 8 * 200 * n)
 
 
 def test_paths_are_points_x_data_x_parameters_plus_alignment():

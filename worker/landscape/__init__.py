@@ -7,11 +7,12 @@ the standard library only. The public names below are re-exported lazily (PEP 56
 
 Modules, bottom up: ``nets`` (architectures), ``data`` (datasets), ``device``; ``graph`` (the unit
 graph: which units move together), ``symmetry`` (the moves: normalize, align); ``distances``;
-``states`` (state dicts, combinations, BatchNorm recalibration), ``combination`` (combinations of
-anchor networks, first-layer factorization), ``evaluate`` (the evaluator); ``flatness`` (local
-energy); ``kinds`` (path kinds and the binary rule), ``paths`` (paths, barriers, planes), ``torus``
-(torus slices), ``bend`` (one-bend paths); ``samplers`` (training); ``results`` (result records,
-JSON); ``io`` (checkpoints).
+``alignment`` (align: the best of identity, greedy and refined matching); ``states`` (state dicts,
+combinations, BatchNorm recalibration), ``combination`` (combinations of anchor networks,
+first-layer factorization), ``evaluate`` (the evaluator); ``flatness`` (local energy), ``sharpness``
+(Hessian sharpness of the normalized network); ``kinds`` (path kinds and the binary rule), ``paths``
+(paths, barriers, planes), ``torus`` (torus slices), ``bend`` (one-bend paths); ``samplers``
+(training); ``results`` (result records, JSON); ``io`` (checkpoints).
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-CODE_VERSION = "0.1.0+core1"
+CODE_VERSION = "0.1.0+core2"  # core2: canonical BatchNorm form, best-of alignment, sequential flatness
 
 _EXPORTS: dict[str, str] = {
     # symmetry removal (docs/method.md §2-4)
     "normalize": "symmetry",
     "align": "symmetry",
+    "align_report": "alignment",  # which candidate alignment won, and its distances (§3)
     # distances (docs/method.md §5)
     "geodesic_distance": "distances",
     "euclidean_distances": "distances",
@@ -43,6 +45,7 @@ _EXPORTS: dict[str, str] = {
     "check_bend_kind": "kinds",
     # flatness (§6)
     "local_energy": "flatness",
+    "hessian_sharpness": "sharpness",
     # one-bend paths (§7)
     "one_bend": "bend",
     # results as JSON (no torch)

@@ -8,20 +8,25 @@ E_train is the training *error* (fraction misclassified).  BatchNorm running sta
 fixed and the network is in eval mode.  For binary networks a random fraction eps of the
 binary weights is flipped instead (docs/method.md §6, last line).
 
-Two modes:
+Three modes:
 
+* ``sequential`` (default): full training set; for each sigma, noise samples are drawn in batches
+  of ``sample_batch`` (16) until the standard error of the mean is at most
+  max(``tolerance``, ``rel_tolerance`` x |mean|) (0.05 percentage points or 10% of the value),
+  after at least ``min_samples`` (16) and at most ``max_samples`` (1000); ``capped`` says per
+  sigma whether the cap stopped it before the target held;
 * ``exact``: full training set, a fixed number of noise samples per sigma (the paper: 100);
-* ``fast`` (default): a stratified subsample of the training set (``subsample``, 2048) and,
-  for each sigma, noise samples are drawn until the standard error of the mean is below
-  ``tolerance`` (after ``min_samples``), up to ``samples``.  E_train(w) is evaluated on the
-  same subsample, so dE(w, 0) = 0 exactly and the difference is paired.
+* ``fast``: a stratified subsample of the training set (``subsample``, 2048) and, for each
+  sigma, noise samples are drawn until the standard error of the mean is below ``tolerance``
+  (0.5 percentage points, after ``min_samples`` = 8), up to ``samples``.  E_train(w) is evaluated
+  on the same subsample, so dE(w, 0) = 0 exactly and the difference is paired.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -40,11 +45,17 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_SIGMAS",
+    "MODES",
+    "SEQUENTIAL",
+    "Sequential",
     "architecture_family",
     "binary_weight_keys",
     "default_sigmas",
     "local_energy",
     "noise_keys",
+    "precision_reached",
+    "sample_until",
+    "se_target",
     "stratified_indices",
 ]
 
@@ -59,6 +70,17 @@ DEFAULT_SIGMAS: dict[str, list[float]] = {
     "vgg": np.linspace(0.0, 0.05, 8).tolist(),
     "binary": np.linspace(0.0, 0.1, 8).tolist(),
 }
+
+
+#: The modes of :func:`local_energy` (docs/method.md §6); the first is the default.
+MODES = ("sequential", "exact", "fast")
+
+#: The sequential mode's defaults (docs/method.md §6): a standard error of at most 0.05
+#: percentage points or 10% of the value, whichever is larger, from at least 16 and at most
+#: 1000 noise samples per sigma, drawn 16 at a time.
+SEQUENTIAL = {"tolerance": 0.0005, "rel_tolerance": 0.1, "min_samples": 16, "max_samples": 1000, "batch": 16}
+#: The fast mode's defaults: standard error below 0.5 points, after at least 8 samples.
+FAST = {"tolerance": 0.005, "min_samples": 8}
 
 
 _FAMILY_OF_ARCHITECTURE = {"mlp": "mlp", "lenet": "lenet", "vgg": "vgg", "resnet": "vgg"}
@@ -154,20 +176,70 @@ def _check_sigmas(sigmas: Sequence[float], binary: bool) -> list[float]:
     return values
 
 
+def se_target(mean: float, tolerance: float, rel_tolerance: float = 0.0) -> float:
+    """The standard error a local-energy mean must reach: max(``tolerance``, ``rel_tolerance`` x |mean|)."""
+    return max(float(tolerance), float(rel_tolerance) * abs(float(mean)))
+
+
+def precision_reached(values: Sequence[float], tolerance: float, rel_tolerance: float = 0.0,
+                      min_samples: int = 2) -> bool:
+    """Whether ``values`` (noise-sample differences of one sigma) are enough: at least ``min_samples``
+    of them and a standard error of their mean (ddof = 1) at most :func:`se_target` of their mean."""
+    if len(values) < max(2, min_samples):
+        return False
+    return _stderr(values) <= se_target(float(np.mean(values)), tolerance, rel_tolerance)
+
+
+class Sequential(NamedTuple):
+    """The draws of one sigma by :func:`sample_until`: the values, and whether the cap stopped the
+    draws before the precision target held."""
+
+    values: list[float]
+    capped: bool
+
+
+def sample_until(
+    draw: Callable[[int], Sequence[float]],
+    *,
+    tolerance: float,
+    rel_tolerance: float = 0.0,
+    min_samples: int = SEQUENTIAL["min_samples"],
+    max_samples: int = SEQUENTIAL["max_samples"],
+    batch: int = SEQUENTIAL["batch"],
+) -> Sequential:
+    """Sequential sampling of one sigma (docs/method.md §6): ``draw(k)`` returns ``k`` new values;
+    batches of ``batch`` are drawn (the first one up to ``min_samples``) until
+    :func:`precision_reached` holds, or ``max_samples`` values are in (the last batch is cut to the
+    cap).  The rule is checked after every batch only, so the values depend on the draws alone."""
+    if batch < 1 or max_samples < 1:
+        raise ValueError(f"batch and max_samples must be positive integers, got {batch} and {max_samples}")
+    values: list[float] = []
+    while True:
+        want = max(batch, min_samples - len(values))
+        values.extend(float(v) for v in draw(min(want, max_samples - len(values))))
+        if precision_reached(values, tolerance, rel_tolerance, min_samples):
+            return Sequential(values, False)
+        if len(values) >= max_samples:
+            return Sequential(values, True)
+
+
 def local_energy(
     model: nn.Module,
     dataset: Dataset | Any,
     sigmas: Sequence[float] | None = None,
     samples: int | None = None,
     noise_on: Literal["all", "weights"] = "all",
-    mode: Literal["fast", "exact"] = "fast",
-    tolerance: float = 0.005,
+    mode: Literal["sequential", "exact", "fast"] = "sequential",
+    tolerance: float | None = None,
     subsample: int | None = 2048,
     seed: int = 0,
     progress: Progress | None = None,
     device: torch.device | str | None = None,
     *,
-    min_samples: int = 8,
+    min_samples: int | None = None,
+    max_samples: int = SEQUENTIAL["max_samples"],
+    rel_tolerance: float = SEQUENTIAL["rel_tolerance"],
+    sample_batch: int = SEQUENTIAL["batch"],
     stack: int | None = None,
     batch_size: int | None = None,
 ) -> LocalEnergy:
@@ -180,16 +252,23 @@ def local_energy(
         family, :data:`DEFAULT_SIGMAS`.
     samples:
         Noise samples per sigma: exactly this many in ``exact`` mode, at most this many in
-        ``fast`` mode.  Default 100 (the paper), 10 for binary networks.
+        ``fast`` mode (unused by ``sequential``, see ``max_samples``).  Default 100 (the paper),
+        10 for binary networks.
     noise_on:
         ``all`` (weights, biases, BN affine) or ``weights`` (Linear/Conv weights only).
         Binary networks: always the binary weights.
     mode:
-        ``exact`` (full training set, fixed ``samples``) or ``fast`` (stratified
-        ``subsample`` of the training set; stop once stderr < ``tolerance``, after at least
-        ``min_samples``).
+        ``sequential`` (full training set; per sigma, batches of ``sample_batch`` noise
+        samples until stderr <= max(``tolerance``, ``rel_tolerance`` x |mean|), after at least
+        ``min_samples`` and at most ``max_samples``), ``exact`` (full training set, fixed
+        ``samples``: the paper) or ``fast`` (stratified ``subsample`` of the training set; stop
+        once stderr < ``tolerance``, after at least ``min_samples``, at most ``samples``).
     tolerance:
-        Target standard error in fast mode, as a fraction (0.005 = 0.5 percentage points).
+        Target standard error as a fraction: default 0.0005 (0.05 percentage points) in
+        sequential mode, 0.005 (0.5 points) in fast mode; unused in exact mode.
+    min_samples, max_samples, rel_tolerance, sample_batch:
+        Sequential mode (``min_samples`` also fast mode: default 16 sequential, 8 fast); the
+        result's ``capped`` flags the sigmas where ``max_samples`` stopped the draws first.
     stack:
         Noisy copies evaluated per pass with ``torch.func.vmap``; default 16 on GPU, 1 on CPU
         (where stacking gives no speed-up).
@@ -197,16 +276,27 @@ def local_energy(
         Called after each sigma with the fraction done and that sigma's values.
 
     Returns a :class:`LocalEnergy` with mean, std over samples (the paper's error bars) and
-    the standard error of the mean per sigma; ``samples`` holds the counts actually drawn.
+    the standard error of the mean per sigma; ``samples`` holds the counts actually drawn and
+    ``capped`` whether the sample cap stopped a sigma before its precision target held.
     """
-    if mode not in ("fast", "exact"):
-        raise ValueError(f"mode must be 'fast' or 'exact', got {mode!r}")
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}")
+    defaults = SEQUENTIAL if mode == "sequential" else FAST
+    tolerance = defaults["tolerance"] if tolerance is None else tolerance
+    min_samples = defaults["min_samples"] if min_samples is None else min_samples
     if not (isinstance(tolerance, int | float) and tolerance > 0):
         raise ValueError(f"tolerance must be a positive number, got {tolerance!r}")
     if min_samples < 2:
         raise ValueError(
             f"min_samples must be at least 2 (a standard error needs two samples), got {min_samples}"
         )
+    if mode == "sequential":
+        if not (isinstance(rel_tolerance, int | float) and rel_tolerance >= 0):
+            raise ValueError(f"rel_tolerance must be a number >= 0, got {rel_tolerance!r}")
+        if max_samples < min_samples:
+            raise ValueError(f"max_samples ({max_samples}) must be at least min_samples ({min_samples})")
+        if sample_batch < 1:
+            raise ValueError(f"sample_batch must be a positive integer, got {sample_batch}")
     binary = is_binary(model)
     n_samples = samples if samples is not None else (10 if binary else 100)
     if n_samples < 1:
@@ -238,25 +328,38 @@ def local_energy(
         stack = 16 if dev.type == "cuda" else 1
     use_stack = stack > 1 and not binary and evaluator.stacking_supported()
 
-    means, stds, stderrs, counts = [], [], [], []
+    means, stds, stderrs, counts, capped = [], [], [], [], []
     for i, sigma in enumerate(sigma_list):
         gen = torch.Generator(device=dev)
         gen.manual_seed(int(seed) * 1_000_003 + i)
-        diffs: list[float] = []
-        if sigma > 0:
-            while len(diffs) < n_samples:
-                if mode == "fast" and len(diffs) >= min_samples:
-                    if _stderr(diffs) < tolerance:
-                        break
+
+        def draw(count: int, sigma: float = sigma, gen: torch.Generator = gen) -> list[float]:
+            """``count`` new differences E_train(noisy) - E_train(w), drawn copy by copy in a fixed order."""
+            out: list[float] = []
+            while len(out) < count:
                 if use_stack:
-                    chunk = min(n_samples - len(diffs), stack)
-                    params = _stacked_noise(state, keys, sigma, chunk, gen)
+                    params = _stacked_noise(state, keys, sigma, min(count - len(out), stack), gen)
                     errors = [r["train_error"] for r in evaluator.evaluate_stacked(params, "train")]
                 else:
                     noisy = _flipped(state, keys, sigma, gen) if binary else _noisy(state, keys, sigma, gen)
                     load_state(evaluator.model, noisy)
                     errors = [evaluator.run(evaluator.model, "train")[0]]
-                diffs.extend(e - base_train for e in errors)
+                out.extend(e - base_train for e in errors)
+            return out
+
+        diffs: list[float] = []
+        hit_cap = False
+        if sigma > 0 and mode == "sequential":
+            diffs, hit_cap = sample_until(draw, tolerance=tolerance, rel_tolerance=rel_tolerance,
+                                          min_samples=min_samples, max_samples=max_samples, batch=sample_batch)
+        elif sigma > 0 and mode == "exact":
+            diffs = draw(n_samples)
+        elif sigma > 0:  # fast: checked before every draw (every stack of copies on a GPU)
+            while len(diffs) < n_samples:
+                if len(diffs) >= min_samples and _stderr(diffs) < tolerance:
+                    break
+                diffs.extend(draw(min(n_samples - len(diffs), stack if use_stack else 1)))
+            hit_cap = len(diffs) > 1 and _stderr(diffs) >= tolerance
         arr = np.asarray(diffs, dtype=np.float64)
         mean = float(arr.mean()) if len(arr) else 0.0
         std = float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
@@ -265,16 +368,20 @@ def local_energy(
         stds.append(std)
         stderrs.append(err)
         counts.append(len(arr))
+        capped.append(bool(hit_cap))
         if progress is not None:
             progress(
                 (i + 1) / len(sigma_list),
-                {"sigma": sigma, "mean": mean, "std": std, "stderr": err, "samples": len(arr)},
+                {"sigma": sigma, "mean": mean, "std": std, "stderr": err, "samples": len(arr),
+                 "capped": bool(hit_cap)},
             )
-    extra: dict[str, Any] = {
-        "seed": int(seed),
-        "min_samples": int(min_samples),
-        "tolerance": float(tolerance),
-    }
+    extra: dict[str, Any] = {"seed": int(seed)}
+    if mode != "exact":
+        extra.update(min_samples=int(min_samples), tolerance=float(tolerance))
+    if mode == "sequential":
+        extra.update(rel_tolerance=float(rel_tolerance), max_samples=int(max_samples), sample_batch=int(sample_batch),
+                     se_target=[se_target(m, tolerance, rel_tolerance) if s > 0 else 0.0
+                                for m, s in zip(means, sigma_list, strict=True)])
     if train_indices is not None:
         extra["base_train_error_subsample"] = base_train
     return LocalEnergy(
@@ -283,6 +390,7 @@ def local_energy(
         std=stds,
         stderr=stderrs,
         samples=counts,
+        capped=capped,
         base_train_error=base_train_full,
         base_test_error=base["test_error"],
         noise_on="binary_weights" if binary else noise_on,

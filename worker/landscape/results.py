@@ -16,6 +16,7 @@ from typing import Any, Self
 
 __all__ = [
     "BendResult",
+    "HessianSharpness",
     "LocalEnergy",
     "PathProfile",
     "Section",
@@ -135,7 +136,10 @@ class LocalEnergy(_Record):
     ``std[i]`` the standard deviation over samples (the paper's error bars) and ``stderr[i]``
     the standard error of the mean.  For binary networks ``sigmas`` holds flip fractions.
     ``samples[i]`` is the number of noise samples drawn for sigma_i (0 at sigma = 0, where the
-    perturbation vanishes and dE = 0 exactly).
+    perturbation vanishes and dE = 0 exactly).  ``capped[i]`` is True when the sample cap stopped
+    the draws of sigma_i before the mode's standard-error target held (``sequential``: ``max_samples``;
+    ``fast``: ``samples``; always False in ``exact`` mode, which has no target; empty in records
+    written before the flag existed).
     """
 
     sigmas: list[float]
@@ -149,6 +153,38 @@ class LocalEnergy(_Record):
     mode: str
     subsample: int | None
     binary: bool
+    capped: list[bool] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class HessianSharpness(_Record):
+    """Hessian sharpness of one network's training loss, on the normalized network (docs/method.md §6).
+
+    ``top_eigenvalue`` is the largest (algebraically) eigenvalue of the Hessian of the mean training
+    loss, estimated by Lanczos; ``residual`` its relative residual ||H y - theta y|| / |theta| after
+    ``iterations`` Lanczos steps; ``ritz_values`` all Ritz values of the last step, largest first.
+    ``trace`` is Hutchinson's estimate of the Hessian's trace over ``probes`` Rademacher vectors
+    (``trace_samples``: each probe's z^T H z), ``trace_stderr`` its standard error (None for fewer
+    than two probes; ``trace`` None for none).  ``samples`` training samples enter the loss,
+    ``parameters`` is the dimension of the Hessian, ``train_loss`` the loss whose Hessian this is.
+    ``normalized`` is False only for the raw-parameter comparison (not invariant).
+    """
+
+    top_eigenvalue: float
+    residual: float
+    iterations: int
+    ritz_values: list[float]
+    trace: float | None
+    trace_stderr: float | None
+    trace_samples: list[float]
+    probes: int
+    samples: int
+    parameters: int
+    train_loss: float
+    base_train_error: float
+    base_test_error: float
+    normalized: bool
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -144,7 +144,9 @@ def train_minimum(
         ``(model, provenance)``: the minimizer on the CPU in eval mode, and a JSON-able dict with
         ``sampler``, ``hyperparameters`` (all, defaults filled), ``seed``, ``dataset`` (name and
         options), ``architecture`` (name and full config), ``epochs_run``, ``train_error``,
-        ``test_error``, ``train_loss``, ``test_loss``, ``target_error``, ``history`` (per epoch),
+        ``test_error``, ``train_loss``, ``test_loss``, ``target_error``, ``stop_rule``
+        (``"target_error"`` when the target stopped training, else ``"budget"``),
+        ``target_reached_epoch`` (1-based, or None), ``history`` (per epoch),
         ``extra`` (sampler diagnostics), ``code_version``, ``device``, ``torch_version``.
 
     Raises:
@@ -204,6 +206,9 @@ def train_minimum(
     )
     trained = spec.fn(run).cpu().eval()
     final = run.history[-1]  # the minimizer's errors after its last epoch
+    reached = next(
+        (h["epoch"] for h in run.history if target_error is not None and h["train_error"] <= target_error), None
+    )
     arch_spec = model_spec(trained) or model_spec(model) or {}
     provenance = {
         "sampler": sampler,
@@ -214,6 +219,9 @@ def train_minimum(
         "epochs": run.epochs,
         "epochs_run": run.epochs_run,
         "target_error": target_error,
+        # which rule ended training (docs/samplers.md): the target train error, or the whole epoch budget
+        "stop_rule": "target_error" if reached is not None else "budget",
+        "target_reached_epoch": reached,
         "train_error": final["train_error"],
         "test_error": final["test_error"],
         "train_loss": final["train_loss"],
