@@ -427,7 +427,7 @@ def sharpness_scatter(
     else:
         detail = (f"n = {len(points)}; Kendall tau needs 3 or more" if tau is None else
                   f"Kendall tau = {tau[0]:.2f}, p = {tau[1]:.2g}, n = {len(points)}")
-        base_layout(fig, title=_title(f"{name}: {detail}"), hovermode="closest")
+        base_layout(fig, title=_title(f"{name}:<br>{detail}"), hovermode="closest")  # two lines: the modebar fits
     fig.update_xaxes(title_text="top Hessian eigenvalue of the normalized network")
     fig.update_yaxes(title_text="test error (%)")
     return fig, tau

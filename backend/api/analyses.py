@@ -64,6 +64,16 @@ def lookup_distances(response: Response, session: SessionDep,
     return submitted.to_record()
 
 
+@router.get("/sharpness", response_model=AnalysisResponse, dependencies=[Depends(require_read)],
+            responses={200: {"model": AnalysisResponse}, 404: {"description": "neither computed nor asked for"}},
+            summary="A minimum's sharpness (the default options) computed before or in flight (never queues)")
+def lookup_sharpness(response: Response, session: SessionDep,
+                     minimum_id: str = Query(..., min_length=1, max_length=64)) -> dict:
+    submitted = service.lookup_sharpness(session, SharpnessRequest(minimum_id=minimum_id))
+    response.status_code = 200 if submitted.cached else 202
+    return submitted.to_record()
+
+
 for _path, _model, _run, _summary in (
     ("/flatness", FlatnessRequest, service.flatness, "Local energy of one minimum (docs/method.md §6)"),
     ("/sharpness", SharpnessRequest, service.sharpness,

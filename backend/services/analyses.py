@@ -139,11 +139,10 @@ def torus(session: Session, request: TorusRequest, owner: str | None = None) -> 
     return submit(session, "torus", minima, request, owner)
 
 
-def lookup_distances(session: Session, request: DistancesRequest) -> Submitted:
-    """The distances of these minima computed before or in flight, never queued (GET: what a page load may ask);
-    NotFound when neither."""
-    minima = get_minima(session, request.minimum_ids, what="distances")
-    key = result_key("distances", minima, key_params(request))
+def _lookup(session: Session, kind: str, minima: list[Minimum], request: BaseModel, what: str) -> Submitted:
+    """The result of this request computed before, or its job in flight, never queued (GET: what a page load may
+    ask); NotFound when neither."""
+    key = result_key(kind, minima, key_params(request))
     result = find_result(session, key)
     if result is not None:
         job = session.get(Job, result.job_id) if result.job_id else None
@@ -154,4 +153,17 @@ def lookup_distances(session: Session, request: DistancesRequest) -> Submitted:
     active = find_active_job(session, key)
     if active is not None:
         return Submitted(active, None)
-    raise NotFound("these distances were neither computed nor asked for; POST /api/analyses/distances asks")
+    raise NotFound(f"{what} were neither computed nor asked for; POST /api/analyses/{kind} asks")
+
+
+def lookup_distances(session: Session, request: DistancesRequest) -> Submitted:
+    """The distances of these minima computed before or in flight, never queued; NotFound when neither."""
+    minima = get_minima(session, request.minimum_ids, what="distances")
+    return _lookup(session, "distances", minima, request, "these distances")
+
+
+def lookup_sharpness(session: Session, request: SharpnessRequest) -> Submitted:
+    """The sharpness of one minimum (these options) computed before or in flight, never queued; NotFound when
+    neither (the dashboard's Flatness view shows what exists without asking for more)."""
+    return _lookup(session, "sharpness", [get_minimum(session, request.minimum_id)], request,
+                   "this minimum's sharpness")

@@ -2,9 +2,10 @@
 normalized network"): the top Hessian eigenvalue of each minimum's normalized network against its test error, with
 Kendall's tau.
 
-While the Flatness view is open, sharpness is requested (``POST /api/analyses/sharpness``, the API's defaults) for the
-minima picked there; "Compute for all minima" asks for every continuous minimum (binary networks have no Hessian and
-are skipped). The API answers a request it saw before from its cache, so reopening the view costs nothing.
+While the Flatness view is open, the sharpness computed before for any minimum is looked up (``GET
+/api/analyses/sharpness``, never queues) and drawn; sharpness is requested (``POST /api/analyses/sharpness``, the
+API's defaults) for the minima picked there; "Compute for all minima" asks for every continuous minimum (binary
+networks have no Hessian and are skipped). The API answers a request it saw before from its cache.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from toroid.dashboard.views.common import (
     entry_status,
     fetch_result,
     graph,
+    lookup_analysis,
     message,
     minima_by_id,
     pending_intent,
@@ -79,10 +81,16 @@ def register(app, client: ApiClient, public_api_url: str) -> None:
             if is_binary(by_id[mid], catalog):
                 continue
             entry = store.get(mid)
-            if entry is not None and not (asked and entry.get("state") in ("failed", "cancelled")):
+            if entry is not None and entry.get("state") != "missing" and not (
+                    asked and entry.get("state") in ("failed", "cancelled")):
                 continue  # a failed request is asked again by "Compute for all minima" only
             store[mid] = request_analysis(client, "sharpness", {"minimum_id": mid})
             changed = True
+        if tab == VIEW:  # what exists already shows at once: looked up once per minimum, never queued
+            for m in minima or []:
+                if m["id"] not in store and not is_binary(m, catalog):
+                    store[m["id"]] = lookup_analysis(client, "sharpness", {"minimum_id": m["id"]})
+                    changed = True
         for mid, entry in list(store.items()):
             updated = track(client, entry, jobs)
             if updated is not None:

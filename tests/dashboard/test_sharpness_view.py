@@ -31,9 +31,10 @@ class FakeApp:
 
 
 class FakeClient:
-    def __init__(self):
+    def __init__(self, known: dict[str, str] | None = None):
         self.asked: list[dict] = []
         self.jobs: dict[str, dict] = {}
+        self.known = known or {}
 
     def analyze(self, kind, body):
         assert kind == "sharpness"
@@ -41,6 +42,17 @@ class FakeClient:
         job = {"id": f"job-{body['minimum_id']}", "state": "queued", "progress": 0.0}
         self.jobs[job["id"]] = job
         return {"cached": False, "job": job}
+
+    def lookup(self, kind, params):
+        """GET /api/analyses/sharpness: what exists (``self.known``: minimum id -> result id), else 404."""
+        from toroid.dashboard.client import ApiError
+
+        assert kind == "sharpness"
+        result_id = self.known.get(params["minimum_id"])
+        if result_id is None:
+            raise ApiError(404, "this minimum's sharpness were neither computed nor asked for")
+        return {"cached": True, "job": {"id": f"old-{params['minimum_id']}", "state": "succeeded", "progress": 1.0,
+                                        "result_id": result_id}}
 
     def job(self, job_id):
         return self.jobs[job_id]
@@ -72,6 +84,21 @@ def test_picked_continuous_minima_are_requested_tracked_and_drawn():
     xs = sorted(x for trace in figure.data for x in trace.x)
     assert xs == [2.0, 5.0] and "Kendall tau needs 3 or more" in figure.layout.title.text
     assert "binary network has no Hessian" in str(status) and len(links) == 1
+
+
+def test_results_computed_before_show_when_the_view_opens_without_asking_for_more():
+    app, client = FakeApp(), FakeClient(known={"b": "result-b"})
+    sharpness.register(app, client, "http://api")
+    _intent, analyses, draw = app.functions
+    store, _ = analyses("flatness", [], None, [], MINIMA, CATALOG, {}, None)
+    assert client.asked == []  # looked up, never queued
+    assert store["b"]["state"] == "succeeded" and store["a"]["state"] == "missing" and "c" not in store
+    with pytest.raises(PreventUpdate):  # each minimum is looked up once
+        analyses("flatness", [], None, [], MINIMA, CATALOG, store, None)
+    figure, _, _ = draw(store, [], MINIMA, CATALOG)
+    assert [x for trace in figure.data for x in trace.x] == [2.0]
+    store, _ = analyses("flatness", ["a"], None, [], MINIMA, CATALOG, store, None)  # picking it asks for it
+    assert client.asked == [{"minimum_id": "a"}] and store["a"]["state"] == "queued"
 
 
 def test_sharpness_scatter_uses_the_top_eigenvalue_and_kendall_tau():

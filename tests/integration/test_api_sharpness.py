@@ -85,6 +85,12 @@ def test_sharpness_runs_on_the_worker_matches_the_core_and_is_cached(api_stack, 
     assert again.json()["cached"] is True and again.json()["result"]["id"] == record["id"]
     assert again.json()["job"]["id"] == job["id"]
     assert len(httpx.get(f"{url}/api/jobs", params={"limit": 1000}).json()) == jobs_before
+    # a page load looks up the default request (GET): never computed -> 404, and nothing is queued by asking
+    looked = httpx.get(f"{url}/api/analyses/sharpness", params={"minimum_id": minimum}, headers=BEARER)
+    assert looked.status_code == 404 and "POST /api/analyses/sharpness" in looked.json()["detail"], looked.text
+    unknown = httpx.get(f"{url}/api/analyses/sharpness", params={"minimum_id": "nosuch"}, headers=BEARER)
+    assert unknown.status_code == 404
+    assert len(httpx.get(f"{url}/api/jobs", params={"limit": 1000}).json()) == jobs_before
 
 
 def test_bad_requests_are_refused(api_stack, minimum):
