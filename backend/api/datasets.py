@@ -14,7 +14,14 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from toroid.backend.api.deps import AUTH_RESPONSES, MiB, SessionDep, UploadLimits, read_multipart
+from toroid.backend.api.deps import (
+    AUTH_RESPONSES,
+    MiB,
+    SessionDep,
+    UploadLimits,
+    multipart_openapi,
+    read_multipart,
+)
 from toroid.backend.auth import require_read, require_write
 from toroid.backend.schemas import DatasetInfo
 from toroid.backend.services import datasets as service
@@ -29,30 +36,17 @@ FILE_FIELDS = ("file", "files")
 MAX_FILE_PARTS = 8  # more than an upload may hold, so that a fifth file gets the service's message, not a 400
 EXAMPLE = "curl -F name=my-data -F file=@data.npz .../api/datasets"
 
-UPLOAD_OPENAPI: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["name"],
-                    "properties": {
-                        "name": {"type": "string", "maxLength": 64, "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
-                                 "description": "How requests will name the dataset (not a built-in dataset's "
-                                                "name)."},
-                        "file": {"type": "string", "format": "binary",
-                                 "description": ".npz with arrays x_train, y_train, x_test, y_test (and optionally "
-                                                "class_names); no pickled objects"},
-                        "files": {"type": "array", "items": {"type": "string", "format": "binary"},
-                                  "description": "the four IDX files of an MNIST-style set (train-images, "
-                                                 "train-labels, t10k-images, t10k-labels; gzipped or not)"},
-                    },
-                }
-            }
-        },
-    }
-}
+UPLOAD_OPENAPI: dict[str, Any] = multipart_openapi(["name"], {
+    "name": {"type": "string", "maxLength": 64, "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+             "description": "How requests will name the dataset (not a built-in dataset's "
+                            "name)."},
+    "file": {"type": "string", "format": "binary",
+             "description": ".npz with arrays x_train, y_train, x_test, y_test (and optionally "
+                            "class_names); no pickled objects"},
+    "files": {"type": "array", "items": {"type": "string", "format": "binary"},
+              "description": "the four IDX files of an MNIST-style set (train-images, "
+                             "train-labels, t10k-images, t10k-labels; gzipped or not)"},
+})
 
 
 @router.get("/datasets", response_model=list[DatasetInfo], dependencies=[Depends(require_read)],

@@ -37,6 +37,13 @@ MiB = 2**20
 FIELD_SLACK = 1 * MiB
 
 
+def multipart_openapi(required: list[str], properties: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAPI ``requestBody`` of a multipart upload route (read by hand from the stream, so FastAPI cannot
+    derive it): its fields and the required ones, for /docs and the schema tests."""
+    return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+        "type": "object", "required": required, "properties": properties}}}}}
+
+
 def field_too_large(what: str = "a form field", large: str = "the checkpoint, the field 'file',",
                     setting: str = "TOROID_MAX_UPLOAD_MB") -> TooLarge:
     return TooLarge(

@@ -20,6 +20,7 @@ from toroid.backend.api.deps import (
     SessionDep,
     UploadLimits,
     field_too_large,
+    multipart_openapi,
     read_multipart,
 )
 from toroid.backend.auth import require_read, require_write
@@ -34,31 +35,18 @@ router = APIRouter(tags=["minima"], responses=AUTH_RESPONSES)
 
 FORM_FIELDS = ("architecture", "config", "dataset", "dataset_options", "name", "key_map")
 
-UPLOAD_OPENAPI: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file"],
-                    "properties": {
-                        "file": {"type": "string", "format": "binary",
-                                 "description": ".safetensors, or a .pt torch state_dict (read with weights_only)"},
-                        "sidecar": {"type": "string", "format": "binary",
-                                    "description": "JSON written by `toroid train`: architecture, config, dataset, "
-                                    "dataset_options, name, sampler, seed, provenance"},
-                        "architecture": {"type": "string", "description": "GET /api/architectures"},
-                        "config": {"type": "string", "default": "{}", "description": "JSON object"},
-                        "dataset": {"type": "string", "description": "GET /api/datasets"},
-                        "dataset_options": {"type": "string", "default": "{}", "description": "JSON object"},
-                        "name": {"type": "string", "maxLength": 200},
-                    },
-                }
-            }
-        },
-    }
-}
+UPLOAD_OPENAPI: dict[str, Any] = multipart_openapi(["file"], {
+    "file": {"type": "string", "format": "binary",
+             "description": ".safetensors, or a .pt torch state_dict (read with weights_only)"},
+    "sidecar": {"type": "string", "format": "binary",
+                "description": "JSON written by `toroid train`: architecture, config, dataset, "
+                "dataset_options, name, sampler, seed, provenance"},
+    "architecture": {"type": "string", "description": "GET /api/architectures"},
+    "config": {"type": "string", "default": "{}", "description": "JSON object"},
+    "dataset": {"type": "string", "description": "GET /api/datasets"},
+    "dataset_options": {"type": "string", "default": "{}", "description": "JSON object"},
+    "name": {"type": "string", "maxLength": 200},
+})
 
 
 @router.get("/minima", response_model=list[MinimumRecord], dependencies=[Depends(require_read)],

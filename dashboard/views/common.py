@@ -134,6 +134,17 @@ def track(client: ApiClient, entry: dict[str, Any] | None, jobs: list[dict] | No
     return updated if updated != entry else None
 
 
+def track_all(client: ApiClient, entries: dict[str, Any], jobs: list[dict] | None) -> bool:
+    """Move every tracked entry of ``entries`` forward (in place) with its job's latest record; True if one moved."""
+    changed = False
+    for key, entry in list(entries.items()):
+        updated = track(client, entry, jobs)
+        if updated is not None:
+            entries[key] = updated
+            changed = True
+    return changed
+
+
 def fetch_result(client: ApiClient, entry: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """The result data of a finished entry (from the client's cache after the first time), else None."""
     if not entry or entry.get("state") != "succeeded" or not entry.get("result_id"):

@@ -30,7 +30,7 @@ from toroid.dashboard.views.common import (
     register_intent,
     request_analysis,
     result_links,
-    track,
+    track_all,
 )
 from toroid.plots import empty_figure, flatness_scatter, sampler_color
 
@@ -106,11 +106,7 @@ def register(app, client: ApiClient, public_api_url: str) -> None:
             store[key] = _existing(client, by_id[mid], mode) or request_analysis(
                 client, "flatness", {"minimum_id": mid, "samples": SAMPLES, "max_samples": SAMPLES, "mode": mode})
             changed = True
-        for key, entry in list(store.items()):
-            updated = track(client, entry, jobs)
-            if updated is not None:
-                store[key] = updated
-                changed = True
+        changed = track_all(client, store, jobs) or changed
         if not changed:
             raise PreventUpdate
         return store, (every["n"] if asked else no_update)

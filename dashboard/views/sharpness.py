@@ -30,7 +30,7 @@ from toroid.dashboard.views.common import (
     register_intent,
     request_analysis,
     result_links,
-    track,
+    track_all,
 )
 from toroid.plots import sharpness_scatter
 
@@ -91,11 +91,7 @@ def register(app, client: ApiClient, public_api_url: str) -> None:
                 if m["id"] not in store and not is_binary(m, catalog):
                     store[m["id"]] = lookup_analysis(client, "sharpness", {"minimum_id": m["id"]})
                     changed = True
-        for mid, entry in list(store.items()):
-            updated = track(client, entry, jobs)
-            if updated is not None:
-                store[mid] = updated
-                changed = True
+        changed = track_all(client, store, jobs) or changed
         if not changed:
             raise PreventUpdate
         return store, (every["n"] if asked else no_update)
