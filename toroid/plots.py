@@ -1,6 +1,6 @@
 """Plotly figures and conventions shared by the dashboard and the study report: plain dicts in, ``go.Figure`` out.
 
-The dashboard (dashboard/figures.py, which talks to the API over HTTP) and the exported study report
+The dashboard (dashboard/figures/, which talks to the API over HTTP) and the exported study report
 (backend/services/report.py) both draw with this module: one colour per sampler, one colour and label per path kind, one
 layout, one Kendall's tau, and the report's figures like the paper's (docs/method.md). It imports plotly, numpy and
 scipy only: no torch and nothing of toroid.backend, store, worker or dashboard (the dashboard's container has none).
