@@ -142,10 +142,19 @@ class JobRecord(BaseModel):
     minimum_id: str | None
     error: str | None
     attempts: int = Field(description="How many times a worker started this job (more than 1 after a worker loss).")
+    queue: str | None = Field(None, description="Its Celery queue: 'interactive' (what a click starts, served by "
+                              "workers of its own), 'cpu' or 'gpu' (training, studies, large analyses).")
+    cost: float | None = Field(None, description="Its estimated cost in sample-parameter operations (docs/api.md).")
     created_at: str
     started_at: str | None
     finished_at: str | None
     owner: str | None = Field(None, description="Who started it (null: no users on this server).")
+    queue_position: int | None = Field(None, description="While queued: 1 for the next job of its queue to start.")
+    eta_s: float | None = Field(None, description="While queued or running: estimated seconds until it finishes "
+                                "(null when unknown; docs/operations.md, Queues).")
+    estimated_s: float | None = Field(None, description="Its own estimated run time in seconds.")
+    wait_s: float | None = Field(None, description="Seconds it waited in its queue (so far, while queued).")
+    duration_s: float | None = Field(None, description="Seconds it ran (so far, while running).")
 
 
 class ResultRecord(BaseModel):

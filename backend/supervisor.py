@@ -140,13 +140,27 @@ class Supervisor:
         self._wait(lambda: _redis_ping(url), "redis", 20)
         return url
 
-    def start_worker(self, env: dict[str, str], concurrency: int, queues: str) -> Child:
+    def start_worker(self, env: dict[str, str], concurrency: int, queues: str, name: str = "worker") -> Child:
+        """A Celery worker process consuming ``queues``; ``name`` names its log file and its Celery hostname."""
         argv = [
             sys.executable, "-m", "celery", "-A", "toroid.store.celery_app", "worker", "--loglevel", "INFO",
             "--concurrency", str(concurrency), "--queues", queues, "--without-gossip", "--without-mingle",
-            "--hostname", f"toroid-{os.getpid()}@%h",
+            "--hostname", f"toroid-{os.getpid()}-{name}@%h",
         ]
-        return self.spawn("worker", argv, env, grace_s=10.0)
+        return self.spawn(name, argv, env, grace_s=10.0)
+
+    def start_workers(self, env: dict[str, str], concurrency: int, queues: str, interactive: int) -> list[Child]:
+        """The batch worker, and ``interactive`` workers of their own for the interactive queue (docs/operations.md,
+        "Queues"): a click's analysis then never waits behind a training. With ``interactive`` 0 the batch worker
+        serves every queue in ``queues``."""
+        names = [q.strip() for q in queues.split(",") if q.strip()]
+        if interactive <= 0 or "interactive" not in names:
+            return [self.start_worker(env, concurrency, ",".join(names))]
+        batch = [q for q in names if q != "interactive"]
+        children = [self.start_worker(env, concurrency, ",".join(batch))] if batch else []
+        for i in range(interactive):
+            children.append(self.start_worker(env, 1, "interactive", name=f"worker-interactive{i or ''}"))
+        return children
 
     def start_api(self, env: dict[str, str], host: str, port: int) -> str:
         argv = [

@@ -77,6 +77,8 @@ def make_celery() -> Celery:
         # Each queue with its own direct exchange and routing key: with a shared default exchange, kombu's Redis
         # transport would deliver a message for "gpu" to every queue bound to that exchange.
         task_queues=(
+            # the analyses a click starts, served by workers of their own (toroid.store.ledger.INTERACTIVE_QUEUE)
+            Queue("interactive", Exchange("interactive", type="direct"), routing_key="interactive"),
             Queue("cpu", Exchange("cpu", type="direct"), routing_key="cpu"),
             Queue("gpu", Exchange("gpu", type="direct"), routing_key="gpu"),
         ),

@@ -14,6 +14,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from toroid.store.cost import estimate, minimum_inputs
 from toroid.store.errors import Unavailable
 from toroid.store.ledger import create_job, find_result, result_key
 from toroid.store.models import ACTIVE_STATES, Job, Minimum
@@ -48,8 +49,15 @@ def queue_family_distances(session: Session, minimum: Minimum) -> Job | None:
     for job in session.scalars(select(Job).where(Job.kind == "distances", Job.state.in_(ACTIVE_STATES))):
         if ids & set((job.params or {}).get("minimum_ids") or []):
             return None
+    params = DistancesJob(minimum_ids=[m.id for m in family])
+    try:  # its estimate puts it on the interactive queue, beside the clicks (store/ledger.py)
+        sizes = minimum_inputs(family)
+        cost = estimate("distances", params, sizes["parameter_count"], sizes["n_train"], sizes["n_test"],
+                        assignment=sizes["assignment"])
+    except ValueError:
+        cost = None
     try:
-        return create_job(session, DistancesJob(minimum_ids=[m.id for m in family]), key=key,
-                          message="queued: the map's distances", owner=minimum.owner)
+        return create_job(session, params, key=key, message="queued: the map's distances", owner=minimum.owner,
+                          cost=cost)
     except Unavailable:
         return None

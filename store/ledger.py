@@ -58,8 +58,24 @@ TASK_NAMES: dict[str, str] = {
     "torus": "toroid.torus",
     "study": "toroid.study",
 }
-#: Kinds cheap enough to run anywhere: they always go to the ``cpu`` queue. Everything else is "heavy".
+#: Kinds cheap enough to run anywhere: outside the interactive queue they go to the ``cpu`` queue. Everything else
+#: is "heavy".
 LIGHT_KINDS = frozenset({"distances"})
+#: The queue of the analyses a click starts, served by worker processes of its own so that a click never waits
+#: behind training (docs/operations.md, "Queues").
+INTERACTIVE_QUEUE = "interactive"
+#: What may run on the interactive queue: the kinds a click starts, each up to the size a click asks for (paths up
+#: to 65 points but no one-bend path, which retrains; flatness in its sequential or fast mode; grids up to 33x33)
+#: and up to ``TOROID_INTERACTIVE_MAX_COST``. Training, studies and anything larger go to the batch queues.
+INTERACTIVE_LIMITS: dict[str, Callable[[dict[str, Any]], bool]] = {
+    "evaluate": lambda p: True,
+    "distances": lambda p: True,
+    "sharpness": lambda p: True,
+    "flatness": lambda p: p.get("mode", "sequential") in ("sequential", "fast"),
+    "path": lambda p: int(p.get("points") or 33) <= 65 and p.get("kind") != "one_bend",
+    "section": lambda p: int(p.get("resolution") or 0) <= 33,
+    "torus": lambda p: int(p.get("resolution") or 0) <= 33,
+}
 
 
 # --------------------------------------------------------------------------------------------- configuration
@@ -68,8 +84,19 @@ def heavy_queue() -> str:
     return get_settings().heavy_queue.strip() or "gpu"
 
 
-def queue_for(kind: str) -> str:
-    """The Celery queue a job of ``kind`` is published to."""
+def interactive(kind: str, params: dict[str, Any] | None = None, cost: float | None = None) -> bool:
+    """Whether a job belongs on the interactive queue: its kind and size are what a click asks for and its
+    estimated cost (``store/cost.py``; unknown counts as too large) is within ``TOROID_INTERACTIVE_MAX_COST``."""
+    check = INTERACTIVE_LIMITS.get(kind)
+    if check is None or cost is None or not check(params or {}):
+        return False
+    return cost <= float(get_settings().interactive_max_cost)
+
+
+def queue_for(kind: str, params: dict[str, Any] | None = None, cost: float | None = None) -> str:
+    """The Celery queue a job of ``kind`` (with these parameters and estimated cost) is published to."""
+    if interactive(kind, params, cost):
+        return INTERACTIVE_QUEUE
     return "cpu" if kind in LIGHT_KINDS else heavy_queue()
 
 
@@ -126,13 +153,14 @@ def result_key(kind: str, minima: Sequence[Minimum], params: dict[str, Any]) -> 
 # --------------------------------------------------------------------------------------------- API side
 def create_job(
     session: Session, params: JobParams, *, key: str | None = None, message: str = "queued", publish: bool = True,
-    owner: str | None = None,
+    owner: str | None = None, cost: float | None = None,
 ) -> Job:
     """The one way a job is born: insert it queued and (``publish``) send its Celery message by task name.
 
     With a ``key``, an identical computation already queued or running is returned instead (also when it won the
     race to the unique partial index a moment ago). ``publish=False`` leaves the message out: a study runs such
     jobs inline in its own process. ``owner``: the user asking (what the job makes, a minimum, is theirs too).
+    ``cost``: its estimate (``store/cost.py``), which chooses the queue (``queue_for``) and feeds the ETAs.
     Raises ``BrokerUnavailable`` when Redis is unreachable (the job is then failed).
     """
     kind = params.job_kind
@@ -140,10 +168,11 @@ def create_job(
         active = find_active_job(session, key)
         if active is not None:
             return active
+    fields = clean_json(params.model_dump())
+    cost = params._estimated_cost if cost is None else cost
     job = Job(
-        id=new_id(), kind=kind, state="queued", progress=0.0, message=message, partial={},
-        params=clean_json(params.model_dump()), key=key, queue=queue_for(kind), attempts=0, created_at=utcnow(),
-        owner=owner,
+        id=new_id(), kind=kind, state="queued", progress=0.0, message=message, partial={}, params=fields, key=key,
+        queue=queue_for(kind, fields, cost), cost=cost, attempts=0, created_at=utcnow(), owner=owner,
     )
     session.add(job)
     try:

@@ -169,6 +169,8 @@ class Job(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
 
     owner: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    # The estimate of store/cost.py when the job was created (migration 0006): routes it and feeds its ETA.
+    cost: Mapped[float | None] = mapped_column(Float, nullable=True)
 
     def to_record(self) -> dict[str, Any]:
         return {
@@ -183,6 +185,8 @@ class Job(Base):
             "minimum_id": self.minimum_id,
             "error": self.error,
             "attempts": int(self.attempts or 0),
+            "queue": self.queue,
+            "cost": self.cost,
             "created_at": iso(self.created_at),
             "started_at": iso(self.started_at),
             "finished_at": iso(self.finished_at),

@@ -21,7 +21,7 @@ import re
 from pathlib import Path
 from typing import Any, ClassVar, Literal, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from toroid.store.errors import Invalid
 from toroid.store.settings import get_settings
@@ -190,6 +190,8 @@ class _Job(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=False)
     job_kind: ClassVar[str]
+    #: The estimate of store/cost.py when the checks computed it (not a parameter: never stored in ``params``).
+    _estimated_cost: float | None = PrivateAttr(None)
 
 
 class TrainJob(_Job):
@@ -480,13 +482,15 @@ def resolve_train(request: TrainRequest, source: str = "train") -> TrainJob:
     epochs = hyperparameters.get("epochs")
     if not isinstance(epochs, int) or not 1 <= epochs <= MAX_EPOCHS:
         raise Invalid(f"the epoch budget must be an integer in [1, {MAX_EPOCHS}], got {epochs!r}")
-    _check_train_cost(dataset, options, template, request.sampler, hyperparameters, epochs)
-    return TrainJob.model_validate(clean_json({
+    cost = _check_train_cost(dataset, options, template, request.sampler, hyperparameters, epochs)
+    job = TrainJob.model_validate(clean_json({
         "architecture": request.architecture, "config": config, "dataset": dataset,
         "dataset_options": options, "sampler": request.sampler, "hyperparameters": hyperparameters,
         "seed": request.seed, "epochs": epochs, "target_error": request.target_error,
         "name": request.name or f"{request.sampler}-{request.seed}", "source": source,
     }))
+    job._estimated_cost = cost
+    return job
 
 
 

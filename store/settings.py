@@ -37,7 +37,18 @@ class Settings(BaseSettings):
         "into the data root; `toroid up` turns it on unless TOROID_ALLOW_DOWNLOADS is set."
     )
     worker_concurrency: int = Field(1, description="Processes of the worker started by `toroid up`.")
-    worker_queues: str = Field("cpu,gpu", description="Queues the local worker consumes (comma separated).")
+    worker_queues: str = Field(
+        "interactive,cpu,gpu", description="Queues a worker consumes (comma separated); `toroid up` gives the "
+        "interactive queue to workers of its own when interactive_workers > 0."
+    )
+    interactive_workers: int = Field(
+        1, ge=0, description="Worker processes `toroid up` starts for the interactive queue (the analyses a click "
+        "starts), besides the batch worker; 0: the batch worker serves that queue too."
+    )
+    interactive_max_cost: float = Field(
+        4e11, ge=0, description="Largest estimated cost (sample-parameter operations, store/cost.py) of a job on the "
+        "interactive queue; a larger one goes to the batch queue (docs/operations.md, Queues)."
+    )
     job_timeout_s: int = Field(
         3600, description="Redis visibility timeout: a job held by a dead worker returns to the queue after this."
     )

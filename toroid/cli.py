@@ -50,7 +50,8 @@ def up(
     host: str = typer.Option(None, help="Address to listen on (default TOROID_HOST, 127.0.0.1)."),
     demo: bool = typer.Option(None, "--demo/--no-demo", help="Seed demo minima when the database is empty."),
 ) -> None:
-    """Start everything: embedded Redis (unless TOROID_REDIS_URL is set), one worker, the API and the dashboard.
+    """Start everything: embedded Redis (unless TOROID_REDIS_URL is set), a batch worker, a worker for the
+    interactive queue (TOROID_INTERACTIVE_WORKERS), the API and the dashboard.
 
     Downloads of the built-in datasets (mnist, fashion_mnist, cifar10) into the data root are allowed unless
     TOROID_ALLOW_DOWNLOADS says otherwise (docs/operations.md).
@@ -87,7 +88,7 @@ def up(
         else:
             env["TOROID_REDIS_URL"] = supervisor.start_redis(env)
             typer.echo(f"redis   embedded at {env['TOROID_REDIS_URL']}", err=True)
-        supervisor.start_worker(env, settings.worker_concurrency, settings.worker_queues)
+        supervisor.start_workers(env, settings.worker_concurrency, settings.worker_queues, settings.interactive_workers)
         base = supervisor.start_api(env, host, port)
         typer.echo(f"worker  started (logs in {settings.home / 'logs'})", err=True)
         if demo:
@@ -142,7 +143,7 @@ def api(
 @app.command()
 def worker(
     concurrency: int = typer.Option(None, help="Worker processes (default TOROID_WORKER_CONCURRENCY)."),
-    queues: str = typer.Option(None, help="Queues to consume, comma separated (default cpu,gpu)."),
+    queues: str = typer.Option(None, help="Queues to consume, comma separated (default interactive,cpu,gpu)."),
 ) -> None:
     """Run one Celery worker in the foreground (on a GPU machine: one per GPU, with CUDA_VISIBLE_DEVICES)."""
     settings = get_settings()

@@ -18,6 +18,7 @@ dead worker left behind and keeps checking every ``TOROID_STALE_JOB_S`` seconds
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import threading
@@ -187,9 +188,24 @@ def train(run: JobRun) -> None:
         dataset = load_dataset(p.dataset, **p.dataset_options)
     run.say(f"training {p.architecture} on {p.dataset} with {p.sampler} (seed {p.seed})")
     run.progress(0.0, {})
+
+    def percent(value: Any) -> str:
+        return f"{100 * value:.2f}%" if isinstance(value, int | float) else "-"
+
+    def report(fraction: float, info: dict[str, Any]) -> None:
+        """Every epoch (adv's confusion pre-training epochs too) into the job's partial curves (docs/api.md) and
+        its status line."""
+        where = f"epoch {info.get('epoch')}/{info.get('epochs')}"
+        if info.get("phase") == "confusion":
+            run.say(f"confusion pre-training {where}: confusion-set error {percent(info.get('train_error'))}")
+        else:
+            run.say(f"{where}: train error {percent(info.get('train_error'))}, "
+                    f"test error {percent(info.get('test_error'))}")
+        run.progress(fraction, info)
+
     model, provenance = train_minimum(
         p.architecture, p.config, dataset, sampler=p.sampler, hparams=p.hyperparameters, seed=p.seed,
-        epochs=p.epochs, target_error=p.target_error, progress=run.progress,
+        epochs=p.epochs, target_error=p.target_error, progress=report,
     )
     run.check()
     errors = Evaluator(model, dataset).evaluate_state(model, "both")
@@ -390,7 +406,8 @@ def _beat() -> None:
         if client is None:
             client = _heartbeat["client"] = redis.Redis.from_url(
                 celery_app.conf.broker_url, socket_connect_timeout=2, socket_timeout=2)
-        client.set(WORKER_KEY_PREFIX + _heartbeat["hostname"], str(os.getpid()), ex=WORKER_KEY_TTL_S)
+        value = json.dumps({"pid": os.getpid(), "queues": _heartbeat.get("queues") or []})  # store/eta.py reads it
+        client.set(WORKER_KEY_PREFIX + _heartbeat["hostname"], value, ex=WORKER_KEY_TTL_S)
     except Exception:
         log.warning("could not write the worker heartbeat", exc_info=True)
 
@@ -414,6 +431,10 @@ def _on_worker_ready(sender: Any = None, **_: Any) -> None:
 
     init_db()
     _heartbeat["hostname"] = getattr(sender, "hostname", None) or f"pid{os.getpid()}@{socket.gethostname()}"
+    try:  # the queues this worker consumes, which the ETAs of their jobs share out (store/eta.py)
+        _heartbeat["queues"] = sorted((sender.app.amqp.queues.consume_from or {}).keys())
+    except AttributeError:
+        _heartbeat["queues"] = []
     if "thread" not in _recovery:
         _recovery["thread"] = threading.Thread(target=_recovery_loop, name="toroid-job-recovery", daemon=True)
         _recovery["thread"].start()

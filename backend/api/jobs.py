@@ -8,6 +8,7 @@ from toroid.backend.api.deps import AUTH_RESPONSES, SessionDep
 from toroid.backend.auth import require_read, require_write
 from toroid.backend.schemas import JobRecord
 from toroid.backend.services import jobs as service
+from toroid.store.eta import annotate
 from toroid.store.params import JobKind, JobState
 from toroid.store.users import Principal
 
@@ -21,13 +22,13 @@ def list_jobs(
     kind: JobKind | None = Query(None, description="Only jobs of this kind."),
     limit: int = Query(100, ge=1, le=1000),
 ) -> list[dict]:
-    return [job.to_record() for job in service.list_jobs(session, state=state, kind=kind, limit=limit)]
+    return annotate(session, service.list_jobs(session, state=state, kind=kind, limit=limit))
 
 
 @router.get("/{job_id}", response_model=JobRecord, dependencies=[Depends(require_read)],
             responses={404: {"description": "unknown job"}})
 def read_job(job_id: str, session: SessionDep) -> dict:
-    return service.get_job(session, job_id).to_record()
+    return annotate(session, [service.get_job(session, job_id)])[0]
 
 
 @router.post(

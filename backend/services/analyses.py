@@ -10,6 +10,7 @@ already in flight, or queued as a new job; a new job must fit the server's cost 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import BaseModel
 from sqlalchemy import select
@@ -17,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from toroid.backend.services.minima import get_minima, get_minimum, require_same_family
 from toroid.store.cost import check_minima_cost
-from toroid.store.errors import Invalid, NotFound
+from toroid.store.errors import Conflict, Invalid, NotFound
 from toroid.store.ledger import create_job, find_active_job, find_result, record_flatness, result_key
 from toroid.store.models import Job, Minimum, Result
 from toroid.store.params import (
@@ -82,9 +83,9 @@ def submit(session: Session, kind: str, minima: list[Minimum], request: BaseMode
     active = find_active_job(session, key)
     if active is not None:
         return Submitted(active, None)
-    check_minima_cost(kind, request, minima)  # TooCostly (422) above TOROID_MAX_JOB_COST
-    return Submitted(create_job(session, analysis_job(kind, request, [m.id for m in minima]), key=key, owner=owner),
-                     None)
+    cost = check_minima_cost(kind, request, minima)  # TooCostly (422) above TOROID_MAX_JOB_COST
+    job = create_job(session, analysis_job(kind, request, [m.id for m in minima]), key=key, owner=owner, cost=cost)
+    return Submitted(job, None)
 
 
 def flatness(session: Session, request: FlatnessRequest, owner: str | None = None) -> Submitted:
@@ -160,6 +161,68 @@ def lookup_distances(session: Session, request: DistancesRequest) -> Submitted:
     """The distances of these minima computed before or in flight, never queued; NotFound when neither."""
     minima = get_minima(session, request.minimum_ids, what="distances")
     return _lookup(session, "distances", minima, request, "these distances")
+
+
+#: The columns of the flatness table (``GET /api/analyses/flatness?format=csv``): one row per minimum and sigma.
+FLATNESS_CSV_COLUMNS = ("minimum_id", "name", "sampler", "seed", "family", "train_error", "test_error", "result_id",
+                        "sigma", "local_energy", "stderr", "samples")
+
+
+def flatness_records(session: Session) -> list[dict[str, Any]]:
+    """Every minimum with a flatness result: its errors, its ``local_energy`` (at the largest sigma) and the curve of
+    the result that set it (the latest, ``toroid.store.ledger.record_flatness``), newest minimum first; what the
+    Flatness view plots against the test error (docs/method.md §6)."""
+    minima = list(session.scalars(select(Minimum).where(Minimum.flatness_result_id.is_not(None))
+                                  .order_by(Minimum.created_at.desc(), Minimum.id)))
+    ids = [m.flatness_result_id for m in minima]
+    results = {r.id: r for r in session.scalars(select(Result).where(Result.id.in_(ids)))} if ids else {}
+    records = []
+    for m in minima:
+        result = results.get(m.flatness_result_id or "")
+        if result is None:
+            continue
+        data = result.data or {}
+        records.append({
+            "minimum_id": m.id, "name": m.name, "sampler": m.sampler, "seed": m.seed, "family": m.family(),
+            "train_error": m.train_error, "test_error": m.test_error, "local_energy": m.local_energy,
+            "result_id": result.id, "sigmas": list(data.get("sigmas") or []), "mean": list(data.get("mean") or []),
+            "stderr": list(data.get("stderr") or []), "samples": list(data.get("samples") or []),
+        })
+    return records
+
+
+def _at(values: list, i: int) -> Any:
+    return values[i] if i < len(values) else None
+
+
+def flatness_table(records: list[dict[str, Any]]) -> tuple[tuple[str, ...], list[tuple]]:
+    """Header and rows of the flatness table: the local energy (mean over noise samples), its standard error and the
+    sample count of each minimum at each sigma, beside the minimum's errors."""
+    rows = [
+        (r["minimum_id"], r["name"], r["sampler"], r["seed"], r["family"], r["train_error"], r["test_error"],
+         r["result_id"], sigma, _at(r["mean"], i), _at(r["stderr"], i), _at(r["samples"], i))
+        for r in records for i, sigma in enumerate(r["sigmas"])
+    ]
+    return FLATNESS_CSV_COLUMNS, rows
+
+
+#: The columns of a distances table (``GET /api/analyses/distances?format=csv``): one row per pair and metric.
+DISTANCES_CSV_COLUMNS = ("minimum_a", "name_a", "minimum_b", "name_b", "metric", "distance")
+
+
+def distances_table(submitted: Submitted) -> tuple[tuple[str, ...], list[tuple]]:
+    """Header and rows (long format) of a distances lookup's result: each pair once (a before b in the request's
+    order), each metric of the result; Conflict while the job computing it is still in flight."""
+    if submitted.result is None:
+        raise Conflict(f"these distances are still being computed (job {submitted.job.id}, {submitted.job.state}); "
+                       "ask again when it has finished, or drop format=csv to follow the job")
+    data = submitted.result.data or {}
+    ids, names, matrices = data.get("ids") or [], data.get("names") or [], data.get("matrices") or {}
+    rows = [
+        (ids[i], _at(names, i), ids[j], _at(names, j), metric, _at(_at(matrices[metric], i) or [], j))
+        for i in range(len(ids)) for j in range(i + 1, len(ids)) for metric in sorted(matrices)
+    ]
+    return DISTANCES_CSV_COLUMNS, rows
 
 
 def lookup_sharpness(session: Session, request: SharpnessRequest) -> Submitted:

@@ -29,7 +29,7 @@ from toroid.store.families import family_of, queue_family_distances
 from toroid.store.keymap import AUTO, apply_key_map, parse_key_map, propose_key_map
 from toroid.store.ledger import cancel_job, clean_json, create_job, publish_job
 from toroid.store.loading import CheckpointError, check_state_dict, minimum_model, read_checkpoint
-from toroid.store.models import ACTIVE_STATES, Job, Minimum, new_id, utcnow
+from toroid.store.models import ACTIVE_STATES, Job, Minimum, UploadedDataset, new_id, utcnow
 from toroid.store.params import EvaluateJob, TrainRequest, resolve_architecture, resolve_dataset, resolve_train
 from toroid.store.settings import get_settings
 from toroid.store.text import check_json_text, check_name, clean_name
@@ -91,6 +91,25 @@ def minimum_records(session: Session, minima: Sequence[Minimum]) -> list[dict[st
 
 def minimum_record(session: Session, minimum: Minimum) -> dict[str, Any]:
     return minimum_records(session, [minimum])[0]
+
+
+#: The columns of ``GET /api/minima?format=csv`` (docs/api.md, "Exports"); ``local_energy`` is the local energy at
+#: the largest sigma of the latest flatness analysis, empty when there is none.
+MINIMA_CSV_COLUMNS = ("id", "name", "architecture", "dataset", "sampler", "seed", "train_error", "test_error",
+                      "local_energy", "family", "created_at")
+
+
+def minima_table(session: Session, records: Sequence[dict[str, Any]]) -> tuple[tuple[str, ...], list[tuple]]:
+    """Header and rows of the minima table: one row per record; an uploaded dataset is named as requests name it
+    (``upload`` alone would not tell two apart)."""
+    uploaded = {r.id: r.name for r in session.scalars(select(UploadedDataset))}
+
+    def dataset(record: dict[str, Any]) -> str:
+        sha256 = (record.get("dataset_options") or {}).get("sha256")
+        return uploaded.get(sha256, record["dataset"]) if record["dataset"] == "upload" else record["dataset"]
+
+    rows = [tuple(dataset(r) if c == "dataset" else r.get(c) for c in MINIMA_CSV_COLUMNS) for r in records]
+    return MINIMA_CSV_COLUMNS, rows
 
 
 # ============================================================================================= uploads
@@ -237,7 +256,7 @@ def _structure(architecture: str, config: dict, input_shape: tuple[int, ...], nu
         return None
 
 
-def check_evaluation_cost(spec: dict[str, Any], template: dict) -> None:
+def check_evaluation_cost(spec: dict[str, Any], template: dict) -> float:
     """The evaluation job's cost (one pass over the dataset) within ``TOROID_MAX_JOB_COST`` (``toroid.store.cost``)."""
     from toroid.store.cost import check_cost, parameter_count
     from toroid.worker.landscape.data import dataset_sizes
@@ -246,7 +265,7 @@ def check_evaluation_cost(spec: dict[str, Any], template: dict) -> None:
         n_train, n_test = dataset_sizes(spec["dataset"], **spec["dataset_options"])
     except ValueError as exc:
         raise Invalid(f"the size of dataset {spec['dataset']!r} cannot be read: {exc}") from exc
-    check_cost("evaluate", {}, parameter_count(template), n_train, n_test)
+    return check_cost("evaluate", {}, parameter_count(template), n_train, n_test)
 
 
 def _referenced(session: Session, sha256: str) -> bool:
@@ -277,7 +296,7 @@ def create_from_upload(fields: dict[str, str], data: bytes, sidecar: bytes | Non
     what = (f"architecture {spec['architecture']!r} (config {config}) on dataset {spec['dataset']!r} "
             f"(inputs {input_shape}, {num_classes} classes)")
     state = _checked_state(read_checkpoint(data, template), template, what, fields.get("key_map"), spec)
-    check_evaluation_cost(spec, template)
+    cost = check_evaluation_cost(spec, template)
 
     data = state_dict_bytes(state)
     structure = _structure(spec["architecture"], config, input_shape, num_classes)
@@ -288,13 +307,14 @@ def create_from_upload(fields: dict[str, str], data: bytes, sidecar: bytes | Non
         train_error=None, test_error=None, provenance=clean_json(spec["provenance"]),
         checkpoint_sha256=hashlib.sha256(data).hexdigest(), source="upload", created_at=utcnow(), owner=owner,
     )
-    return store_upload(minimum, data, owner)
+    return store_upload(minimum, data, owner, cost=cost)
 
 
-def store_upload(minimum: Minimum, data: bytes, owner: str | None, program: bytes | None = None) -> dict:
+def store_upload(minimum: Minimum, data: bytes, owner: str | None, program: bytes | None = None,
+                 cost: float | None = None) -> dict:
     """Store a checked upload: its checkpoint ``data`` (and an exported ``program``), its row, and its evaluation
-    job; returns its record. Files and row go together: a failure leaves neither (the artifact store's per-digest
-    lock keeps a concurrent delete of the same bytes out)."""
+    job (of estimated ``cost``); returns its record. Files and row go together: a failure leaves neither (the
+    artifact store's per-digest lock keeps a concurrent delete of the same bytes out)."""
     store = get_store()
     sha = minimum.checkpoint_sha256
     files = {sha: data, **({minimum.program_sha256: program} if program is not None else {})}
@@ -314,7 +334,7 @@ def store_upload(minimum: Minimum, data: bytes, owner: str | None, program: byte
             raise
     with new_session() as session:
         job = create_job(session, EvaluateJob(minimum_ids=[minimum.id]), publish=False, owner=owner,
-                         message="queued: evaluating the upload")
+                         message="queued: evaluating the upload", cost=cost)
         minimum = session.get(Minimum, minimum.id)
         minimum.evaluation_job_id = job.id
         session.commit()

@@ -76,7 +76,7 @@ def create_from_program(fields: dict[str, str], data: bytes, sidecar: bytes | No
     what = f"the program {spec['name']!r}"
     state = check_state_dict(raw, {k: v.to("meta") for k, v in raw.items()}, what)
     check_normalized_form(module, what)
-    check_evaluation_cost(spec, raw)
+    cost = check_evaluation_cost(spec, raw)
     try:
         structure = structure_hash(module)
         symmetries = symmetry_summary(module)
@@ -96,4 +96,4 @@ def create_from_program(fields: dict[str, str], data: bytes, sidecar: bytes | No
         checkpoint_sha256=hashlib.sha256(checkpoint).hexdigest(),
         program_sha256=hashlib.sha256(program_bytes).hexdigest(), source="upload", created_at=utcnow(), owner=owner,
     )
-    return store_upload(minimum, checkpoint, owner, program=program_bytes)
+    return store_upload(minimum, checkpoint, owner, program=program_bytes, cost=cost)

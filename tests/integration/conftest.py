@@ -77,7 +77,7 @@ class ApiStack:
         raise RuntimeError(f"the API at {self.url} did not start; see {self.home / 'logs' / 'api.log'}")
 
     def start_worker(self) -> Child:
-        self.worker = self.supervisor.start_worker(self.env, 1, "cpu,gpu")
+        self.worker = self.supervisor.start_worker(self.env, 1, "interactive,cpu,gpu")
         return self.worker
 
     def kill_worker(self) -> None:

@@ -26,6 +26,11 @@ def test_compose_has_the_services_and_a_gpu_reservation():
     devices = spec["services"]["worker"]["deploy"]["resources"]["reservations"]["devices"]
     assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
     assert spec["services"]["worker-cpu"]["profiles"] == ["cpu"]
+    # the interactive queue has a worker of its own, and no other worker takes it (docs/operations.md, Queues)
+    queues = {name: s["command"][s["command"].index("--queues") + 1].split(",")
+              for name, s in spec["services"].items() if "worker" in (s.get("command") or [])}
+    assert [name for name, q in queues.items() if "interactive" in q] == ["worker-interactive"], queues
+    assert queues["worker-interactive"] == ["interactive"]
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert "torch==2.14.1" in dockerfile
 
@@ -41,6 +46,6 @@ def test_the_image_reads_the_papers_datasets_and_never_downloads_by_default():
     pins = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["vision"]
     assert any(p.startswith("torchvision==") for p in pins)
     spec = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    for service in ("api", "worker", "worker-cpu"):
+    for service in ("api", "worker", "worker-interactive", "worker-cpu"):
         env = spec["services"][service]["environment"]
         assert env["TOROID_ALLOW_DOWNLOADS"] == "${TOROID_ALLOW_DOWNLOADS:-false}", service

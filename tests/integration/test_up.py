@@ -20,10 +20,10 @@ def test_up_reports_health_and_stops_cleanly(tmp_path, stop_signal):
         health = stack.wait_healthy()
         assert health["redis"]["ok"] and health["database"]["ok"] and health["workers"]["ok"]
         assert "://" not in json.dumps(health)  # public: no URL, no password
-        assert health["workers"]["count"] == 1
+        assert health["workers"]["count"] == 2  # the batch worker and the interactive queue's own
         children = pids_with_home(stack.home) - {stack.process.pid}
-        # redis-server, the celery worker (and its pool), uvicorn
-        assert len(children) >= 3, children
+        # redis-server, the two celery workers (and their pools), uvicorn
+        assert len(children) >= 4, children
         assert httpx.get(f"{stack.url}/dashboard/", timeout=10).status_code == 200
         assert (stack.home / "toroid.db").exists()
     finally:

@@ -62,8 +62,8 @@ def role(pid: int) -> str | None:
     argv = cmdline(pid)
     if argv and "/redis-server " in argv[0]:  # redis-server retitles itself "<path>/redis-server <address>"
         return "redis"
-    if "celery" in argv and "worker" in argv:
-        return "worker"
+    if "celery" in argv and "worker" in argv:  # the batch worker, or the interactive queue's own
+        return "worker-interactive" if argv[argv.index("--queues") + 1] == "interactive" else "worker"
     if "uvicorn" in argv:
         return "api"
     return None
@@ -80,7 +80,7 @@ def children_of(parent: int) -> set[int]:
 
 
 def children(stack: Stack) -> dict[str, int]:
-    """The live direct children of `toroid up` by role: redis, worker (its main process), api."""
+    """The live direct children of `toroid up` by role: redis, worker and worker-interactive (main processes), api."""
     return {role(pid): pid for pid in children_of(stack.process.pid) if role(pid)}
 
 
@@ -206,8 +206,9 @@ def test_sigterm_stops_the_restarted_stack_and_leaves_no_process(up):
     """After the restarts above, SIGTERM (what Ctrl-C does) stops `toroid up` with code 0 and every child it ever
     started, the restarted ones and the worker's pool included, is gone."""
     running = children(up)
-    assert set(running) == {"redis", "worker", "api"}, running
-    everything = (pids_with_home(up.home) | set(running.values()) | children_of(running["worker"])) - {up.process.pid}
+    assert set(running) == {"redis", "worker", "worker-interactive", "api"}, running
+    pools = children_of(running["worker"]) | children_of(running["worker-interactive"])
+    everything = (pids_with_home(up.home) | set(running.values()) | pools) - {up.process.pid}
     up.process.send_signal(signal.SIGTERM)
     assert up.stop(timeout_s=40) == 0
     assert [pid for pid in everything if alive(pid)] == []

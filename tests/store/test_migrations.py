@@ -101,7 +101,7 @@ def sqlite_url(tmp_path, monkeypatch) -> str:
 def metadata_0001() -> MetaData:
     """The schema of revision 0001 as the models declared it before migrations: today's, less 0002's indexes and
     0003's users table and owner columns, less 0004's evaluation job column (and with errors required), less
-    0005's datasets table."""
+    0005's datasets table, less 0006's job cost."""
     metadata = MetaData()
     for table in Base.metadata.sorted_tables:
         if table.name not in TABLES_0003 | TABLES_0005:
@@ -122,6 +122,7 @@ def metadata_0001() -> MetaData:
             minima.indexes.discard(index)
     for name in ERRORS_0004:
         minima.c[name].nullable = False
+    jobs._columns.remove(jobs.c.cost)  # 0006
     return metadata
 
 
@@ -286,7 +287,7 @@ def test_init_db_upgrades_a_database_at_0001_with_rows(database_url):
 
     init_db()
 
-    assert current_revision() == head_revision() == "0005"
+    assert current_revision() == head_revision() == "0006"
     assert INDEXES_0002 <= indexes(database_url)
     assert dump_rows(database_url) == rows
     engine = create_engine(database_url)
@@ -322,7 +323,7 @@ def test_0005_adds_the_datasets_table_to_a_database_at_0004_and_downgrades(datab
     rows = insert_rows(database_url)
     assert "datasets" not in schema(database_url)
 
-    init_db()
+    command.upgrade(alembic_config(database_url), "0005")
 
     assert current_revision() == "0005"
     built = schema(database_url)
@@ -334,6 +335,27 @@ def test_0005_adds_the_datasets_table_to_a_database_at_0004_and_downgrades(datab
     assert dump_rows(database_url) == rows
     command.downgrade(alembic_config(database_url), "0004")
     assert "datasets" not in schema(database_url) and dump_rows(database_url) == rows
+
+
+def test_0006_gives_jobs_a_cost_that_old_jobs_lack_and_downgrades(database_url):
+    command.upgrade(alembic_config(database_url), "0005")
+    rows = insert_rows(database_url)
+    assert "cost" not in [c[0] for c in schema(database_url)["jobs"]["columns"]]
+
+    init_db()
+
+    assert current_revision() == "0006"
+    assert "cost" in [c[0] for c in schema(database_url)["jobs"]["columns"]]
+    engine = create_engine(database_url)
+    try:  # the old jobs have no estimate (their ETA falls back to their kind's durations)
+        with engine.connect() as connection:
+            assert connection.execute(text("SELECT COUNT(*) FROM jobs")).scalar() > 0
+            assert connection.execute(text("SELECT COUNT(*) FROM jobs WHERE cost IS NOT NULL")).scalar() == 0
+    finally:
+        engine.dispose()
+    command.downgrade(alembic_config(database_url), "0005")
+    assert "cost" not in [c[0] for c in schema(database_url)["jobs"]["columns"]]
+    assert dump_rows(database_url) == rows
 
 
 def test_init_db_adopts_a_database_made_by_create_all_before_migrations(database_url):
