@@ -4,8 +4,10 @@
 Estimates, not promises, computed from what the ledger already holds:
 
 * a job's own run time is ``a + b x cost`` per kind, fitted on the last finished jobs of that kind (``a``: the
-  shortest of their durations, the fixed part of loading a model and data; ``b``: the median of ``(duration - a) /
-  cost``); with no history the defaults of store/cost.py's docstring stand in (training about 1.5e9 and everything
+  shortest of their durations, the fixed part of loading a model and data; ``b``: the ratio of sums
+  ``sum(duration - a) / sum(cost)``, which the largest jobs dominate, so that the noise of tiny jobs does not
+  extrapolate); the fit is used only for jobs at most ten times costlier than the largest job it saw. Otherwise,
+  and with no history, the defaults of store/cost.py's docstring stand in (training about 1.5e9 and everything
   else about 4e10 sample-parameter operations per second on a 2-core CPU, plus one second);
 * a running job's remaining time comes from its progress (``elapsed x (1 - p) / p``) once it reported some, else
   from its estimate minus the time it has run;
@@ -85,11 +87,15 @@ def workers_by_queue() -> dict[str, int]:
     return _cached("workers", read)
 
 
-def _fits(session: Session) -> dict[str, tuple[float, float | None, float | None]]:
-    """Per kind: (fixed seconds a, seconds per cost unit b, median duration) from its last finished jobs."""
+Fit = tuple[float, float | None, float | None, float]
 
-    def fit() -> dict[str, tuple[float, float | None, float | None]]:
-        out: dict[str, tuple[float, float | None, float | None]] = {}
+
+def _fits(session: Session) -> dict[str, Fit]:
+    """Per kind: (fixed seconds a, seconds per cost unit b, median duration, largest cost seen) from its last
+    finished jobs."""
+
+    def fit() -> dict[str, Fit]:
+        out: dict[str, Fit] = {}
         kinds = session.scalars(select(Job.kind).distinct()).all()
         for kind in kinds:
             rows = session.execute(
@@ -102,20 +108,25 @@ def _fits(session: Session) -> dict[str, tuple[float, float | None, float | None
             if not durations:
                 continue
             fixed = min(d for _, d in durations)
-            slopes = [(d - fixed) / cost for cost, d in durations if cost and cost > 0]
-            out[kind] = (fixed, statistics.median(slopes) if slopes else None,
-                         statistics.median(d for _, d in durations))
+            costed = [(cost, d) for cost, d in durations if cost and cost > 0]
+            slope = sum(d - fixed for _, d in costed) / sum(c for c, _ in costed) if costed else None
+            out[kind] = (fixed, slope, statistics.median(d for _, d in durations),
+                         max((c for c, _ in costed), default=0.0))
         return out
 
     return _cached(f"fits:{id(session.get_bind())}", fit)
 
 
-def estimated_run_s(job: Job, fits: dict[str, tuple[float, float | None, float | None]]) -> float | None:
-    """The job's own run time: the fit of its kind applied to its cost, else the default rate, else the median
-    duration of its kind (a job without a cost estimate), else unknown."""
-    fixed, slope, median = fits.get(job.kind, (None, None, None))
+#: The fit of a kind is trusted up to this many times the largest cost it was fitted on.
+EXTRAPOLATION = 10.0
+
+
+def estimated_run_s(job: Job, fits: dict[str, Fit]) -> float | None:
+    """The job's own run time: the fit of its kind applied to its cost (within ``EXTRAPOLATION`` of what it saw),
+    else the default rate, else the median duration of its kind (a job without a cost estimate), else unknown."""
+    fixed, slope, median, largest = fits.get(job.kind, (None, None, None, 0.0))
     if job.cost is not None and job.cost >= 0:
-        if slope is not None and fixed is not None:
+        if slope is not None and fixed is not None and job.cost <= EXTRAPOLATION * largest:
             return fixed + slope * job.cost
         return DEFAULT_OVERHEAD_S + job.cost / DEFAULT_RATES.get(job.kind, DEFAULT_RATE)
     return median
@@ -167,7 +178,7 @@ def annotate(session: Session, jobs: Sequence[Job]) -> list[dict[str, Any]]:
     return records
 
 
-def _schedule(active: list[Job], workers: int, fits: dict[str, tuple[float, float | None, float | None]],
+def _schedule(active: list[Job], workers: int, fits: dict[str, Fit],
               now: datetime) -> dict[str, tuple[int | None, float | None]]:
     """(position, eta) of each active job of one queue: running jobs occupy workers for their remaining time, then
     queued jobs, oldest first, go to the first worker free (unknown durations make every later ETA unknown)."""

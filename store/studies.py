@@ -90,7 +90,13 @@ def study_record(study: Study, job: Job | None) -> dict[str, Any]:
         total = len(plan(StudySpec.model_validate(study.spec)))
     except Exception:
         total = None
-    return study.to_record(job, total)
+    record = study.to_record(job, total)
+    if job is not None:  # where its job stands: queue position, ETA, durations (store/eta.py)
+        from toroid.store.eta import annotate
+
+        with new_session() as session:
+            record["job"] = annotate(session, [job])[0]
+    return record
 
 
 def step_output(study_id: str, step_id: str) -> dict[str, str] | None:
