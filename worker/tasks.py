@@ -197,10 +197,9 @@ def train(run: JobRun) -> None:
         its status line."""
         where = f"epoch {info.get('epoch')}/{info.get('epochs')}"
         if info.get("phase") == "confusion":
-            run.say(f"confusion pre-training {where}: confusion-set error {percent(info.get('train_error'))}")
+            run.say(f"confusion pre-training {where} · error {percent(info.get('train_error'))}")
         else:
-            run.say(f"{where}: train error {percent(info.get('train_error'))}, "
-                    f"test error {percent(info.get('test_error'))}")
+            run.say(f"{where} · train {percent(info.get('train_error'))} · test {percent(info.get('test_error'))}")
         run.progress(fraction, info)
 
     model, provenance = train_minimum(

@@ -4,7 +4,9 @@ The form shows the chosen preset's values of the knobs a researcher changes most
 local energy samples and mode, path kinds, points and pairs, one-bend paths); what differs from the preset is sent
 as overrides (``form_overrides``), and a JSON box takes any other key of the spec (docs/studies.md), merged last.
 Talks to the API only (``/api/studies``); the report is the server's static HTML page (``report.html``), shown in
-a frame, with links to the CSV tables and the zip. Self-contained: ``layout()`` and ``register(app, client)``.
+a frame sized to its content, with links to the CSV tables and the zip. The feedback under the button follows the
+study it started (queued, running with its progress, succeeded with a link to the report, failed with the error).
+Self-contained: ``layout()`` and ``register(app, client)``.
 """
 
 from __future__ import annotations
@@ -29,6 +31,10 @@ FEEDBACK = "study-feedback"
 PRESETS = "study-presets"
 STARTED = "study-started"
 SHOWN = "study-shown"
+FRAME = "study-report-frame"
+LINKS = "study-report-links"
+FRAME_SHOWN = {"width": "100%", "border": "0", "display": "block"}
+FRAME_HIDDEN = {**FRAME_SHOWN, "display": "none"}
 
 #: form field id -> (spec path, how the spec's value shows in the field)
 FIELDS: dict[str, tuple[str, ...]] = {
@@ -131,34 +137,83 @@ def layout() -> html.Section:
     ], className="study-form")
     follow = html.Div([
         html.Label("Study"), dcc.Dropdown(id=SELECT, placeholder="no studies yet"),
-        html.Div(id=STATUS), html.Div(id=REPORT),
+        html.Div(id=STATUS),
+        # the frame is sized to the report's height by the clientside callback of ``register`` (no inner scrollbar
+        # to clip the last plot); hidden until a study succeeded
+        html.Div([html.Div(id=LINKS), html.Iframe(id=FRAME, height="900", style=FRAME_HIDDEN)], id=REPORT),
     ])
     return card("Studies", [form, html.Hr(), follow, dcc.Interval(id=TICK, interval=2000)])
+
+
+def _job_place(study: dict) -> str:
+    """`` · #2 in cpu, done in 3 min`` for a study whose job waits or runs (the job record's optional fields)."""
+    job = study.get("job") or {}
+    parts = []
+    if study.get("state") == "queued" and job.get("queue_position"):
+        parts.append(f"#{job['queue_position']} in {job.get('queue') or 'its queue'}")
+    eta = job.get("eta_s")
+    if isinstance(eta, int | float) and eta >= 0:
+        parts.append(f"done in about {_human(eta)}")
+    return (" · " + ", ".join(parts)) if parts else ""
+
+
+def _steps(study: dict) -> str:
+    return f"{study.get('steps_done')}/{study.get('steps_total')} steps done"
+
+
+def _human(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"{hours} h {minutes} min"
+    return f"{minutes} min {secs} s" if minutes else f"{secs} s"
+
+
+def feedback_view(study: dict, api_url: str) -> html.Div:
+    """The line under *Run study* for the study it started, following its record: queued (with its place in the
+    queue), running (progress bar, running step, step counts), succeeded (a link to the report), failed (the error),
+    cancelled."""
+    state = study.get("state") or "queued"
+    name = f"study {study.get('name')} ({study.get('id')})"
+    steps = _steps(study)
+    kind = "ok"  # the server took the study; only a failure turns the line red, a cancel grey
+    if state == "succeeded":
+        report = f"{api_url.rstrip('/')}/studies/{study['id']}/report.html"
+        body: Any = [f"{name} succeeded · {steps} · ", html.A("open the report", href=report, target="_blank")]
+    elif state == "failed":
+        body, kind = f"{name} failed: {study.get('error') or study.get('message') or 'no message'}", "error"
+    elif state == "running":
+        fraction = float(study.get("progress") or 0.0)
+        detail = study.get("message") or ""
+        body = progress_bar(fraction, f"{name} running {100 * fraction:.0f}% · {detail} · {steps}{_job_place(study)}",
+                            "running")
+    else:
+        body, kind = f"{name} {state}{_job_place(study)}", ("info" if state == "cancelled" else "ok")
+    return html.Div(body, className=f"message {kind}", **{"data-kind": kind, "data-state": state})
 
 
 def status_view(study: dict) -> list:
     """Progress bar, message and step counts of one study record."""
     state = study.get("state") or "queued"
     fraction = 1.0 if state == "succeeded" else float(study.get("progress") or 0.0)
+    detail = study.get("message") or ""
     parts = [progress_bar(fraction, f"{100 * fraction:.0f}%", state),
-             html.Div(f"{state}: {study.get('message') or ''} ({study.get('steps_done')}/"
-                      f"{study.get('steps_total')} steps)", className="study-message")]
+             html.Div(f"{state}{f' · {detail}' if detail not in ('', state, 'done') else ''} · {_steps(study)}"
+                      f"{_job_place(study)}", className="study-message")]
     if study.get("error"):
         parts.append(message(study["error"] + " (run the study again to resume)", "error"))
     return parts
 
 
-def report_view(study: dict, api_url: str) -> list:
-    """The report (a frame on the server's report.html) and its downloads, once the study succeeded."""
+def report_view(study: dict, api_url: str) -> tuple[list, str | None]:
+    """The report's downloads and the address of its page (shown in the frame), once the study succeeded."""
     if study.get("state") != "succeeded":
-        return []
+        return [], None
     base = f"{api_url.rstrip('/')}/studies/{study['id']}"
-    return [
-        html.Div([html.A("report.html", href=f"{base}/report.html", target="_blank"), " · ",
-                  html.A("every number (CSV)", href=f"{base}/report.csv"), " · ",
-                  html.A("zip", href=f"{base}/report.zip")], className="downloads"),
-        html.Iframe(src=f"{base}/report.html", style={"width": "100%", "height": "1400px", "border": "0"}),
-    ]
+    links = [html.Div([html.A("report.html", href=f"{base}/report.html", target="_blank"), " · ",
+                       html.A("every number (CSV)", href=f"{base}/report.csv"), " · ",
+                       html.A("zip", href=f"{base}/report.zip")], className="downloads")]
+    return links, f"{base}/report.html"
 
 
 def register(app, client: ApiClient, public_api_url: str | None = None) -> None:
@@ -186,24 +241,40 @@ def register(app, client: ApiClient, public_api_url: str | None = None) -> None:
         return [values[field] for field in FIELDS]
 
     # The click posts in a callback of its own: Dash drops the answer of a callback that fires again while it
-    # runs (docs/dashboard.md, "Clicks and polls"), and the list below fires every poll.
-    @app.callback(Output(FEEDBACK, "children"), Output(STARTED, "data"), Input(START, "n_clicks"),
+    # runs (docs/dashboard.md, "Clicks and polls"), and the list below fires every poll. It only records what
+    # happened; the feedback line is drawn from that record by ``feedback``.
+    @app.callback(Output(STARTED, "data"), Input(START, "n_clicks"),
                   State(PRESET, "value"), State(PRESETS, "data"), State(OVERRIDES, "value"),
                   *[State(field, "value") for field in FIELDS], prevent_initial_call=True)
-    def start(_clicks, preset: str | None, specs: dict | None, overrides: str | None, *values) -> tuple[Any, Any]:
-        """POST the study of the form: (feedback, the new study's id or no_update)."""
+    def start(clicks, preset: str | None, specs: dict | None, overrides: str | None, *values) -> dict[str, Any]:
+        """POST the study of the form: ``{"n", "id"}`` of the new study, or ``{"n", "error"}``."""
         try:
             extra = json.loads(overrides or "{}")
             if not isinstance(extra, dict):
                 raise ValueError("overrides must be a JSON object")
         except ValueError as exc:
-            return message(f"overrides: {exc}", "error"), no_update
+            return {"n": clicks, "error": f"overrides: {exc}"}
         form = form_overrides((specs or {}).get(preset) or {}, dict(zip(FIELDS, values, strict=True)))
         try:
             study = client.post("/studies", json={"preset": preset, **merge(form, extra)})
         except ApiError as exc:
-            return message(str(exc), "error"), no_update
-        return message(f"study {study['name']} ({study['id']}): {study['state']}", "ok"), study["id"]
+            return {"n": clicks, "error": str(exc)}
+        return {"n": clicks, "id": study["id"]}
+
+    # The feedback follows the started study (every tick, and at once when a click records a new one): a run that
+    # a newer one replaces is simply redone, it only reads.
+    @app.callback(Output(FEEDBACK, "children"), Input(STARTED, "data"), Input(TICK, "n_intervals"))
+    def feedback(started, _tick):
+        started = started or {}
+        if started.get("error"):
+            return message(started["error"], "error")
+        if not started.get("id"):
+            raise PreventUpdate
+        try:
+            study = client.get(f"/studies/{started['id']}")
+        except ApiError:
+            raise PreventUpdate from None
+        return feedback_view(study, api_url)
 
     # One callback owns the list and its value: the dropdown drops a value missing from its options, so a new
     # study's id must arrive together with a list that holds it. A run dropped by a poll is redone: the started
@@ -217,19 +288,46 @@ def register(app, client: ApiClient, public_api_url: str | None = None) -> None:
             raise PreventUpdate from None
         options = [{"label": f"{s['name']} ({s['state']}, {100 * float(s.get('progress') or 0):.0f}%)",
                     "value": s["id"]} for s in found]
+        started = (started or {}).get("id")
         if started and started != shown and any(s["id"] == started for s in found):
             return options, started, started
         return options, no_update, no_update
 
-    @app.callback(Output(STATUS, "children"), Output(REPORT, "children"), Input(SELECT, "value"),
-                  Input(TICK, "n_intervals"), State(REPORT, "children"))
+    @app.callback(Output(STATUS, "children"), Output(LINKS, "children"), Output(FRAME, "src"), Output(FRAME, "style"),
+                  Input(SELECT, "value"), Input(TICK, "n_intervals"), State(FRAME, "src"))
     def follow(study_id, _tick, shown):
         if not study_id:
-            return [], []
+            return [], [], None, FRAME_HIDDEN
         try:
             study = client.get(f"/studies/{study_id}")
         except ApiError as exc:
-            return message(str(exc), "error"), []
-        report = report_view(study, api_url)
-        same = bool(shown) and bool(report) and str(study["id"]) in json.dumps(shown, default=str)
-        return status_view(study), (no_update if same else report)
+            return message(str(exc), "error"), [], None, FRAME_HIDDEN
+        links, src = report_view(study, api_url)
+        if src is None:
+            return status_view(study), [], None, FRAME_HIDDEN
+        if src == shown:  # the frame keeps its page (and its height) while the study stays selected
+            return status_view(study), no_update, no_update, no_update
+        return status_view(study), links, src, FRAME_SHOWN
+
+    # The frame takes the height of the report it shows (same origin: the dashboard mounted in the API server);
+    # a report on another origin cannot be measured and gets a frame as tall as the window, scrolling inside.
+    app.clientside_callback(
+        """function(_tick, height) {
+            const frame = document.getElementById('""" + FRAME + """');
+            if (!frame || frame.offsetParent === null) { return window.dash_clientside.no_update; }  // not shown
+            let wanted = Math.max(600, window.innerHeight - 80);  // another origin: contentDocument is null
+            try {
+                const doc = frame.contentDocument;
+                if (doc && (!doc.body || doc.readyState !== 'complete' || doc.URL === 'about:blank')) {
+                    return window.dash_clientside.no_update;  // still loading
+                }
+                if (doc) {  // the body's own height (the document's would never shrink below the frame's)
+                    const style = doc.defaultView.getComputedStyle(doc.body);
+                    wanted = Math.ceil(doc.body.getBoundingClientRect().height + parseFloat(style.marginTop)
+                                       + parseFloat(style.marginBottom)) + 24;
+                }
+            } catch (err) { /* cross-origin access refused: keep the window-tall frame */ }
+            return Math.abs(wanted - Number(height)) < 8 ? window.dash_clientside.no_update : String(wanted);
+        }""",
+        Output(FRAME, "height"), Input(TICK, "n_intervals"), State(FRAME, "height"),
+    )

@@ -50,7 +50,13 @@ def confusion_data(run: TrainRun) -> tuple[Tensor, Tensor]:
 
 
 def confusion_pretrain(run: TrainRun, model: nn.Module, latent_clip: float | None = None) -> dict:
-    """Memorize the confusion set (step 1).  Returns ``{"confusion_epochs_run", "confusion_train_error"}``."""
+    """Memorize the confusion set (step 1).  Returns ``{"confusion_epochs_run", "confusion_train_error"}``.
+
+    Each pre-training epoch is reported like a training epoch, counted in its own phase: ``epoch`` is the
+    pre-training epoch (1-based, also ``confusion_epoch``) of at most ``epochs`` = the ``confusion_epochs`` cap,
+    ``phase`` is ``"confusion"``, ``train_error`` / ``train_loss`` are measured on the confusion set and there is
+    no test error. The progress fraction counts these epochs with the clean ones (cap + budget).
+    """
     hp = run.hp
     xc, yc = confusion_data(run)
     gen = run.generator("confusion-shuffle")
@@ -70,10 +76,10 @@ def confusion_pretrain(run: TrainRun, model: nn.Module, latent_clip: float | Non
         err, loss = _error_and_loss(model, xc, yc)
         if run.progress is not None:  # lets a caller follow (and cancel) the pre-training
             run.progress(
-                0.0,
+                epochs_run / (hp["confusion_epochs"] + run.epochs),
                 {
-                    "epoch": 0,
-                    "epochs": run.epochs,
+                    "epoch": epochs_run,
+                    "epochs": hp["confusion_epochs"],
                     "train_loss": loss,
                     "train_error": err,
                     "test_error": None,
@@ -104,6 +110,7 @@ def _error_and_loss(model: nn.Module, x: Tensor, y: Tensor, chunk: int = 4096) -
 def adv_train(run: TrainRun, latent_clip: float | None = None) -> nn.Module:
     """Confusion pre-training, then plain SGD on the clean data (see module docstring)."""
     run.extra.update(confusion_pretrain(run, run.model, latent_clip))
+    run.phase, run.epochs_before = "training", run.extra["confusion_epochs_run"]
     sgd_epochs(run, run.model, latent_clip=latent_clip)
     return run.model
 

@@ -196,6 +196,10 @@ class TrainRun:
         progress: called after every epoch with ``(fraction, {"epoch", "epochs", "train_loss",
             "train_error", "test_error"})``; an exception raised by it stops the run.
         device: where the computation runs.
+        phase: named in every progress report when set (``"training"`` after ADV's confusion pre-training,
+            whose own reports say ``"confusion"``), so a job's ``partial["phase"]`` names the current phase.
+        epochs_before: epochs of an earlier phase (ADV's pre-training): the progress fraction counts them, so it
+            rises over the whole run instead of restarting at 0.
     """
 
     sampler: str
@@ -210,6 +214,8 @@ class TrainRun:
     device: torch.device
     history: list[dict[str, Any]] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+    phase: str | None = None
+    epochs_before: int = 0
     _evaluator: Evaluator | None = field(default=None, repr=False)
     _data: dict[str, tuple[Tensor, Tensor]] | None = field(default=None, repr=False)
 
@@ -279,7 +285,9 @@ class TrainRun:
         }
         self.history.append({**info, "test_loss": metrics["test_loss"]})
         if self.progress is not None:
-            self.progress((epoch + 1) / self.epochs, dict(info))
+            report = dict(info, phase=self.phase) if self.phase else dict(info)
+            done = self.epochs_before + epoch + 1
+            self.progress(done / (self.epochs_before + self.epochs), report)
         return self.target_error is not None and metrics["train_error"] <= self.target_error
 
     @property
