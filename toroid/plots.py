@@ -5,6 +5,10 @@ The dashboard (dashboard/figures/, which talks to the API over HTTP) and the exp
 layout, one Kendall's tau, and the report's figures like the paper's (docs/method.md). It imports plotly, numpy and
 scipy only: no torch and nothing of toroid.backend, store, worker or dashboard (the dashboard's container has none).
 
+Every figure says what it draws and in which unit (docs/method.md §§5-7): the units, definitions and readable-axis
+helpers live in :mod:`toroid.plot_units` and are re-exported here. Minima compared in one figure each get a look of
+their own (``minimum_styles``).
+
 Errors arrive as fractions in [0, 1] (the API's convention) and are shown in percent. Builders with a ``static``
 flag draw either for the interactive dashboard (the default: hover details, a small title at the left) or for the
 static HTML report (``static=True``: points labelled in place, a plain title, a fixed height).
@@ -20,14 +24,33 @@ from typing import Any
 import plotly.graph_objects as go
 from scipy import stats
 
+from toroid.plot_units import (
+    BARRIER_DEFINITION,
+    METRIC_UNITS,
+    POSITION_TITLE,
+    SIGMA_TITLE,
+    label_positions,
+    length_definition,
+    length_text,
+    log_axis,
+    natural_key,
+    shade,
+    zero_visible_range,
+)
+
 __all__ = [
     "FONT",
+    "BARRIER_DEFINITION",
     "KIND_COLORS",
     "KIND_LABELS",
     "METRIC_LABELS",
+    "METRIC_UNITS",
+    "MINIMUM_SYMBOLS",
     "PAIR_DASHES",
+    "POSITION_TITLE",
     "SAMPLER_COLORS",
     "SAMPLER_ORDER",
+    "SIGMA_TITLE",
     "UPLOAD_COLOR",
     "barrier_heights",
     "barrier_profiles",
@@ -39,13 +62,19 @@ __all__ = [
     "flatness_bands",
     "flatness_scatter",
     "kendall_tau",
+    "label_positions",
+    "length_definition",
+    "length_text",
+    "log_axis",
     "matrix_heatmap",
     "mean_std",
+    "minimum_styles",
     "path_points",
     "percent",
     "sampler_color",
     "sampler_rank",
     "sharpness_scatter",
+    "zero_visible_range",
 ]
 
 # --- conventions ----------------------------------------------------------------------------------------------------
@@ -86,6 +115,8 @@ METRIC_LABELS: dict[str, str] = {
     "hamming_raw": "Hamming, raw",
 }
 PAIR_DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")  # one line style per pair type
+#: Marker symbols that tell minima of one sampler apart (with PAIR_DASHES for their curves)
+MINIMUM_SYMBOLS = ("circle", "square", "diamond", "triangle-up", "x", "star", "triangle-down", "cross")
 FONT = dict(family="Inter, system-ui, -apple-system, Segoe UI, Roboto, sans-serif", size=13, color="#1f2430")
 
 
@@ -123,6 +154,30 @@ def by_sampler(
         groups.setdefault(m.get(key) or "", []).append(m)
     names = [s for s in order if s in groups] if order is not None else sorted(groups, key=sampler_rank)
     return [(s, groups[s]) for s in names]
+
+
+_SHADES = (0.0, -0.35, 0.3, -0.55, 0.45)  # the sampler's colour, darker, lighter, ...
+
+
+def minimum_styles(
+    minima: Sequence[Mapping[str, Any]], key: str = "sampler", text: str = "name"
+) -> dict[str, dict[str, Any]]:
+    """One look per minimum where minima are compared: the sampler's colour family (the first minimum of a sampler
+    gets its colour, the next ones darker and lighter shades), and a dash and a marker symbol of their own, so that two
+    minima of one sampler differ even in grey. Minima of a sampler are numbered by their ``text`` (natural order,
+    then id), so a minimum keeps its look in every figure drawn from the same list.
+
+    Returns {id: {"color", "dash", "symbol", "index"}}.
+    """
+    styles: dict[str, dict[str, Any]] = {}
+    for sampler, members in by_sampler(minima, key):
+        base = sampler_color(sampler or None)
+        ordered = sorted(members, key=lambda m: (natural_key(str(m.get(text) or "")), str(m.get("id"))))
+        for i, m in enumerate(ordered):
+            styles[str(m.get("id"))] = {"color": shade(base, _SHADES[i % len(_SHADES)]),
+                                        "dash": PAIR_DASHES[i % len(PAIR_DASHES)],
+                                        "symbol": MINIMUM_SYMBOLS[i % len(MINIMUM_SYMBOLS)], "index": i}
+    return styles
 
 
 # --- statistics -----------------------------------------------------------------------------------------------------
@@ -166,8 +221,12 @@ def base_layout(fig: go.Figure, **kwargs: Any) -> go.Figure:
 
 
 def _static_layout(fig: go.Figure, title: str, height: int = 420, **kwargs: Any) -> go.Figure:
-    """The report's layout: plotly's own font and legend, a plain title, a fixed height."""
-    return base_layout(fig, title=title, font=None, legend=None, margin=dict(t=50), height=height, **kwargs)
+    """The report's layout: plotly's own font and legend (unless ``kwargs`` set them), a plain title, a fixed
+    height."""
+    settings: dict[str, Any] = {"font": None, "legend": None, "margin": dict(t=50), **kwargs}
+    if isinstance(kwargs.get("margin"), dict):
+        settings["margin"] = {"t": 50, **kwargs["margin"]}
+    return base_layout(fig, title=title, height=height, **settings)
 
 
 def _title(text: str) -> dict[str, Any]:
@@ -282,28 +341,46 @@ def barrier_profiles(labels: Sequence[str], paths: Sequence[Mapping[str, Any]], 
     """Train error along the ``paths`` of ``kind``: per pair type, mean +- std over its pairs (Fig. 2 of the paper).
 
     ``paths``: [{"type", "kind", "data": PathProfile or BendResult dict}]; one-bend paths have their bend at 0.5.
+    Each legend entry gives the pair type's mean barrier (highest train error along the path, docs/method.md §7) and
+    mean length with its unit; the y range starts below 0 so that a path at 0% stays visible.
     """
     fig = go.Figure()
     paths = [p for p in paths if p["kind"] == kind]
+    drawn: list[float] = []
     for i, ptype in enumerate(_pair_types(labels, paths)):
-        points = [path_points(p["data"], bend_at=0.5, along="x") for p in paths if p["type"] == ptype]
+        members = [p for p in paths if p["type"] == ptype]
+        points = [path_points(p["data"], bend_at=0.5, along="x") for p in members]
         x = points[0]["distance"]
         errors = [p["train_error"] for p in points if len(p["train_error"]) == len(x)]
         spread = [mean_std([100.0 * e[j] for e in errors]) for j in range(len(x))]
         first, second = ptype.split("-", 1) if "-" in ptype else (ptype, ptype)
         color = sampler_color(first if first == second else second)
-        _band(fig, x, [s[0] for s in spread], [s[1] for s in spread], color, f"{ptype} ({len(errors)} pairs)",
+        barrier, barrier_std = mean_std([100.0 * p["barrier"] for p in points if p["barrier"] is not None])
+        length, _ = mean_std([p["length"] for p in points])
+        bend_kind = members[0]["data"].get("kind") if kind == "one_bend" else None
+        name = f"{ptype} ({len(errors)} pairs): barrier {barrier:.2f} ± {barrier_std:.2f}%"
+        if not math.isnan(length):
+            name += f", length {length_text(kind, length, bend_kind)}"
+        _band(fig, x, [s[0] for s in spread], [s[1] for s in spread], color, name,
               dash=PAIR_DASHES[i % len(PAIR_DASHES)])
-    name = KIND_LABELS.get(kind, kind)
-    xlabel = "x (bend at 0.5)" if kind == "one_bend" else "x along the path"
-    return _static_layout(fig, f"Train error along {name} paths by pair type (mean +- std over pairs)",
-                          xaxis_title=xlabel, yaxis_title="train error (%)")
+        drawn += [s[0] + s[1] for s in spread]
+    label = KIND_LABELS.get(kind, kind)
+    xlabel = ("position x along the path (0 = A, bend at 0.5, 1 = B)" if kind == "one_bend"
+              else "position x along the path: distance from A / path length (0 = A, 1 = B)")
+    fig = _static_layout(fig, f"Train error along {label} paths by pair type (mean ± std over pairs)<br>"
+                              f"<span style='font-size:13px'>{BARRIER_DEFINITION} (the raw maximum); length = "
+                              "distance from A to B</span>", xaxis_title=xlabel, yaxis_title="train error (%)",
+                         legend=dict(orientation="h", y=-0.22, yanchor="top", x=0, xanchor="left"),
+                         margin=dict(t=70, b=110))
+    fig.update_yaxes(range=zero_visible_range(drawn), zeroline=True)
+    return fig
 
 
 def barrier_heights(labels: Sequence[str], paths: Sequence[Mapping[str, Any]], kinds: Sequence[str]) -> go.Figure:
     """Barrier height (max train error along the path) by pair type, one bar per path kind, std over pairs."""
     fig = go.Figure()
     types = _pair_types(labels, paths)
+    top = max([100.0 * p["data"]["barrier"] for p in paths if p["kind"] in kinds], default=0.0)
     for kind in kinds:
         means, stds = [], []
         for ptype in types:
@@ -312,13 +389,20 @@ def barrier_heights(labels: Sequence[str], paths: Sequence[Mapping[str, Any]], k
             stds.append(0.0 if math.isnan(s) else s)
         fig.add_trace(go.Bar(x=types, y=means, name=KIND_LABELS.get(kind, kind),
                              marker_color=KIND_COLORS.get(kind, "#444"),
-                             error_y=dict(type="data", array=stds, visible=True)))
-    return _static_layout(fig, "Barrier heights by pair type", barmode="group", xaxis_title="pair type",
-                          yaxis_title="barrier: max train error (%)")
+                             error_y=dict(type="data", array=stds, visible=True),
+                             # every bar states its value, a 0% one too; inside a tall bar at its foot, clear of
+                             # the error bar at its top
+                             text=[None if m is None else f"{m:.2f}%" for m in means], textfont=dict(size=10),
+                             textposition=["inside" if m is not None and m > 0.2 * top else "outside" for m in means],
+                             insidetextanchor="start", cliponaxis=False))
+    return _static_layout(fig, "Barrier heights by pair type (mean ± std over pairs)", barmode="group",
+                          xaxis_title="pair type (samplers of A and B)",
+                          yaxis_title="barrier: highest train error along the path (%)")
 
 
 def bend_distances(paths: Sequence[Mapping[str, Any]]) -> go.Figure:
-    """Distances of each one-bend point to its endpoints (geodesic; Hamming for flip bends)."""
+    """Distances of each one-bend point to its endpoints, in the bend kind's metric and unit: geodesic (rad),
+    per-parameter Euclidean RMS for straight segments, Hamming fraction for flip bends (docs/samplers.md)."""
     bends = [p for p in paths if p["kind"] == "one_bend"]
     names = [f"{p['a']}-{p['b']}" for p in bends]
     fig = go.Figure()
@@ -327,11 +411,16 @@ def bend_distances(paths: Sequence[Mapping[str, Any]]) -> go.Figure:
     fig.add_trace(go.Bar(x=names, y=[p["data"].get("distance_to_b") for p in bends], name="bend to B",
                          marker_color="#e08a2c"))
     kind = bends[0]["data"].get("kind", "geodesic") if bends else "geodesic"
-    return _static_layout(fig, f"One-bend points: distance to each endpoint ({kind})", barmode="group",
-                          xaxis_title="pair (A-B)", yaxis_title="distance")
+    metric, unit = {"geodesic": ("geodesic distance", "rad"), "flip": ("Hamming distance", "fraction of weights")}.get(
+        kind, ("Euclidean distance", "RMS per parameter"))
+    return _static_layout(fig, f"One-bend points: distance to each endpoint ({KIND_LABELS.get(kind, kind)} bends)",
+                          barmode="group", xaxis_title="pair (A-B)", yaxis_title=f"{metric} ({unit})")
 
 
 # --- flatness -------------------------------------------------------------------------------------------------------
+
+_LOCAL_ENERGY_TITLE = "local energy dE_train(sigma): increase of the train error (percentage points)"
+
 
 def flatness_bands(labels: Sequence[str], minima: Sequence[Mapping[str, Any]], curves: Mapping[str, Mapping[str, Any]],
                    binary: bool = False) -> go.Figure:
@@ -341,47 +430,83 @@ def flatness_bands(labels: Sequence[str], minima: Sequence[Mapping[str, Any]], c
     in the order of ``labels``.
     """
     fig = go.Figure()
+    drawn: list[float] = []
     for label, members in by_sampler([m for m in minima if m["tag"] in curves], key="label", order=labels):
         group = [curves[m["tag"]] for m in members]
         sigmas = list(group[0]["sigmas"])
         spread = [mean_std([100.0 * c["mean"][i] for c in group]) for i in range(len(sigmas))]
         _band(fig, sigmas, [s[0] for s in spread], [s[1] for s in spread], sampler_color(label),
               f"{label} ({len(group)} seeds)")
-    xlabel = "flip fraction" if binary else "sigma (multiplicative noise)"
-    return _static_layout(fig, "Local energy by sampler (mean +- std over seeds)", xaxis_title=xlabel,
-                          yaxis_title="train error increase dE (%)")
+        drawn += [s[0] + s[1] for s in spread]
+    xlabel = "flip fraction eps: share of the binary weights whose sign is flipped" if binary else SIGMA_TITLE
+    fig = _static_layout(fig, "Local energy by sampler (mean ± std over seeds)", xaxis_title=xlabel,
+                         yaxis_title=_LOCAL_ENERGY_TITLE.replace(": increase", ":<br>increase"))
+    fig.update_yaxes(range=zero_visible_range(drawn, floor=0.01), zeroline=True)
+    return fig
+
+
+def _minimum_label(m: Mapping[str, Any], text: str) -> str:
+    return str(m.get(text) or m.get("name") or m.get("id"))
+
+
+def _point_traces(
+    fig: go.Figure, groups: Sequence[tuple[str, Sequence[Mapping[str, Any]]]], x_of: Any, text: str,
+    styles: Mapping[str, Mapping[str, Any]], static: bool, log_x: bool, hover: str, meta: Any = None,
+) -> None:
+    """One trace per minimum, grouped in the legend under its sampler: the minimum's colour shade and marker symbol
+    (``minimum_styles``), its name printed next to the marker (positions that do not overprint) and in the legend,
+    and the full details on hover (dashboard)."""
+    members = [m for _, ms in groups for m in ms]
+    sides = label_positions([x_of(m) for m in members], [100.0 * m["test_error"] for m in members], log_x=log_x)
+    side = {id(m): where for m, where in zip(members, sides, strict=True)}
+    fallback = minimum_styles(members, text=text)
+    for sampler, ms in groups:
+        group = sampler or "upload"
+        ms = sorted(ms, key=lambda m: (natural_key(_minimum_label(m, text)), str(m.get("id"))))  # legend: sgd-0, sgd-1
+        for k, m in enumerate(ms):
+            style = styles.get(str(m.get("id"))) or fallback.get(str(m.get("id"))) or {}
+            label = _minimum_label(m, text)
+            details = [group, percent(m.get("train_error")),
+                       " · ".join(str(m[f]) for f in ("architecture", "dataset") if m.get(f)) or ""]
+            fig.add_trace(go.Scatter(
+                x=[x_of(m)], y=[100.0 * m["test_error"]], name=label, text=[label], mode="markers+text",
+                textposition=side[id(m)], textfont=dict(size=11 if static else 12, color="#1f2430"),
+                legendgroup=group, legendgrouptitle=dict(text=group) if k == 0 else None,
+                marker=dict(size=12, color=style.get("color", sampler_color(sampler or None)),
+                            symbol=style.get("symbol", "circle"), line=dict(width=1, color="white")),
+                customdata=[details], cliponaxis=False, meta=None if meta is None else meta(m),
+                hovertemplate=None if static else f"<b>{label}</b> (%{{customdata[0]}})<br>{hover}<br>"
+                                                  "test error %{y:.2f}% · train error %{customdata[1]}"
+                                                  "<br>%{customdata[2]}<extra></extra>",
+                hoverinfo="text+x+y" if static else None,
+            ))
 
 
 def flatness_scatter(
     minima: Sequence[Mapping[str, Any]], key: str = "sampler", text: str = "name",
     order: Sequence[str] | None = None, static: bool = False,
+    styles: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> tuple[go.Figure, tuple[float, float] | None]:
-    """Local energy at the largest sigma vs test error over the minima that have both, colored by sampler, with
-    Kendall's tau in the title (the paper's flatness/generalization comparison, docs/method.md §6 and §9).
+    """Local energy at the largest sigma vs test error over the minima that have both, with Kendall's tau in the
+    title (the paper's flatness/generalization comparison, docs/method.md §6 and §9).
 
-    Minima are grouped by their ``key`` (in ``order``, or flattest first) and named by their ``text``. Dashboard: the
-    name shows on hover, no points give an empty figure with a message. ``static``: each point labelled in place.
+    Minima are grouped by their ``key`` (in ``order``, or flattest first) and named by their ``text``: one trace per
+    minimum, in its sampler's colour family with a marker symbol of its own (``styles``, by default
+    ``minimum_styles(minima)``: pass the same to every figure of a view), its name printed next to it. The local
+    energy axis turns logarithmic (ticks at powers of ten) when the values span a factor of 10. Dashboard: full
+    details on hover; no points give an empty figure with a message.
     """
+    styles = minimum_styles(minima, key, text) if styles is None else styles
     points = [m for m in minima if m.get("local_energy") is not None and m.get("test_error") is not None]
     groups = by_sampler(points, key, order)
     points = [m for _, members in groups for m in members]
     tau = kendall_tau([m["local_energy"] for m in points], [m["test_error"] for m in points])
     if not points and not static:
         return empty_figure("No minimum has a flatness result yet."), None
-    if static:
-        look: dict[str, Any] = dict(mode="markers+text", textposition="top center")
-        outline = None
-    else:
-        look = dict(mode="markers",
-                    hovertemplate="%{text}<br>local energy %{x:.3f}% · test error %{y:.2f}%<extra></extra>")
-        outline = dict(width=1, color="white")
+    log = log_axis([100.0 * m["local_energy"] for m in points])
     fig = go.Figure()
-    for sampler, members in groups:
-        fig.add_trace(go.Scatter(
-            x=[100.0 * m["local_energy"] for m in members], y=[100.0 * m["test_error"] for m in members],
-            name=sampler or "upload", text=[m.get(text) or m["id"] for m in members], **look,
-            marker=dict(size=12, color=sampler_color(sampler), line=outline),
-        ))
+    _point_traces(fig, groups, lambda m: 100.0 * m["local_energy"], text, styles, static, log is not None,
+                  "local energy at the largest sigma %{x:.3f} percentage points of train error")
     if static:
         title = "Local energy vs test error" + (f" (Kendall tau {tau[0]:.2f}, p {tau[1]:.2g})" if tau else "")
         _static_layout(fig, title)
@@ -391,7 +516,9 @@ def flatness_scatter(
         else:
             title = f"Local energy vs test error: Kendall tau = {tau[0]:.2f} (p = {tau[1]:.2g}, n = {len(points)})"
         base_layout(fig, title=_title(title), hovermode="closest")
-    fig.update_xaxes(title_text="local energy at the largest sigma (%)")
+    fig.update_layout(legend=dict(groupclick="toggleitem"))
+    fig.update_xaxes(title_text="local energy dE_train at the largest sigma (percentage points)"
+                                + (", log scale" if log else ""), **(log or {}))
     fig.update_yaxes(title_text="test error (%)")
     return fig, tau
 
@@ -399,36 +526,37 @@ def flatness_scatter(
 def sharpness_scatter(
     minima: Sequence[Mapping[str, Any]], key: str = "sampler", text: str = "name",
     order: Sequence[str] | None = None, static: bool = False,
+    styles: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> tuple[go.Figure, tuple[float, float] | None]:
     """Top Hessian eigenvalue of the normalized network (``top_eigenvalue``) vs test error over the minima that have
-    both, colored by sampler, with Kendall's tau (docs/method.md §6, "Hessian sharpness on the normalized network").
-    Hover (dashboard) or the labels (``static``) also give the Hessian trace (``hessian_trace``) when known."""
+    both, with Kendall's tau (docs/method.md §6, "Hessian sharpness on the normalized network"): one trace per
+    minimum drawn as in :func:`flatness_scatter` (``styles``, names next to the points, a log axis with ticks at powers
+    of ten when the eigenvalues span a factor of 10). Hover (dashboard) also gives the Hessian trace
+    (``hessian_trace``) when known."""
+    styles = minimum_styles(minima, key, text) if styles is None else styles
     points = [m for m in minima if m.get("top_eigenvalue") is not None and m.get("test_error") is not None]
     groups = by_sampler(points, key, order)
     points = [m for _, members in groups for m in members]
     tau = kendall_tau([m["top_eigenvalue"] for m in points], [m["test_error"] for m in points])
     if not points and not static:
         return empty_figure("No minimum has a sharpness result yet."), None
+    log = log_axis([m["top_eigenvalue"] for m in points])
     fig = go.Figure()
-    for sampler, members in groups:
-        traces = ["n/a" if m.get("hessian_trace") is None else f"{m['hessian_trace']:.4g}" for m in members]
-        look: dict[str, Any] = (dict(mode="markers+text", textposition="top center") if static else dict(
-            mode="markers", customdata=traces,
-            hovertemplate="%{text}<br>top eigenvalue %{x:.4g} · trace %{customdata} · test error %{y:.2f}%"
-                          "<extra></extra>"))
-        fig.add_trace(go.Scatter(
-            x=[m["top_eigenvalue"] for m in members], y=[100.0 * m["test_error"] for m in members],
-            name=sampler or "upload", text=[m.get(text) or m["id"] for m in members], **look,
-            marker=dict(size=12, color=sampler_color(sampler), line=None if static else dict(width=1, color="white")),
-        ))
-    name = "Top Hessian eigenvalue (normalized network) vs test error"
+    _point_traces(fig, groups, lambda m: m["top_eigenvalue"], text, styles, static, log is not None,
+                  "top eigenvalue %{x:.4g} · trace %{meta}",
+                  meta=lambda m: "n/a" if m.get("hessian_trace") is None else f"{m['hessian_trace']:.4g}")
     if static:
-        _static_layout(fig, name + (f" (Kendall tau {tau[0]:.2f}, p {tau[1]:.2g})" if tau else ""))
+        _static_layout(fig, "Top Hessian eigenvalue (normalized network) vs test error"
+                       + (f" (Kendall tau {tau[0]:.2f}, p {tau[1]:.2g})" if tau else ""))
     else:
         detail = (f"n = {len(points)}; Kendall tau needs 3 or more" if tau is None else
                   f"Kendall tau = {tau[0]:.2f}, p = {tau[1]:.2g}, n = {len(points)}")
-        base_layout(fig, title=_title(f"{name}:<br>{detail}"), hovermode="closest")  # two lines: the modebar fits
-    fig.update_xaxes(title_text="top Hessian eigenvalue of the normalized network")
+        # two short lines: the modebar fits beside them
+        base_layout(fig, title=_title(f"Top Hessian eigenvalue vs test error:<br>{detail}"), hovermode="closest")
+    fig.update_layout(legend=dict(groupclick="toggleitem"))
+    fig.update_xaxes(title_text="top eigenvalue of the Hessian of the train loss (cross-entropy, nats)<br>"
+                                "with respect to the normalized network's parameters" + (", log scale" if log else ""),
+                     **(log or {}))
     fig.update_yaxes(title_text="test error (%)")
     return fig, tau
 
@@ -436,12 +564,15 @@ def sharpness_scatter(
 # --- distances ------------------------------------------------------------------------------------------------------
 
 def matrix_heatmap(matrix: Sequence[Sequence[float]] | Any, labels: Sequence[str], title: str,
-                   static: bool = False) -> go.Figure:
+                   static: bool = False, unit: str | None = None) -> go.Figure:
     """A distance matrix as a heatmap, first row at the top. Dashboard: blue, square cells with their values (up to
-    12 rows); ``static``: Viridis, values on hover only."""
-    heat: dict[str, Any] = dict(z=matrix, x=list(labels), y=list(labels), colorbar=dict(title=dict(text="distance")))
+    12 rows); ``static``: Viridis, values on hover only. ``unit`` (``METRIC_UNITS``) goes into the colour bar's
+    title and the hover."""
+    colorbar = "distance" if unit is None else f"distance<br>({unit})"
+    heat: dict[str, Any] = dict(z=matrix, x=list(labels), y=list(labels), colorbar=dict(title=dict(text=colorbar)))
     if static:
-        heat.update(colorscale="Viridis", hovertemplate="%{y} - %{x}: %{z:.4g}<extra></extra>")
+        suffix = f" {unit}" if unit else ""
+        heat.update(colorscale="Viridis", hovertemplate=f"%{{y}} - %{{x}}: %{{z:.4g}}{suffix}<extra></extra>")
     else:
         heat.update(colorscale="Blues", hovertemplate="%{y}<br>%{x}<br>distance %{z:.4g}<extra></extra>",
                     texttemplate="%{z:.3g}" if len(labels) <= 12 else None, xgap=1, ygap=1)

@@ -31,6 +31,7 @@ import plotly.graph_objects as go
 from toroid.plots import (
     KIND_LABELS,
     METRIC_LABELS,
+    METRIC_UNITS,
     barrier_heights,
     barrier_profiles,
     bend_distances,
@@ -260,7 +261,8 @@ def build_figures(data: ReportData) -> list[tuple[VariantData, list[Figure], lis
             tags = variant.distances["tags"]
             for metric, matrix in variant.distances["matrices"].items():
                 label = METRIC_LABELS.get(metric, metric)
-                heatmap = matrix_heatmap(matrix, tags, f"Distances: {label}", static=True)
+                heatmap = matrix_heatmap(matrix, tags, f"Distances: {label}", static=True,
+                                         unit=METRIC_UNITS.get(metric))
                 figs.append(Figure("Distances", label, heatmap))
         if any(p["kind"] == "one_bend" for p in variant.paths):
             figs.append(Figure("One-bend paths", "Bend distances", bend_distances(variant.paths)))

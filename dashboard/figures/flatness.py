@@ -10,22 +10,29 @@ import plotly.graph_objects as go
 
 from toroid.plots import (
     METRIC_LABELS,
+    METRIC_UNITS,
+    SIGMA_TITLE,
     base_layout,
     matrix_heatmap,
     sampler_rank,
+    zero_visible_range,
 )
 
 # --- flatness -------------------------------------------------------------------------------------------------------
 
 def flatness_curves(curves: Sequence[Mapping[str, Any]]) -> go.Figure:
-    """Local energy dE_train(sigma) (percent) with the standard error of each mean as error bars (what decides
-    whether two curves differ; the paper's bars, the std over noise samples, are in the hover with the sample count
-    and whether the sample cap stopped that sigma), one trace per minimum.
+    """Local energy dE_train(sigma) (percentage points: the increase of the train error under multiplicative noise of
+    relative size sigma, docs/method.md §6) with the standard error of each mean as error bars (what decides whether
+    two curves differ; the paper's bars, the std over noise samples, are in the hover with the sample count and
+    whether the sample cap stopped that sigma), one trace per minimum.
 
-    ``curves``: [{"label", "color", "data": LocalEnergy dict}] (docs/method.md §6).
+    ``curves``: [{"label", "color", "dash", "symbol", "data": LocalEnergy dict}] (``dash`` and ``symbol`` optional:
+    ``toroid.plots.minimum_styles`` gives two minima of one sampler their own). The y range starts below 0 so that a
+    curve at 0 stays visible above the axis line.
     """
     fig = go.Figure()
     binary = False
+    drawn: list[float] = []
     for curve in curves:
         data = curve["data"]
         binary = binary or bool(data.get("binary"))
@@ -34,18 +41,32 @@ def flatness_curves(curves: Sequence[Mapping[str, Any]]) -> go.Figure:
         extra = [[100.0 * se, 100.0 * std, n, " · sample cap reached" if cap else ""]
                  for se, std, n, cap in zip(data["stderr"], data["std"], data.get("samples") or [None] * count, capped,
                                             strict=False)]
+        drawn += [100.0 * (m + se) for m, se in zip(data["mean"], data["stderr"], strict=False)]
+        noise = "flip fraction" if data.get("binary") else "sigma"
         fig.add_trace(go.Scatter(
             x=data["sigmas"], y=[100.0 * v for v in data["mean"]],
             error_y=dict(type="data", array=[100.0 * v for v in data["stderr"]], visible=True, thickness=1.2,
                          width=3),
-            mode="lines+markers", name=curve["label"], line=dict(color=curve.get("color"), width=2),
+            mode="lines+markers", name=curve["label"],
+            line=dict(color=curve.get("color"), width=2, dash=curve.get("dash") or "solid"),
+            marker=dict(symbol=curve.get("symbol") or "circle", size=7),
             customdata=extra,
-            hovertemplate=f"{curve['label']}<br>sigma %{{x:.3g}} · dE %{{y:.3f}}% ± %{{customdata[0]:.3f}} (SE)"
-                          "<br>std %{customdata[1]:.3f}% · n %{customdata[2]}%{customdata[3]}<extra></extra>",
+            hovertemplate=f"{curve['label']}<br>{noise} %{{x:.3g}} · dE_train %{{y:.3f}} ± %{{customdata[0]:.3f}} "
+                          "percentage points (SE)<br>std over noise samples %{customdata[1]:.3f} · n "
+                          "%{customdata[2]}%{customdata[3]}<extra></extra>",
         ))
-    base_layout(fig, hovermode="closest")
-    fig.update_xaxes(title_text="flip fraction" if binary else "sigma (multiplicative Gaussian noise)")
-    fig.update_yaxes(title_text="local energy dE_train (%) ± standard error", rangemode="tozero")
+    noise = "a random fraction eps of the binary weights flipped" if binary else \
+        "multiplicative noise of relative size sigma"
+    base_layout(fig, hovermode="closest", margin=dict(t=56),
+                title=dict(text=f"dE_train: increase of the train error under {noise}<br>(mean over noise samples; "
+                                "bars: ± 1 standard error of the mean)", x=0.01, y=0.96, yanchor="top",
+                           font=dict(size=13)),
+                legend=dict(x=0.02, y=0.98, xanchor="left", yanchor="top", bordercolor="#e5e7eb", borderwidth=1))
+    fig.update_xaxes(title_text="eps: fraction of the binary weights whose sign is flipped" if binary
+                     else SIGMA_TITLE)
+    fig.update_yaxes(title_text="local energy dE_train (percentage points)", range=zero_visible_range(drawn,
+                                                                                                      floor=0.01),
+                     zeroline=True)
     return fig
 
 
@@ -99,6 +120,7 @@ def distance_heatmap(
         title = "geodesic distance (normalized + aligned)"
     else:
         title = METRIC_LABELS.get(variant, f"Euclidean, {variant.replace('_', ' ')}")
-    return matrix_heatmap(matrix, labels, title)
+    unit = METRIC_UNITS.get(variant)  # docs/method.md §5: rad, RMS per parameter, fraction of weights
+    return matrix_heatmap(matrix, labels, f"{title}, in {unit}" if unit else title)
 
 

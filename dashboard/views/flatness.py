@@ -1,6 +1,7 @@
 """Flatness (docs/method.md §6): local-energy curves dE_train(sigma) of chosen minima with standard-error bars, and
 the local energy at the largest sigma against test error over all minima with Kendall's tau, its p-value and n (a
-direction is stated only when p < 0.05).
+direction is stated only when p < 0.05). Each minimum keeps one look (its sampler's colour family, a dash and a marker
+symbol of its own: ``toroid.plots.minimum_styles``) in the curves, the scatter and the Hessian sharpness card.
 
 Curves are requested (``POST /api/analyses/flatness``) for the minima picked here (the selected pair by default)
 while this view is open; "Compute for all minima" requests the missing ones so the scatter covers every minimum.
@@ -32,7 +33,7 @@ from toroid.dashboard.views.common import (
     result_links,
     track_all,
 )
-from toroid.plots import empty_figure, flatness_scatter, sampler_color
+from toroid.plots import empty_figure, flatness_scatter, minimum_styles
 
 VIEW = "flatness"
 STORE = "flatness-store"
@@ -118,6 +119,7 @@ def register(app, client: ApiClient, public_api_url: str) -> None:
     )
     def draw(store, picked, mode, minima):
         by_id = minima_by_id(minima)
+        styles = minimum_styles(minima or [])  # one look per minimum, the same in the curves and the scatter
         curves, status, links = [], [], []
         for mid in picked or []:
             minimum = by_id.get(mid)
@@ -127,8 +129,7 @@ def register(app, client: ApiClient, public_api_url: str) -> None:
             name = minimum.get("name") or mid
             data = fetch_result(client, entry)
             if data is not None:
-                curves.append({"label": f"{name} ({minimum.get('sampler') or 'upload'})",
-                               "color": sampler_color(minimum.get("sampler")), "data": data})
+                curves.append({"label": f"{name} ({minimum.get('sampler') or 'upload'})", **styles[mid], "data": data})
                 links.append(html.Span([html.Span(name, className="link-label"),
                                         result_links(entry.get("result_id"), public_api_url)], className="link-item"))
             line = entry_status(entry, name)
@@ -140,7 +141,7 @@ def register(app, client: ApiClient, public_api_url: str) -> None:
             curve_fig = empty_figure("Computing local energies…" if status else "Open this view to compute.")
         else:
             curve_fig = empty_figure("Pick minima above (or select a pair on the map).")
-        scatter_fig, tau = flatness_scatter(minima or [])
+        scatter_fig, tau = flatness_scatter(minima or [], styles=styles)
         # n: the minima in the correlation (a local energy and a test error), as flatness_scatter counts them
         paired = sum(1 for m in minima or [] if m.get("local_energy") is not None and m.get("test_error") is not None)
         text = figures.kendall_text(tau, paired)  # a direction only when p < 0.05

@@ -2,7 +2,8 @@
 
 Selecting a pair on the map requests the three path analyses at once (cached results appear immediately); while a
 worker evaluates a path its points stream in from the job's ``partial`` record. The barrier of each path (the highest
-train error along it, raw max) is in the legend and in a table whose rows carry ``data-kind``/``data-barrier``.
+train error along it, raw max) and its length with its unit are in the legend and in a table whose rows carry
+``data-kind``/``data-barrier`` (the column headers define each number).
 """
 
 from __future__ import annotations
@@ -42,6 +43,19 @@ PROGRESS = "paths-progress"
 TITLE = "paths-title"
 POINTS = 33
 ORDER = ("linear", "linear_aligned", "geodesic", "flip", "one_bend")
+#: The barrier table's columns and their definitions (tooltips; docs/method.md §7, "Outputs", and §5)
+HEADERS = (
+    ("path", "linear: the straight line; linear aligned: after alignment; geodesic: normalized, aligned, along the "
+             "units' great circles"),
+    ("barrier (train)", "highest train error along the path (the raw maximum, not minus the endpoints)"),
+    ("barrier (test)", "highest test error along the path"),
+    ("length", "distance from A to B in the path's own metric: geodesic in rad (arc length over the normalized "
+               "networks' unit spheres), the straight lines as the Euclidean norm over all parameters (not "
+               "comparable with rad), flip paths in flipped weights"),
+    ("points", "evaluated points, evenly spaced along the path"),
+    ("", None),
+    ("data", None),
+)
 
 
 def layout() -> html.Section:
@@ -55,7 +69,7 @@ def layout() -> html.Section:
     return card(
         "Paths between A and B",
         [html.Div(id=TITLE, className="pair-title"), html.Div(id=PROGRESS, className="progress-stack"),
-         graph(GRAPH, "paths", height="380px"), html.Div(id=TABLE, className="table-wrap"), dcc.Store(id=STORE),
+         graph(GRAPH, "paths", height="440px"), html.Div(id=TABLE, className="table-wrap"), dcc.Store(id=STORE),
          dcc.Store(id=BEND_INTENT)],
         actions=actions,
         class_name="paths-card",
@@ -194,7 +208,8 @@ def _table(entries: dict, paths: dict, public_api_url: str) -> html.Table:
             [html.Td(html.Span(KIND_LABELS[kind], className=f"kind-swatch {kind}")),
              html.Td(percent(barrier) if finished else "…", className="num barrier"),
              html.Td(percent(test_barrier) if finished else "…", className="num"),
-             html.Td(f"{row['length']:.4g}" if finished and row["length"] is not None else "", className="num"),
+             html.Td(row["length_text"] if finished and row["length"] is not None else "", className="num",
+                     title=row["length_definition"] if row is not None else None),
              html.Td(str(row["points"]) if finished else "", className="num"),
              html.Td(state_cell, className="state"),
              html.Td(result_links(entry.get("result_id"), public_api_url))],
@@ -202,6 +217,5 @@ def _table(entries: dict, paths: dict, public_api_url: str) -> html.Table:
         ))
     if not body:
         return message("No paths requested.", "info")
-    header = html.Thead(html.Tr([html.Th(h) for h in
-                                 ("path", "barrier (train)", "barrier (test)", "length", "points", "", "data")]))
+    header = html.Thead(html.Tr([html.Th(h, title=tip) for h, tip in HEADERS]))
     return html.Table([header, html.Tbody(body)], className="table barrier-table")

@@ -32,7 +32,7 @@ from toroid.dashboard.views.common import (
     result_links,
     track_all,
 )
-from toroid.plots import sharpness_scatter
+from toroid.plots import minimum_styles, sharpness_scatter
 
 VIEW = "flatness"
 PICK = "flatness-minima"  # the Flatness view's minima picker (toroid.dashboard.views.flatness.PICK)
@@ -125,5 +125,5 @@ def register(app, client: ApiClient, public_api_url: str) -> None:
             if entry and entry.get("state") == "succeeded" and entry.get("result_id"):
                 links.append(html.Span([html.Span(name, className="link-label"),
                                         result_links(entry["result_id"], public_api_url)], className="link-item"))
-        figure, _ = sharpness_scatter(points)
+        figure, _ = sharpness_scatter(points, styles=minimum_styles(minima or []))  # as in the flatness figures
         return figure, status, links

@@ -200,7 +200,7 @@ def test_clicking_two_minima_shows_their_barriers(ui, api, trained, tmp_path):
         barrier = cached.json()["result"]["data"]["barrier"]
         assert float(shown) == barrier
         label = {"linear": "linear", "linear_aligned": "linear aligned", "geodesic": "geodesic"}[kind]
-        assert f"{label} (barrier {100 * barrier:.2f}%)" in legend
+        assert any(name.startswith(f"{label} (barrier {100 * barrier:.2f}%, length ") for name in legend)
     shoot(ui, tmp_path, "paths", ".paths-card")
     shoot(ui, tmp_path, "minima-map", ".map-card")
     # a click lands while the polls fire every second (jobs run): it is handled once, never dropped

@@ -9,6 +9,7 @@ import pytest
 from scipy import stats
 
 from toroid.dashboard import figures
+from toroid.dashboard.figures.torus import MARKER_LIFT
 from toroid.plots import bend_profile, flatness_scatter
 
 
@@ -109,10 +110,10 @@ def test_barrier_figure_names_each_barrier_in_the_legend_in_percent():
     paths = {"linear": profile("linear", [0, 0.3, 0.8, 0.2, 0]), "geodesic": profile("geodesic", [0, 0.008, 0])}
     fig = figures.barrier_figure(paths)
     names = [t.name for t in fig.data]
-    assert names == ["linear (barrier 80.00%)", "geodesic (barrier 0.80%)"]
+    assert names == ["linear (barrier 80.00%, length ‖A − B‖ = 2)", "geodesic (barrier 0.80%, length 2 rad)"]
     assert list(fig.data[0].y) == pytest.approx([0, 30, 80, 20, 0])
     test = figures.barrier_figure(paths, error="test")
-    assert test.data[1].name == "geodesic (test barrier 1.80%)"
+    assert test.data[1].name == "geodesic (test barrier 1.80%, length 2 rad)"
     both = figures.barrier_figure(paths, error="both")
     assert len(both.data) == 4 and both.data[1].line.dash == "dash"
     with pytest.raises(ValueError, match="error must be"):
@@ -138,7 +139,7 @@ def test_one_bend_segments_join_at_the_bend_in_proportion_to_their_lengths():
     assert p["train_error"] == [0, 0.01, 0.02, 0.005, 0]
     assert p["bend_at"] == 0.25 and p["barrier"] == 0.02 and p["points"] == 5
     fig = figures.barrier_figure({"one_bend": bend})
-    assert fig.data[0].name == "one-bend (barrier 2.00%)"
+    assert fig.data[0].name == "one-bend (barrier 2.00%, length 4 rad)"
     assert fig.data[1].x[0] == 0.25  # the bend point marker
     with pytest.raises(ValueError, match="two path segments"):
         bend_profile({**bend, "profiles": bend["profiles"][:1]})
@@ -149,6 +150,8 @@ def test_barrier_rows_report_the_results_numbers():
     (row,) = rows
     assert (row["kind"], row["label"], row["points"], row["complete"]) == ("linear_aligned", "linear aligned", 3, True)
     assert (row["barrier"], row["test_barrier"], row["length"]) == pytest.approx((0.05, 0.06, 7.5))
+    assert row["length_text"] == "‖A − B′‖ = 7.5" and "after" not in row["length_definition"]
+    assert "aligned" in row["length_definition"]
 
 
 # --- flatness -------------------------------------------------------------------------------------------------------
@@ -167,7 +170,8 @@ def test_flatness_curves_have_standard_error_bars_in_percent():
     assert list(fig.data[0].error_y.array) == pytest.approx([0, 0.02, 0.1])  # the stderr, not the std
     assert [row[1:3] for row in fig.data[0].customdata] == [[0, 0], [pytest.approx(0.2), 100], [1, 100]]
     assert [row[3] for row in fig.data[0].customdata] == ["", "", " · sample cap reached"]
-    assert "sigma" in fig.layout.xaxis.title.text and "standard error" in fig.layout.yaxis.title.text
+    assert "sigma" in fig.layout.xaxis.title.text and "percentage points" in fig.layout.yaxis.title.text
+    assert "standard error" in fig.layout.title.text and "multiplicative noise" in fig.layout.title.text
     # records written before the capped flag have none
     old = figures.flatness_curves([{"label": "a", "data": local_energy([0, 0.01], [0, 0.002])}])
     assert old.data[0].customdata[1][3] == ""
@@ -238,8 +242,8 @@ def test_torus_surface_closes_the_periodic_grid_on_a_torus():
     geodesic = next(t for t in fig.data if t.name == "geodesic")
     assert geodesic.type == "scatter3d" and len(geodesic.x) == 5
     minima = next(t for t in fig.data if t.name == "minima")
-    assert list(minima.text) == ["A · sgd-1", "B"]
-    bx, by, bz = figures.torus_embedding([1.0], [0.5], lift=0.05)
+    assert list(minima.text) == ["A", "B"] and minima.hovertext[0].startswith("<b>A · sgd-1</b>")
+    bx, by, bz = figures.torus_embedding([1.0], [0.5], lift=MARKER_LIFT)
     assert (minima.x[1], minima.y[1], minima.z[1]) == pytest.approx((bx[0], by[0], bz[0]))
 
 
@@ -258,7 +262,7 @@ def test_section_contour_marks_the_three_minima():
                "space": "normalized", "extra": {}}
     fig = figures.section_contour(section, {"w1": "A · x"})
     assert fig.data[0].type == "contour" and np.asarray(fig.data[0].z).max() == pytest.approx(50)
-    assert list(fig.data[1].text) == ["A · x", "w2", "w3"]
+    assert list(fig.data[1].text) == ["A", "B", "C"] and fig.data[1].hovertext[0].startswith("<b>A · x</b>")
     with pytest.raises(ValueError, match="expected"):
         figures.section_contour({**section, "x": [0, 1]})
 
@@ -283,16 +287,6 @@ def test_streamed_torus_cells_fill_the_unrolled_slice():
     fig = figures.torus_heatmap(sliced)
     assert fig.data[0].type == "heatmap" and len(fig.data) == 1  # no minima or geodesic before the end
     assert figures.torus_partial({}, 3) is None
-
-
-def test_training_curves_of_a_sampler_with_a_preliminary_phase():
-    # ADV first trains on a confusion set and reports those points at epoch 0, without test error
-    partial = {"epoch": [0, 0, 0], "train_loss": [2.3, 2.2, 2.1], "train_error": [0.9, 0.8, 0.7],
-               "test_error": None, "phase": "confusion"}
-    fig = figures.training_curves(partial, "adv-0")
-    assert [t.name for t in fig.data] == ["train error (%)", "train loss"]
-    assert list(fig.data[0].x) == [1, 2, 3] and fig.layout.xaxis.title.text == "progress report"
-    assert fig.layout.title.text == "adv-0 · phase: confusion"
 
 
 def test_labels_of_nearly_coincident_minima_do_not_overlap():

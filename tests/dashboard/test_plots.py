@@ -80,7 +80,8 @@ PATHS = [path("sgd-sgd", "linear", [0, 0.4, 0]), path("rsgd-sgd", "linear", [0, 
 
 def test_barrier_profiles_draw_a_band_and_a_mean_per_pair_type_in_sampler_order():
     fig = plots.barrier_profiles(["rsgd", "sgd"], PATHS, "linear")
-    assert [t.name for t in fig.data if t.showlegend is not False] == ["rsgd-sgd (2 pairs)", "sgd-sgd (1 pairs)"]
+    assert [t.name for t in fig.data if t.showlegend is not False] == [
+        "rsgd-sgd (2 pairs): barrier 30.00 ± 10.00%", "sgd-sgd (1 pairs): barrier 40.00 ± 0.00%"]
     band, mean = fig.data[0], fig.data[1]
     assert band.fill == "toself" and list(mean.y) == pytest.approx([0, 30, 0])  # mean of 20% and 40%
     assert list(band.y) == pytest.approx([0, 40, 0, 0, 20, 0])  # mean +- std, there and back
@@ -88,7 +89,8 @@ def test_barrier_profiles_draw_a_band_and_a_mean_per_pair_type_in_sampler_order(
     assert fig.layout.title.text.startswith("Train error along linear paths")
     bent = plots.barrier_profiles(["rsgd", "sgd"], PATHS, "one_bend")
     assert list(bent.data[1].x) == pytest.approx([0, 0.25, 0.5, 0.75, 1.0])  # the report puts the bend at 0.5
-    assert bent.layout.xaxis.title.text == "x (bend at 0.5)"
+    assert bent.layout.xaxis.title.text == "position x along the path (0 = A, bend at 0.5, 1 = B)"
+    assert "length 4 rad" in bent.data[1].name  # the bend's distances to A and B, geodesic
 
 
 def test_barrier_heights_and_bend_distances():
@@ -119,20 +121,23 @@ def test_flatness_bands_average_the_seeds_of_each_sampler():
     fig = plots.flatness_bands(["rsgd", "sgd", "adv"], MINIMA, curves)
     assert [t.name for t in fig.data if t.name] == ["rsgd (2 seeds)", "sgd (2 seeds)"]
     assert list(fig.data[1].y) == pytest.approx([0, 0.15]) and fig.data[1].line.color == plots.SAMPLER_COLORS["rsgd"]
-    assert fig.layout.xaxis.title.text == "sigma (multiplicative noise)"
+    assert fig.layout.xaxis.title.text == plots.SIGMA_TITLE
 
 
 def test_flatness_scatter_serves_the_report_and_the_dashboard():
     report, tau = plots.flatness_scatter(MINIMA, key="label", text="tag", order=["sgd", "rsgd"], static=True)
     want = stats.kendalltau([0.001, 0.002, 0.004, 0.003], [0.02, 0.025, 0.03, 0.028])
     assert tau == pytest.approx((want.statistic, want.pvalue))
-    assert [(t.name, list(t.text), t.mode) for t in report.data] == [("sgd", ["sgd0", "sgd1"], "markers+text"),
-                                                                       ("rsgd", ["rsgd0", "rsgd1"], "markers+text")]
+    # one trace per minimum, grouped under its sampler in the sampler order, named and labelled in place
+    assert [(t.legendgroup, t.name, list(t.text), t.mode) for t in report.data] == [
+        ("sgd", "sgd0", ["sgd0"], "markers+text"), ("sgd", "sgd1", ["sgd1"], "markers+text"),
+        ("rsgd", "rsgd0", ["rsgd0"], "markers+text"), ("rsgd", "rsgd1", ["rsgd1"], "markers+text")]
     assert report.layout.title.text == f"Local energy vs test error (Kendall tau {tau[0]:.2f}, p {tau[1]:.2g})"
     assert report.layout.height == 420
     dashboard, same = plots.flatness_scatter([{**m, "sampler": m["label"]} for m in MINIMA])
     assert same == pytest.approx(tau)
-    assert [t.name for t in dashboard.data] == ["rsgd", "sgd"] and dashboard.data[0].mode == "markers"
+    assert [t.legendgroup for t in dashboard.data] == ["rsgd", "rsgd", "sgd", "sgd"]
+    assert dashboard.data[0].legendgrouptitle.text == "rsgd" and dashboard.data[0].mode == "markers+text"
     assert "Kendall tau = " in dashboard.layout.title.text and dashboard.layout.height is None
     assert plots.flatness_scatter([])[0].layout.annotations[0].text.startswith("No minimum")
     assert len(plots.flatness_scatter([], static=True)[0].data) == 0
