@@ -16,7 +16,6 @@ path kind ``flip``.
 
 from __future__ import annotations
 
-import csv
 import html
 import io
 import statistics
@@ -28,6 +27,7 @@ from typing import Any
 
 import plotly.graph_objects as go
 
+from toroid.backend.services.tables import csv_text
 from toroid.plots import (
     KIND_LABELS,
     METRIC_LABELS,
@@ -386,10 +386,9 @@ def csv_tables(data: ReportData) -> dict[str, list[list[Any]]]:
 
 
 def _csv_text(rows: list[list[Any]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerows(rows)
-    return buffer.getvalue()
+    """The rows as CSV, the first as the header; names a spreadsheet would run as formulas are written as text
+    (``toroid.backend.services.tables``)."""
+    return csv_text(rows[0], rows[1:]) if rows else ""
 
 
 def combined_csv(data: ReportData) -> str:
