@@ -1,4 +1,5 @@
-"""The FastAPI application factory: JSON API under /api, the Dash UI mounted under /dashboard.
+"""The FastAPI application factory: JSON API under /api, the Dash UI mounted under /dashboard, the API's pages at
+/docs and /redoc (their scripts served by this server, so they work offline).
 
 Before a route runs, ``RequestGuard`` (pure ASGI) looks at each /api request: a mutating request without any
 credentials on a server that needs them gets 401, and a body other than a checkpoint upload gets 413 above
@@ -10,18 +11,21 @@ from __future__ import annotations
 
 import math
 from contextlib import asynccontextmanager
+from importlib.resources import files
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import toroid
-from toroid.backend.api import analyses, datasets, demo, health, jobs, minima, registry, results, session, studies
+from toroid.backend.api import analyses, datasets, demo, health, jobs, maps, minima, registry, results, session, studies
 from toroid.store.db import init_db
 from toroid.store.errors import Invalid, ToroidError
 from toroid.store.settings import Settings, get_settings
@@ -35,6 +39,12 @@ SESSION_COOKIE = "toroid_session"
 #: Routes whose multipart body streams in under its own limit (checkpoints: TOROID_MAX_UPLOAD_MB; datasets:
 #: TOROID_MAX_DATASET_MB).
 STREAMED_UPLOADS = frozenset({"/api/minima", "/api/datasets"})
+#: Where this server serves the files of Swagger UI (/docs) and ReDoc (/redoc): the package fastapi-offline ships
+#: them, so the API's pages work on a machine without internet (FastAPI's own pages load them from a CDN).
+DOCS_ASSETS = "/static/docs"
+#: The docs pages may load only from this server (ReDoc's sidebar would fetch its maker's logo from a CDN).
+DOCS_CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+            "img-src 'self' data:; font-src 'self' data:; worker-src 'self' blob:; connect-src 'self'")
 
 
 def create_app(*, with_dashboard: bool = True) -> FastAPI:
@@ -51,10 +61,13 @@ def create_app(*, with_dashboard: bool = True) -> FastAPI:
         version=toroid.__version__,
         description="Error landscapes of neural networks without symmetries (Pittorino et al., ICML 2022).",
         lifespan=lifespan,
+        docs_url=None,  # served from this server's own files below (_serve_api_docs), never from a CDN
+        redoc_url=None,
     )
-    for module in (health, session, registry, datasets, minima, analyses, jobs, results, demo, studies):
+    for module in (health, session, registry, datasets, minima, analyses, jobs, results, demo, studies, maps):
         app.include_router(module.router, prefix="/api")
     app.include_router(session.pages)
+    _serve_api_docs(app)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(ToroidError, _domain_error)
     app.add_middleware(RequestGuard, settings=settings)
@@ -74,6 +87,37 @@ def create_app(*, with_dashboard: bool = True) -> FastAPI:
                                token_provider=session_token)
         app.mount(DASHBOARD_PREFIX.rstrip("/"), WSGIMiddleware(dash_app.server))
     return app
+
+
+def _serve_api_docs(app: FastAPI) -> None:
+    """/docs (Swagger UI) and /redoc (ReDoc) with their scripts, styles and icon from ``DOCS_ASSETS``: nothing on
+    these pages is fetched from another host (Swagger UI's online validator badge is off, and ``DOCS_CSP`` keeps
+    the browser from asking any other host)."""
+    app.mount(DOCS_ASSETS, StaticFiles(directory=str(files("fastapi_offline") / "static")), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    def swagger_ui(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        page = get_swagger_ui_html(
+            openapi_url=f"{root}{app.openapi_url}", title=f"{app.title} API",
+            swagger_js_url=f"{root}{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png",
+            swagger_ui_parameters={"validatorUrl": None},
+        )
+        page.headers["Content-Security-Policy"] = DOCS_CSP
+        return page
+
+    @app.get("/redoc", include_in_schema=False)
+    def redoc(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        page = get_redoc_html(
+            openapi_url=f"{root}{app.openapi_url}", title=f"{app.title} API", with_google_fonts=False,
+            redoc_js_url=f"{root}{DOCS_ASSETS}/redoc.standalone.js",
+            redoc_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png",
+        )
+        page.headers["Content-Security-Policy"] = DOCS_CSP
+        return page
 
 
 def _local_base_url(settings: Settings) -> str:

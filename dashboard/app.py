@@ -1,7 +1,8 @@
 """The Dash application factory (mounted by the API server under /dashboard, or run on its own).
 
-The page is one header (system health, running jobs) and six views switched by tabs; each view lives in
-``dashboard/views/<view>.py`` with ``layout()`` and ``register(app, client, ...)``. This module owns the app-wide
+The page is one header (system health, running jobs, the Export menu of CSV tables: ``dashboard/views/exports.py``)
+and six views switched by tabs; each view lives in ``dashboard/views/<view>.py`` with ``layout()`` and
+``register(app, client, ...)``. This module owns the app-wide
 stores (see ``dashboard/views/common.py``) and the one polling loop: ``GET /api/minima`` and ``GET /api/jobs`` every
 second while jobs run, every few seconds otherwise; views react to those stores instead of polling themselves.
 """
@@ -16,7 +17,7 @@ from dash import Input, Output, State, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
 from toroid.dashboard.client import ApiClient, ApiError
-from toroid.dashboard.views import data, distances, flatness, jobs, paths, sharpness, study, torus, upload
+from toroid.dashboard.views import data, distances, exports, flatness, jobs, paths, sharpness, study, torus, upload
 from toroid.dashboard.views import map as minima_map
 from toroid.dashboard.views.common import CATALOG, DISTANCES, JOBS, MINIMA, REFRESH, SELECTION, TABS
 
@@ -85,7 +86,7 @@ def build_layout(docs_url: str = "/docs", session: dict | None = None) -> html.D
             html.Div([html.Span(id="jobs-badge", className="jobs-badge"),
                       html.Span(id="health", className="health"),
                       html.A("API docs", href=docs_url, target="_blank", className="api-link"),
-                      *_account(session)], className="status"),
+                      exports.menu(), *_account(session)], className="status"),
         ],
         className="topbar",
     )
@@ -196,5 +197,6 @@ def create_dash(api_url: str, prefix: str = "/dashboard/", public_api_url: str |
     data.register(app, client)
     study.register(app, client, public)
     jobs.register(app, client, public)
+    exports.register(app, client)
     return app
 

@@ -194,6 +194,15 @@ class ApiClient:
     def cancel_job(self, job_id: str) -> dict:
         return self.post(f"/jobs/{job_id}/cancel")
 
+    def map(self, family: str, metric: str = "geodesic") -> dict:
+        """GET /api/map: the map of one family (its ``family`` key): ids, x, y, the MDS method, stress-1 and the
+        share of variance in two dimensions, the pending ids and the distances result it comes from."""
+        return self.get("/map", family=family, metric=metric)
+
+    def map_csv(self, family: str, metric: str = "geodesic") -> str:
+        """GET /api/map?format=csv: the map's coordinates as CSV (id, name, sampler, x, y, train_error, test_error)."""
+        return self.get("/map", family=family, metric=metric, format="csv")
+
     def session(self) -> dict:
         """GET /api/session: whether the server needs tokens, and who this client acts as."""
         return self.get("/session")

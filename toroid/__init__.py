@@ -25,7 +25,7 @@ __version__ = "0.2.0"
 
 _CORE = "toroid.worker.landscape"
 #: The root's own modules and the mapped packages: ``from toroid import plots`` imports them, not the core.
-_SUBMODULES = frozenset({"plots", "cli", "cli_study", "store", "backend", "worker", "dashboard"})
+_SUBMODULES = frozenset({"plots", "plot_units", "mds", "cli", "cli_study", "store", "backend", "worker", "dashboard"})
 
 
 def __getattr__(name: str) -> Any:

@@ -1,5 +1,6 @@
 """POST /api/analyses/*: flatness, sharpness, paths, distances, sections, tori (rules:
-``toroid.backend.services.analyses``).
+``toroid.backend.services.analyses``); GET lookups that never queue (distances, sharpness) and the flatness table
+(JSON or CSV, docs/api.md, "Exports").
 
 (No ``from __future__ import annotations`` here: FastAPI reads each endpoint's body model from its annotation.)
 
@@ -11,12 +12,13 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from toroid.backend.api.deps import AUTH_RESPONSES, BODY_RESPONSES, SessionDep
 from toroid.backend.auth import require_read, require_write
 from toroid.backend.schemas import AnalysisResponse
 from toroid.backend.services import analyses as service
+from toroid.backend.services.tables import CSV_MEDIA_TYPE, FORMAT_DOC, TableFormat, attachment, csv_text
 from toroid.store.params import (
     DistancesRequest,
     FlatnessRequest,
@@ -55,13 +57,50 @@ def _register(path: str, model: type[BaseModel], run: Callable[..., service.Subm
 
 
 @router.get("/distances", response_model=AnalysisResponse, dependencies=[Depends(require_read)],
-            responses={200: {"model": AnalysisResponse}, 404: {"description": "neither computed nor asked for"}},
-            summary="Distances computed before or in flight (never queues: what a page load may ask)")
+            responses={200: {"model": AnalysisResponse, "content": {"text/csv": {}}},
+                       404: {"description": "neither computed nor asked for"},
+                       409: {"description": "format=csv while the distances are still being computed"}},
+            summary="Distances computed before or in flight (never queues: what a page load may ask; format=csv: "
+                    "the pairs and metrics of the result as a table)")
 def lookup_distances(response: Response, session: SessionDep,
-                     minimum_ids: list[str] = Query(..., min_length=2, max_length=32)) -> dict:
+                     minimum_ids: list[str] = Query(..., min_length=2, max_length=32),
+                     format: TableFormat = Query("json", description=FORMAT_DOC)) -> Any:
     submitted = service.lookup_distances(session, DistancesRequest(minimum_ids=minimum_ids))
+    if format == "csv":
+        return Response(csv_text(*service.distances_table(submitted)), media_type=CSV_MEDIA_TYPE,
+                        headers=attachment("toroid-distances.csv"))
     response.status_code = 200 if submitted.cached else 202
     return submitted.to_record()
+
+
+class FlatnessRecord(BaseModel):
+    """A minimum with a flatness result: its errors and the local-energy curve of that result (docs/method.md §6)."""
+
+    minimum_id: str
+    name: str
+    sampler: str | None
+    seed: int | None
+    family: str
+    train_error: float | None
+    test_error: float | None
+    local_energy: float | None = Field(description="The local energy at the largest sigma (the minimum's).")
+    result_id: str
+    sigmas: list[float | None]
+    mean: list[float | None] = Field(description="The local energy at each sigma (mean over noise samples).")
+    stderr: list[float | None]
+    samples: list[int | None]
+
+
+@router.get("/flatness", response_model=list[FlatnessRecord], dependencies=[Depends(require_read)],
+            responses={200: {"content": {"text/csv": {}}, "description": "JSON records, or the CSV table"}},
+            summary="Every minimum's flatness computed before, beside its test error (never queues; format=csv: "
+                    "one row per minimum and sigma)")
+def flatness_table(session: SessionDep, format: TableFormat = Query("json", description=FORMAT_DOC)) -> Any:
+    records = service.flatness_records(session)
+    if format == "csv":
+        return Response(csv_text(*service.flatness_table(records)), media_type=CSV_MEDIA_TYPE,
+                        headers=attachment("toroid-flatness.csv"))
+    return records
 
 
 @router.get("/sharpness", response_model=AnalysisResponse, dependencies=[Depends(require_read)],

@@ -26,6 +26,7 @@ from toroid.backend.api.deps import (
 from toroid.backend.auth import require_read, require_write
 from toroid.backend.schemas import JobRecord, MinimumRecord
 from toroid.backend.services import minima as service
+from toroid.backend.services.tables import CSV_MEDIA_TYPE, FORMAT_DOC, TableFormat, attachment, csv_text
 from toroid.store.errors import Invalid
 from toroid.store.params import TrainRequest
 from toroid.store.settings import get_settings
@@ -50,9 +51,14 @@ UPLOAD_OPENAPI: dict[str, Any] = multipart_openapi(["file"], {
 
 
 @router.get("/minima", response_model=list[MinimumRecord], dependencies=[Depends(require_read)],
-            summary="All minima, newest first")
-def list_minima(session: SessionDep) -> list[dict]:
-    return service.minimum_records(session, service.list_minima(session))
+            summary="All minima, newest first (format=csv: the minima table as CSV)",
+            responses={200: {"content": {"text/csv": {}}, "description": "JSON records, or the CSV table"}})
+def list_minima(session: SessionDep, format: TableFormat = Query("json", description=FORMAT_DOC)) -> Any:
+    records = service.minimum_records(session, service.list_minima(session))
+    if format == "csv":
+        return Response(csv_text(*service.minima_table(session, records)), media_type=CSV_MEDIA_TYPE,
+                        headers=attachment("toroid-minima.csv"))
+    return records
 
 
 @router.post(

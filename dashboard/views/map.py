@@ -1,10 +1,12 @@
-"""The home view: every minimum on a 2-D map (classical MDS of the normalized + aligned geodesic distances,
-docs/method.md §5), colored by sampler and sized by flatness; click two minima to select a pair.
+"""The home view: every minimum on a 2-D map (MDS of the normalized + aligned geodesic distances, docs/method.md
+§5, with its stress-1 and share of variance in the caption), colored by sampler and sized by flatness; click two
+minima to select a pair.
 
 The distances of the displayed family (minima of one architecture/config/dataset, the only ones that can be aligned
-with each other) are requested from ``POST /api/analyses/distances`` whenever the family's membership changes and
-tracked until the job finishes; until then the map keeps the last embedding (new minima wait underneath) or, with
-none, lays the minima out by train/test error.
+with each other) are looked up whenever the family's membership changes and tracked until their job finishes; the map
+places every minimum whose distances are known as soon as they are (from the last result, and the pairs the running
+job has streamed so far), lines the others up underneath, and with fewer than two placeable minima lays them out by
+train/test error. With no minima at all it says what is training and when it will be ready.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from dash import Input, Output, State, ctx, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
 from toroid.dashboard import figures
-from toroid.dashboard.client import ApiClient
+from toroid.dashboard.client import ApiClient, ApiError
+from toroid.dashboard.figures.map import map_layout
 from toroid.dashboard.state import families, next_selection
 from toroid.dashboard.views.common import (
     CATALOG,
@@ -21,17 +24,20 @@ from toroid.dashboard.views.common import (
     JOBS,
     MINIMA,
     SELECTION,
+    TABS,
     card,
     entry_status,
     fetch_result,
     graph,
     lookup_analysis,
+    message,
     minimum_options,
     pending_intent,
     register_intent,
     request_analysis,
     track,
 )
+from toroid.dashboard.views.distances import VARIANT as DISTANCES_VARIANT
 from toroid.plots import empty_figure
 
 GRAPH = "map-graph"
@@ -48,6 +54,10 @@ COMPUTE = "map-compute"
 COMPUTE_INTENT = "map-compute-intent"
 COMPUTE_DONE = "map-compute-done"
 THIRD = "torus-third"  # the third minimum, chosen in the torus view, is ringed on the map too
+TO_DISTANCES = "map-to-distances"
+CSV = "map-csv"
+DOWNLOAD = "map-download"
+CSV_MESSAGE = "map-csv-message"
 
 VARIANTS = {"geodesic": "geodesic (normalized + aligned)", "raw": "raw Euclidean"}
 
@@ -75,15 +85,22 @@ def layout() -> html.Section:
         ],
         className="pair-row",
     )
+    actions = [
+        html.Button("Distance matrix", id=TO_DISTANCES, className="button secondary", n_clicks=0,
+                    title="The distances this map is drawn from, as a heatmap (the Distances view)"),
+        html.Button("CSV", id=CSV, className="button secondary", n_clicks=0,
+                    title="The map's coordinates (GET /api/map?format=csv)"),
+        dcc.Download(id=DOWNLOAD),
+    ]
     return card(
         "Minima map",
-        [controls, html.Div(id=STATUS),
+        [controls, html.Div(id=STATUS), html.Div(id=CSV_MESSAGE),
          html.Button("Compute the distances", id=COMPUTE, className="button secondary", n_clicks=0,
                      style={"display": "none"}),
          graph(GRAPH, "minima-map", height="520px", clear_on_unhover=True),
          html.Div(id=NOTE, className="note"), pair, dcc.Store(id=POSITIONS),
          dcc.Store(id=COMPUTE_INTENT), dcc.Store(id=COMPUTE_DONE)],
-        class_name="map-card",
+        actions=actions, class_name="map-card",
     )
 
 
@@ -131,6 +148,10 @@ def register(app, client: ApiClient) -> None:
             updated = track(client, entry, jobs)
             return answer(no_update if updated is None else updated)
         new = {**lookup_analysis(client, "distances", params), "family": family, "previous_result_id": previous}
+        same_ids = bool(entry) and (entry.get("params") or {}).get("minimum_ids") == ids
+        if new.get("state") != "succeeded" and (previous is None or new.get("state") == "missing" or not same_ids):
+            # opened while new minima wait, or their job is not asked yet: the largest subset computed before
+            new["previous_result_id"] = _covering_result(client, family) or previous
         return answer(no_update if entry is not None and new == entry else new)
 
     @app.callback(Output(COMPUTE, "style"), Input(DISTANCES, "data"))
@@ -171,30 +192,60 @@ def register(app, client: ApiClient) -> None:
         Output(GRAPH, "figure"), Output(NOTE, "children"), Output(POSITIONS, "data"), Output(STATUS, "children"),
         Output(NOTE, "data-method"), Output(NOTE, "data-pending"),
         Input(MINIMA, "data"), Input(DISTANCES, "data"), Input(FAMILY, "value"), Input(VARIANT, "value"),
-        Input(COLOR, "value"), Input(SELECTION, "data"), Input(THIRD, "value"),
+        Input(COLOR, "value"), Input(SELECTION, "data"), Input(THIRD, "value"), Input(JOBS, "data"),
         State(POSITIONS, "data"), State(CATALOG, "data"),
     )
-    def draw(minima, entry, family, variant, color_by, selection, third, stored, catalog):
+    def draw(minima, entry, family, variant, color_by, selection, third, jobs, stored, catalog):
         minima = minima or []
         ids = set(_family_ids(minima, family, catalog))
         shown = [m for m in minima if m["id"] in ids]
-        if not shown:
-            fig = empty_figure("No minima yet: train some or upload a checkpoint (Add minima).")
-            return fig, "", no_update, None, "none", "0"
+        if not shown:  # what is training, and when it will be ready (the job list is polled)
+            return empty_figure(training_text(jobs)), "", no_update, None, "none", "0"
+        if {t["prop_id"].split(".")[0] for t in ctx.triggered} == {JOBS}:
+            raise PreventUpdate  # the jobs only matter to the empty map; the distances job moves DISTANCES
         data = fetch_result(client, entry)
         if data is None and entry and entry.get("previous_result_id"):
             data = fetch_result(client, {"state": "succeeded", "result_id": entry["previous_result_id"]})
         key = f"{family}|{variant}"
         previous = stored["positions"] if stored and stored.get("key") == key else None
-        positions, method, pending = figures.map_positions(shown, data, variant, previous)
+        layout = map_layout(shown, data, variant, previous, _streamed(entry))
         sel = {**(selection or {}), "c": third}
-        pair_distance = _pair_distance(data, variant, sel.get("a"), sel.get("b"))
-        fig = figures.minima_map(shown, positions, method, sel, color_by, variant, pair_distance)
-        note = _note(shown, method, pending, selection)
+        pair_distance = None
+        if sel.get("a") and sel.get("b"):
+            pair_distance = layout.distance(sel["a"], sel["b"])
+        fig = figures.minima_map(shown, layout.positions, layout.method, sel, color_by, variant, pair_distance,
+                                 layout=layout)
+        note = _note(shown, layout.method, layout.pending, selection)
         status = entry_status(entry, "distances") if entry and entry.get("state") != "succeeded" else None
-        settled = {mid: xy for mid, xy in positions.items() if mid not in pending}
-        store = {"key": key, "positions": settled} if method == "mds" else no_update
-        return fig, note, store, status, method, str(len(pending))
+        store = {"key": key, "positions": layout.coords} if layout.method == "mds" else no_update
+        return fig, note, store, status, layout.method, str(len(layout.pending))
+
+    @app.callback(
+        Output(TABS, "value"), Output(DISTANCES_VARIANT, "value"),
+        Input(TO_DISTANCES, "n_clicks"), State(VARIANT, "value"), prevent_initial_call=True,
+    )
+    def to_distances(clicks, variant):
+        """The heatmap of the distances this map is drawn from: one click away (the Distances view)."""
+        if not clicks:
+            raise PreventUpdate
+        return "distances", variant or "geodesic"
+
+    @app.callback(
+        Output(DOWNLOAD, "data"), Output(CSV_MESSAGE, "children"),
+        Input(CSV, "n_clicks"), State(FAMILY, "value"), State(VARIANT, "value"), prevent_initial_call=True,
+    )
+    def download_csv(clicks, family, variant):
+        """The map's coordinates as CSV, from GET /api/map (the API computes the same embedding; the map may be
+        turned to keep still as minima arrive, so orientation can differ, distances do not)."""
+        if not clicks:
+            raise PreventUpdate
+        if not family:
+            return no_update, message("No minima on the map yet: nothing to download.", "info")
+        try:
+            text = client.map_csv(family, variant or "geodesic")
+        except ApiError as exc:
+            return no_update, message(f"CSV: {exc.message}", "error")
+        return dcc.send_string(text, f"toroid-map-{family[:12]}-{variant or 'geodesic'}.csv"), None
 
 
 def _defaults(catalog: dict | None) -> dict[str, dict]:
@@ -223,14 +274,72 @@ def _clicked_id(click: dict | None) -> str | None:
     return None
 
 
-def _pair_distance(data: dict | None, variant: str, a: str | None, b: str | None) -> float | None:
-    if not data or not a or not b:
+def _streamed(entry: dict | None) -> dict | None:
+    """The pairs a running distances job has streamed so far (its ``partial``), for the map to place what it can."""
+    if not entry or entry.get("state") not in ("queued", "running") or not entry.get("partial"):
         return None
-    ids = data.get("ids") or []
-    matrix = (data.get("matrices") or {}).get(variant)
-    if matrix is None or a not in ids or b not in ids:
+    return {"ids": (entry.get("params") or {}).get("minimum_ids") or [], "partial": entry["partial"]}
+
+
+def _covering_result(client: ApiClient, family: str | None) -> str | None:
+    """The distances result the server's map uses for the family while its full matrix is missing (the largest
+    subset computed before), so a page opened meanwhile shows those minima by distance at once."""
+    if not family:
         return None
-    return float(matrix[ids.index(a)][ids.index(b)])
+    try:
+        return client.map(family, "raw").get("result_id")  # every distances result has the raw matrix
+    except ApiError:
+        return None
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"~{max(1, round(seconds))} s"
+    if seconds < 90 * 60:
+        return f"~{round(seconds / 60)} min"
+    return f"~{seconds / 3600:.1f} h"
+
+
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def training_line(job: dict) -> str:
+    """One training job as the empty map lists it: name, state, progress or place in line, time left (when the
+    server estimates one: ``eta_s``; ``queue_position`` and ``eta_s`` are optional fields of a job record)."""
+    params = job.get("params") or {}
+    name = params.get("name") or f"{params.get('sampler') or 'sgd'} seed {params.get('seed', 0)}"
+    if job.get("state") == "running":
+        parts = [f"running {100 * float(job.get('progress') or 0):.0f}%"]
+    else:
+        position = job.get("queue_position")
+        parts = [f"queued ({_ordinal(int(position))} in line)" if isinstance(position, int) and position > 0
+                 else "queued"]
+    eta = job.get("eta_s")
+    if isinstance(eta, int | float) and eta >= 0:
+        parts.append(f"ready in {_duration(float(eta))}")
+    return f"{name}: {', '.join(parts)}"
+
+
+def training_text(jobs: list[dict] | None, limit: int = 8) -> str:
+    """The empty map's message: the active training jobs (running first), or how to add minima."""
+    active = [j for j in jobs or [] if j.get("kind") == "train" and j.get("state") in ("queued", "running")]
+    if not active:
+        return "No minima yet: train some or upload a checkpoint (Add minima)."
+    active.sort(key=lambda j: (j.get("state") != "running", j.get("queue_position") or 0, j.get("created_at") or ""))
+    count = len(active)
+    jobs_text = "1 training job will add it" if count == 1 else f"{count} training jobs will add them"
+    lines = [f"No minima yet: {jobs_text}"]
+    lines += [training_line(j) for j in active[:limit]]
+    if count > limit:
+        lines.append(f"and {count - limit} more (Jobs view)")
+    etas = [j.get("eta_s") for j in active if isinstance(j.get("eta_s"), int | float)]
+    if etas and len(etas) == count:
+        lines.append(f"The map fills in as each finishes; all ready in {_duration(max(etas))}.")
+    else:
+        lines.append("The map fills in as each finishes.")
+    return "<br>".join(lines)
 
 
 def _note(shown: list[dict], method: str, pending: list[str], selection: dict | None) -> str:
@@ -239,8 +348,6 @@ def _note(shown: list[dict], method: str, pending: list[str], selection: dict | 
         parts.append("One minimum so far: add another to see distances and paths.")
     elif method == "error":
         parts.append("Laid out by error until the distances are computed.")
-    else:
-        parts.append("Distances in the plane approximate the chosen distance (classical MDS).")
     if pending:
         parts.append(f"{len(pending)} new minim{'um' if len(pending) == 1 else 'a'} below the map: placed when "
                      "its distances are ready.")
