@@ -330,7 +330,9 @@ def distances(run: JobRun) -> None:
     n = len(models)
     matrices = {m: [[0.0] * n for _ in range(n)] for m in metrics}
     normalized = [normalize(m) for m in models] if not binary else []
-    pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
+    # column by column ((0,1), (0,2), (1,2), (0,3), ...): the pairs of minimum j are complete once its column is,
+    # so the map can place a minimum that just joined the family before the whole matrix is done
+    pairs = [(i, j) for j in range(1, n) for i in range(j)]
     for done, (i, j) in enumerate(pairs, start=1):
         if binary:
             values = euclidean_distances(models[i], models[j], variants=("raw", "aligned"))
