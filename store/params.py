@@ -181,7 +181,7 @@ class TorusRequest(Strict):
     """Two-dimensional torus slice through two or three normalized, aligned minima (docs/method.md §7)."""
 
     minimum_ids: list[str] = Field(min_length=2, max_length=3)
-    resolution: int = Field(33, ge=3, le=129, description="Grid points per torus angle.")
+    resolution: int = Field(21, ge=3, le=129, description="Grid points per torus angle.")
 
 
 # ============================================================================================= job parameters

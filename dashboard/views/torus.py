@@ -3,16 +3,21 @@ on its own great circle, docs/method.md), drawn on a 3-D torus and unrolled, wit
 the Gram-Schmidt plane through A, B and a third minimum C as a contour plot (docs/method.md §7).
 
 Analyses are requested while this view is open: ``POST /api/analyses/torus`` with [A, B] (or [A, B, C] when "C as
-the second torus axis" is ticked) and ``POST /api/analyses/section`` with [A, B, C] once C is chosen.
+the second torus axis" is ticked) and ``POST /api/analyses/section`` with [A, B, C] once C is chosen. While a job
+runs, both torus panels and the plane fill in from the job's ``partial["grid"]`` (coarse to fine, on the fixed 0-100 %
+colour scale of the final figures; docs/method.md §7).
 """
 
 from __future__ import annotations
+
+import math
 
 from dash import Input, Output, State, dcc, html
 from dash.exceptions import PreventUpdate
 
 from toroid.dashboard import figures
 from toroid.dashboard.client import ApiClient
+from toroid.dashboard.figures.torus import section_partial, section_units, torus_axes
 from toroid.dashboard.views import common
 from toroid.plots import empty_figure
 
@@ -30,14 +35,24 @@ STATUS = "torus-status"
 SECTION_STATUS = "section-status"
 LINKS = "torus-links"
 SECTION_LINKS = "section-links"
+CAPTION = "torus-caption"
+TORUS_SHOWN = "torus-shown"  # what the torus figures show (``figure_key``): they redraw when it changes
+SECTION_SHOWN = "section-shown"
+SECTION_CAPTION = "section-caption"
 RESOLUTIONS = (13, 21, 33, 49)
+#: The grid the view asks for first (the API's default too): 21 x 21 cells take about 5 s for the demo minima (MLP
+#: 2 x 512 on digits) on a two-core machine (docs/dashboard.md, "Torus & plane").
+DEFAULT_RESOLUTION = 21
+HEIGHT, SECTION_HEIGHT = 430, 440  # px: the torus card and the plane fit a 1440 x 900 screen each
+SECTION_TAGS = {"w1": "A", "w2": "B", "w3": "C"}  # a section's networks are the chosen A, B, C
+CAPTION_STYLE = {"fontSize": "12px", "color": "#4b5563", "margin": "4px 0 0", "lineHeight": "1.45"}
 
 
 def layout() -> html.Div:
     controls = html.Div(
         [
             html.Div([html.Span("grid", className="field-label"),
-                      dcc.RadioItems(id=RESOLUTION, value=21, inline=True, className="radio",
+                      dcc.RadioItems(id=RESOLUTION, value=DEFAULT_RESOLUTION, inline=True, className="radio",
                                      options=[{"label": f"{r} x {r}", "value": r} for r in RESOLUTIONS])],
                      className="inline-label"),
             html.Label([html.Span("C", className="pair-tag c"),
@@ -53,18 +68,24 @@ def layout() -> html.Div:
     )
     torus = common.card("Torus through A and B", [
         html.Div(id=STATUS, className="progress-stack"),
-        html.Div([common.graph(SURFACE, "torus-3d", height="520px"),
-                  common.graph(UNROLLED, "torus-unrolled", height="520px")], className="grid two tight"),
+        html.Div([common.graph(SURFACE, "torus-3d", height=f"{HEIGHT}px"),
+                  common.graph(UNROLLED, "torus-unrolled", height=f"{HEIGHT}px")], className="grid two tight",
+                 style={"gridTemplateColumns": "minmax(0, 720px) auto", "justifyContent": "center"}),
+        html.P(id=CAPTION, style=CAPTION_STYLE),
         html.Div(id=LINKS, className="links-row"),
-    ])
+    ], class_name="torus-card")
     section = common.card("Plane through A, B and C", [
         dcc.RadioItems(id=SPACE, value="normalized", inline=True, className="radio",
                        options=[{"label": "normalized parameters", "value": "normalized"},
                                 {"label": "raw parameters", "value": "raw"}]),
-        html.Div(id=SECTION_STATUS, className="progress-stack"), common.graph(SECTION, "section", height="480px"),
+        html.Div(id=SECTION_STATUS, className="progress-stack"),
+        html.Div([common.graph(SECTION, "section", height=f"{SECTION_HEIGHT}px"),
+                  html.Div(id=SECTION_CAPTION, style={**CAPTION_STYLE, "alignSelf": "center", "maxWidth": "560px"})],
+                 className="grid two tight", style={"gridTemplateColumns": "auto minmax(0, 1fr)"}),
         html.Div(id=SECTION_LINKS, className="links-row"),
-    ])
-    return html.Div([controls, torus, section, dcc.Store(id=STORE, data={})])
+    ], class_name="plane-card")
+    return html.Div([controls, torus, section, dcc.Store(id=STORE, data={}), dcc.Store(id=TORUS_SHOWN),
+                     dcc.Store(id=SECTION_SHOWN)])
 
 
 def torus_request(selection: dict | None, resolution: int, third: str | None, use_third: bool) -> dict | None:
@@ -119,44 +140,147 @@ def register(app, client: ApiClient, public_api_url: str) -> None:
         return store
 
     @app.callback(
-        Output(SURFACE, "figure"), Output(UNROLLED, "figure"), Output(STATUS, "children"), Output(LINKS, "children"),
-        Output(SECTION, "figure"), Output(SECTION_STATUS, "children"), Output(SECTION_LINKS, "children"),
-        Input(STORE, "data"), Input(ERROR, "value"), Input(common.SELECTION, "data"), Input(THIRD, "value"),
-        State(common.MINIMA, "data"),
+        Output(STATUS, "children"), Output(SECTION_STATUS, "children"),
+        Input(STORE, "data"), Input(common.SELECTION, "data"), Input(THIRD, "value"),
     )
-    def draw(store, error, selection, third, minima):
-        store = store or {}
+    def status(store, selection, third):
+        store, selection = store or {}, selection or {}
+        pair = bool(selection.get("a") and selection.get("b"))
+        return (common.entry_status(store.get("torus") if pair else None, "torus slice"),
+                common.entry_status(store.get("section") if pair and third else None, "plane"))
+
+    # The figures redraw when what they show changes (a new pass or chunk of cells, the result, the choices), not at
+    # every poll of a running job: a 3-D redraw costs the browser far more than a progress bar. What a figure shows
+    # is kept in a store written by the same callback, so a run that Dash drops (docs/dashboard.md, "Clicks and
+    # polls") leaves the store as it was and the next run draws. A hidden view is not drawn.
+    @app.callback(
+        Output(SURFACE, "figure"), Output(UNROLLED, "figure"), Output(LINKS, "children"), Output(CAPTION, "children"),
+        Output(TORUS_SHOWN, "data"),
+        Input(STORE, "data"), Input(ERROR, "value"), Input(common.SELECTION, "data"), Input(THIRD, "value"),
+        Input(common.TABS, "value"), State(TORUS_SHOWN, "data"), State(common.MINIMA, "data"),
+    )
+    def draw_torus(store, error, selection, third, tab, shown, minima):
+        if tab != VIEW:  # drawn when the view is opened
+            raise PreventUpdate
         labels = _labels(common.minima_by_id(minima), selection, third)
         selection = selection or {}
         pair = bool(selection.get("a") and selection.get("b"))
-        torus_entry = store.get("torus") if pair else None
-        section_entry = store.get("section") if pair and third else None
-        torus_data = common.fetch_result(client, torus_entry)
-        if torus_data is not None and _same_pair(torus_entry, selection):
-            surface = figures.torus_surface(torus_data, labels, error)
-            unrolled = figures.torus_heatmap(torus_data, labels, error)
+        entry = (store or {}).get("torus") if pair else None
+        key = {"entry": figure_key(entry), "error": error, "pair": [selection.get("a"), selection.get("b")],
+               "labels": labels}
+        if key == shown:
+            raise PreventUpdate
+        data = common.fetch_result(client, entry)
+        links = None
+        if data is not None and _same_pair(entry, selection):
             links = [html.Span("torus result", className="link-label"),
-                     common.result_links(torus_entry["result_id"], public_api_url)]
+                     common.result_links(entry["result_id"], public_api_url)]
+        elif entry and entry.get("state") == "running" and _same_pair(entry, selection):
+            # both panels fill in as the worker reports its grid, coarse to fine
+            resolution = int(entry.get("params", {}).get("resolution") or 0)
+            data = figures.torus_partial(entry.get("partial") or {}, resolution)
         else:
-            text = "Select a pair on the map." if not pair else "Computing the torus slice…"
-            surface, unrolled, links = empty_figure(text), empty_figure(text), None
-            streamed = None
-            if torus_entry and torus_entry.get("state") == "running":
-                resolution = int(torus_entry.get("params", {}).get("resolution") or 0)
-                streamed = figures.torus_partial(torus_entry.get("partial") or {}, resolution)
-            if streamed is not None:  # the unrolled slice fills in as the worker streams its cells
-                unrolled = figures.torus_heatmap(streamed, labels, error)
-        section_data = common.fetch_result(client, section_entry)
-        if section_data is not None:
-            section = figures.section_contour(section_data, labels, error)
-            section_links = [html.Span("section result", className="link-label"),
-                             common.result_links(section_entry["result_id"], public_api_url)]
-        else:
+            data = None
+        if data is None:
+            text = "Select a pair on the map." if not pair else "Computing the first, coarse pass of the torus…"
+            return empty_figure(text), empty_figure(text), None, torus_caption(None, error), key
+        return (figures.torus_surface(data, labels, error), figures.torus_heatmap(data, labels, error, height=HEIGHT),
+                links, torus_caption(data, error), key)
+
+    @app.callback(
+        Output(SECTION, "figure"), Output(SECTION_LINKS, "children"), Output(SECTION_CAPTION, "children"),
+        Output(SECTION_SHOWN, "data"),
+        Input(STORE, "data"), Input(ERROR, "value"), Input(common.SELECTION, "data"), Input(THIRD, "value"),
+        Input(common.TABS, "value"), State(SECTION_SHOWN, "data"), State(common.MINIMA, "data"),
+    )
+    def draw_section(store, error, selection, third, tab, shown, minima):
+        if tab != VIEW:
+            raise PreventUpdate
+        labels = _labels(common.minima_by_id(minima), selection, third)
+        selection = selection or {}
+        pair = bool(selection.get("a") and selection.get("b"))
+        entry = (store or {}).get("section") if pair and third else None
+        key = {"entry": figure_key(entry), "error": error, "pair": [selection.get("a"), selection.get("b"), third],
+               "labels": labels}
+        if key == shown:
+            raise PreventUpdate
+        data = common.fetch_result(client, entry)
+        links = None
+        if data is not None:
+            links = [html.Span("section result", className="link-label"),
+                     common.result_links(entry["result_id"], public_api_url)]
+        elif entry and entry.get("state") == "running":
+            data = section_partial(entry.get("partial") or {})
+        if data is None:
             text = "Choose a third minimum C above." if pair and not third else (
-                "Select a pair on the map, then a third minimum C." if not pair else "Computing the plane…")
-            section, section_links = empty_figure(text), None
-        return (surface, unrolled, common.entry_status(torus_entry, "torus slice"), links, section,
-                common.entry_status(section_entry, "plane"), section_links)
+                "Select a pair on the map, then a third minimum C." if not pair else
+                "Computing the first, coarse pass of the plane…")
+            return empty_figure(text), None, section_caption(None, labels, error), key
+        return (figures.section_contour(data, labels, error, height=SECTION_HEIGHT), links,
+                section_caption(data, labels, error), key)
+
+
+def figure_key(entry: dict | None) -> dict | None:
+    """What a torus or plane figure shows of an analysis entry: its request, state and result, and while it runs
+    the number of cells in its latest grid report (the figures change only with these)."""
+    if not entry:
+        return None
+    grid = (entry.get("partial") or {}).get("grid")
+    return {"params": entry.get("params"), "state": entry.get("state"), "result_id": entry.get("result_id"),
+            "cells": grid.get("cells") if isinstance(grid, dict) else None}
+
+
+def _pi(value: float) -> str:
+    return f"{value / math.pi:.2f}π"
+
+
+def torus_caption(data: dict | None, error: str = "train") -> str:
+    """One paragraph under the torus panels: what the angles are (units, docs/method.md §7), where A, B (C) sit,
+    the colour scale, and what a running job shows."""
+    ax1, ax2 = torus_axes(data or {})
+    minima = (data or {}).get("minima") or {}
+    where = ", ".join(f"{n} at ({_pi(c[0])}, {_pi(c[1])})" for n, c in minima.items())
+    return (
+        f"φ₁ and φ₂ are torus angles in radians (2π-periodic) in the normalized space: φ₁ turns the {ax1}, "
+        f"φ₂ the {ax2}; each group's angle reaches B at the mean angle between A's and B's units (docs/method.md §7)."
+        + (f" {where}." if where else "")
+        + f" Red: the geodesic, a straight line on the unrolled torus. Colour: {error} error, 0–100 % (one scale for"
+        " both panels, its bar on the right). A running job computes a coarse grid over the whole torus first, then"
+        " refines it; until then a cell shows the nearest computed cell."
+    )
+
+
+def section_caption(data: dict | None, labels: dict[str, str], error: str = "train") -> list:
+    """Beside the plane: the three minima (name, errors), their distances in the plane's unit, and the unit."""
+    if not data:
+        return [html.Span("The Gram-Schmidt plane through A, B and C (docs/method.md §7): x along A→B, y towards C "
+                          "orthogonal to it, in the parameter space's distance unit; equal aspect.")]
+    points = data.get("points") or {}
+    errors = (data.get("extra") or {}).get("point_errors") or {}
+    rows = []
+    for key, tag in SECTION_TAGS.items():
+        e = errors.get(key) or {}
+        text = " · ".join(f"{s} {100 * e[f'{s}_error']:.1f}%" for s in ("train", "test")
+                          if e.get(f"{s}_error") is not None)
+        rows.append(html.Li([html.B(labels.get(tag, tag)), f": {text}" if text else ""]))
+    dist = []
+    for p, q in (("w1", "w2"), ("w1", "w3"), ("w2", "w3")):
+        if p in points and q in points:
+            dist.append(f"|{SECTION_TAGS[p]}{SECTION_TAGS[q]}| = {math.dist(points[p], points[q]):.3g}")
+    space = data.get("space", "raw")
+    return [
+        html.Ul(rows, style={"margin": "0 0 6px", "paddingLeft": "18px"}),
+        html.Div(", ".join(dist)),
+        html.P(
+            f"x runs along A→B, y towards C orthogonally to it (Gram-Schmidt; docs/method.md §7). Unit: "
+            f"{section_units(space)}"
+            + ("; each hidden unit's weight vector has norm 1 and the last layer norm √(outputs), docs/method.md §2"
+               if space == "normalized" else "")
+            + f". Equal aspect: distances on the plot are true distances. Colour: {error} error, 0–100 %; where the "
+            "errors span less than 10 points, white lines add finer levels (labelled in %). A running job computes "
+            "a coarse grid over the whole plane first, then refines it.",
+            style={"margin": "6px 0 0"}),
+    ]
 
 
 def _same_pair(entry: dict | None, selection: dict) -> bool:

@@ -47,6 +47,7 @@ from toroid.worker.landscape.kinds import (
     check_path_kind,
     path_kinds,
 )
+from toroid.worker.landscape.progressive import GridOrder, GridProgress
 from toroid.worker.landscape.results import PathProfile, Section
 from toroid.worker.landscape.states import as_state, combine_states, has_batchnorm, load_state, recalibrate_bn
 from toroid.worker.landscape.symmetry import normalize
@@ -445,6 +446,7 @@ def section_2d(
     bn: Literal["recompute", "interpolate"] = "recompute",
     evaluator: Evaluator | None = None,
     factorize: bool = True,
+    order: GridOrder = "coarse_to_fine",
 ) -> Section:
     """Error on the plane through three networks (docs/method.md §7, Garipov et al.).
 
@@ -453,7 +455,9 @@ def section_2d(
     w1 first.  Binary networks: the plane is taken on the latent weights and the forward pass
     binarizes.  The grid spans the three points' coordinates plus ``margin`` times their
     extent on each side, ``resolution`` points per axis.  BN statistics: ``bn`` as in
-    :func:`path_profile`.
+    :func:`path_profile`.  ``order``: the grid is visited coarse to fine (default) or row by row
+    (``rows``), with the same values; ``progress`` receives each cell and, after each pass and
+    every few cells, the plane so far (:class:`~toroid.worker.landscape.progressive.GridProgress`).
     """
     if space not in ("raw", "normalized"):
         raise ValueError(f"space must be 'raw' or 'normalized', got {space!r}")
@@ -490,27 +494,23 @@ def section_2d(
     ev = evaluator if evaluator is not None else Evaluator(w1, dataset, device)
     combos = CombinationEvaluator(ev, [s1, s2, s3], factorize=factorize)
     combo_keys = _float_keys(s1)
-    train = [[math.nan] * resolution for _ in range(resolution)]
-    test = [[math.nan] * resolution for _ in range(resolution)]
-    total = resolution * resolution
-    done = 0
-    for j, y in enumerate(ys):
-        for i, x in enumerate(xs):
-            # w1 + x u_hat + y v_hat = w1 + alpha (w2 - w1) + beta (w3 - w1)
-            beta = y / v_norm
-            alpha = (x - y * p / v_norm) / u_norm
-            c = torch.tensor([1.0 - alpha - beta, alpha, beta], dtype=torch.float64)
-            res = combos.evaluate({k: c for k in combo_keys}, "both", bn=bn)
-            train[j][i], test[j][i] = res["train_error"], res["test_error"]
-            done += 1
-            if progress is not None:
-                progress(done / total, {"i": i, "j": j, "x": x, "y": y, **res})
     # the three networks themselves (their coordinates are generally not grid points)
     point_errors = {}
     for name, c in (("w1", (1.0, 0.0, 0.0)), ("w2", (0.0, 1.0, 0.0)), ("w3", (0.0, 0.0, 1.0))):
         coef = torch.tensor(c, dtype=torch.float64)
         res = combos.evaluate({k: coef for k in combo_keys}, "both", bn=bn)
         point_errors[name] = {"train_error": res["train_error"], "test_error": res["test_error"]}
+    # coarse to fine (docs/method.md §7): a running job reports the whole plane early, then refines it
+    static = {"x": xs, "y": ys, "points": coords, "space": space, "extra": {"point_errors": point_errors}}
+    fill = GridProgress(resolution, order, progress, static)
+    for i, j in fill.cells():
+        x, y = xs[i], ys[j]
+        # w1 + x u_hat + y v_hat = w1 + alpha (w2 - w1) + beta (w3 - w1)
+        beta = y / v_norm
+        alpha = (x - y * p / v_norm) / u_norm
+        c = torch.tensor([1.0 - alpha - beta, alpha, beta], dtype=torch.float64)
+        fill.record(i, j, combos.evaluate({k: c for k in combo_keys}, "both", bn=bn), x=x, y=y)
+    train, test = fill.train, fill.test
     return Section(
         x=xs,
         y=ys,

@@ -31,6 +31,7 @@ from toroid.worker.landscape.paths import (
     _model_from_state,
     _UnitPair,
 )
+from toroid.worker.landscape.progressive import GridOrder, GridProgress
 from toroid.worker.landscape.results import TorusSlice
 from toroid.worker.landscape.states import as_state, combine_states
 from toroid.worker.landscape.symmetry import normalize
@@ -241,6 +242,7 @@ def torus_slice(
     prepared: bool = False,
     evaluator: Evaluator | None = None,
     factorize: bool = True,
+    order: GridOrder = "coarse_to_fine",
 ) -> TorusSlice:
     """Error on a two-dimensional torus through A and B (and C) in the normalized space.
 
@@ -252,6 +254,11 @@ def torus_slice(
     every unit along its A->B circle and phi2 along its A->C circle: A = (0, 0), B = (Phi_B, 0),
     C = (0, Phi_C).  Both axes sample [0, 2 pi) with ``resolution`` points.  Unless
     ``prepared``, the networks are normalized and B (C) aligned to A first.
+
+    ``order``: ``coarse_to_fine`` (default) visits a coarse subgrid over the whole torus first,
+    then refines it; ``rows`` row by row. The grid is the same either way; ``progress`` receives
+    each cell and, after each pass and every few cells, the slice so far
+    (:class:`~toroid.worker.landscape.progressive.GridProgress`).
     """
     if is_binary(a):
         raise ValueError(
@@ -272,16 +279,6 @@ def torus_slice(
     ev = evaluator if evaluator is not None else Evaluator(a, dataset, device)
     combos = CombinationEvaluator(ev, chart.states, factorize=factorize)
     grid = np.linspace(0.0, 2 * math.pi, resolution, endpoint=False).tolist()
-    train = [[math.nan] * resolution for _ in range(resolution)]
-    test = [[math.nan] * resolution for _ in range(resolution)]
-    total, done = resolution * resolution, 0
-    for j, a2 in enumerate(grid):
-        for i, a1 in enumerate(grid):
-            res = combos.evaluate(chart.coefficients(a1, a2), "both", bn=bn)
-            train[j][i], test[j][i] = res["train_error"], res["test_error"]
-            done += 1
-            if progress is not None:
-                progress(done / total, {"i": i, "j": j, "phi1": a1, "phi2": a2, **res})
     phi1, phi2 = chart.phi_groups
     if chart.third:
         minima = {"A": [0.0, 0.0], "B": [phi1, 0.0], "C": [0.0, phi2]}
@@ -295,18 +292,27 @@ def torus_slice(
         construction = (
             f"two-groups ({groups if isinstance(groups, str) else list(groups)}): circle maps per group"
         )
+    geodesic_ac = [[0.0, t * phi2] for t in np.linspace(0.0, 1.0, 17).tolist()] if chart.third else None
     minima_errors = {}
     for name, (m1, m2) in minima.items():
         res = combos.evaluate(chart.coefficients(m1, m2), "both", bn=bn)
         minima_errors[name] = {"train_error": res["train_error"], "test_error": res["test_error"]}
+    # coarse to fine (docs/method.md §7): a running job reports the whole torus early, then refines it
+    static = {"phi1": grid, "phi2": grid, "minima": minima, "geodesic": segment, "construction": construction,
+              "extra": {"minima_errors": minima_errors, **({"geodesic_ac": geodesic_ac} if geodesic_ac else {})}}
+    fill = GridProgress(resolution, order, progress, static)
+    for i, j in fill.cells():
+        a1, a2 = grid[i], grid[j]
+        fill.record(i, j, combos.evaluate(chart.coefficients(a1, a2), "both", bn=bn), phi1=a1, phi2=a2)
+    train, test = fill.train, fill.test
     extra = {
         "bn": bn if ev.has_bn else "none",
         "factorized": combos.factorized,
         "minima_errors": minima_errors,
         **({"alignment": alignment} if alignment else {}),
     }
-    if chart.third:
-        extra["geodesic_ac"] = [[0.0, t * phi2] for t in np.linspace(0.0, 1.0, 17).tolist()]
+    if geodesic_ac:
+        extra["geodesic_ac"] = geodesic_ac
     return TorusSlice(
         phi1=grid,
         phi2=grid,
