@@ -15,9 +15,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from toroid.store.cost import estimate, minimum_inputs
+from toroid.store.db import new_session
 from toroid.store.errors import Unavailable
 from toroid.store.ledger import create_job, find_result, result_key
-from toroid.store.models import ACTIVE_STATES, Job, Minimum
+from toroid.store.models import ACTIVE_STATES, Job, Minimum, Result
 from toroid.store.params import DistancesJob, DistancesRequest
 
 #: The largest family whose whole distance matrix is one request (``DistancesRequest.minimum_ids``).
@@ -61,3 +62,35 @@ def queue_family_distances(session: Session, minimum: Minimum) -> Job | None:
                           cost=cost)
     except Unavailable:
         return None
+
+
+def known_pairs(minimum_ids: list[str], metrics: tuple[str, ...], limit: int = 50) -> dict[tuple[int, int], dict]:
+    """Pairs of ``minimum_ids`` (as index pairs ``i < j``) whose distances an earlier distances result of this code
+    version holds, in the same order (the alignment of ``i`` onto ``j`` is not exactly that of ``j`` onto ``i``):
+    their values per metric. A family's distances job computes only the rest, so a minimum that joins a family
+    costs its own row, not a new matrix (docs/operations.md, "Queues")."""
+    from toroid.worker.landscape import CODE_VERSION
+
+    position = {mid: k for k, mid in enumerate(minimum_ids)}
+    known: dict[tuple[int, int], dict] = {}
+    wanted = len(minimum_ids) * (len(minimum_ids) - 1) // 2
+    with new_session() as session:
+        results = session.scalars(
+            select(Result).where(Result.kind == "distances", Result.code_version == CODE_VERSION)
+            .order_by(Result.created_at.desc()).limit(limit))
+        for result in results:
+            data = result.data or {}
+            ids, matrices = data.get("ids") or [], data.get("matrices") or {}
+            if not all(m in matrices for m in metrics):
+                continue
+            for a in range(len(ids)):
+                for b in range(a + 1, len(ids)):
+                    i, j = position.get(ids[a]), position.get(ids[b])
+                    if i is None or j is None or i >= j or (i, j) in known:
+                        continue
+                    values = {m: matrices[m][a][b] for m in metrics}
+                    if all(isinstance(v, (int, float)) for v in values.values()):
+                        known[(i, j)] = {m: float(v) for m, v in values.items()}
+            if len(known) == wanted:
+                break
+    return known

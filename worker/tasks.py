@@ -33,7 +33,7 @@ from sqlalchemy import update
 
 from toroid.store.celery_app import celery_app
 from toroid.store.db import new_session
-from toroid.store.families import queue_family_distances
+from toroid.store.families import known_pairs, queue_family_distances
 from toroid.store.ledger import (
     TASK_NAMES,
     JobCancelled,
@@ -333,8 +333,11 @@ def distances(run: JobRun) -> None:
     # column by column ((0,1), (0,2), (1,2), (0,3), ...): the pairs of minimum j are complete once its column is,
     # so the map can place a minimum that just joined the family before the whole matrix is done
     pairs = [(i, j) for j in range(1, n) for i in range(j)]
+    known = known_pairs(ids, metrics)  # pairs an earlier result of the family holds: a new minimum costs its row
     for done, (i, j) in enumerate(pairs, start=1):
-        if binary:
+        if (i, j) in known:
+            values = known[(i, j)]
+        elif binary:
             values = euclidean_distances(models[i], models[j], variants=("raw", "aligned"))
             values["hamming_raw"] = hamming_distance(models[i], models[j])
             values["hamming"] = hamming_distance(models[i], align(models[i], models[j]))
@@ -344,7 +347,8 @@ def distances(run: JobRun) -> None:
         for metric in metrics:
             matrices[metric][i][j] = matrices[metric][j][i] = float(values[metric])
         run.progress(done / len(pairs), {"i": i, "j": j, **{m: float(values[m]) for m in metrics}})
-    data = {"ids": ids, "names": [m.name for m in minima], "matrices": matrices, "binary": binary}
+    data = {"ids": ids, "names": [m.name for m in minima], "matrices": matrices, "binary": binary,
+            "reused_pairs": len(known)}
     run.finish_result(data, ids, run.key)
     _map_distances(ids[0])  # minima that joined the family meanwhile: catch up
 

@@ -141,15 +141,15 @@ def _closed_grid(slice_data: Mapping[str, Any], error: str) -> tuple[np.ndarray,
 
 
 def torus_axes(slice_data: Mapping[str, Any]) -> tuple[str, str]:
-    """What each torus angle turns (docs/method.md sec. 7), for the axis titles: (phi1, phi2)."""
+    """What each torus angle turns (docs/method.md sec. 7), for axis titles and "φ₁ turns ...": (phi1, phi2)."""
     construction = str(slice_data.get("construction") or "")
     if "C" in (slice_data.get("minima") or {}) or construction.startswith("three"):
         return "every unit along its A→B circle", "every unit along its A→C circle"
     if "last_layer" in construction:
-        return "hidden units on their A→B circles", "last layer on its A→B circle"
+        return "hidden units on their A→B circles", "the last layer on its A→B circle"
     if "first_layer" in construction or not construction or construction == "partial":
-        return "first hidden layer on its A→B circles", "other layers on their A→B circles"
-    return "first group's units on their A→B circles", "other units on their A→B circles"
+        return "first-layer units on their A→B circles", "other layers' units on their A→B circles"
+    return "the first group's units on their A→B circles", "the other units on their A→B circles"
 
 
 def _camera(minima: Mapping[str, Sequence[float]]) -> dict[str, Any]:
@@ -264,7 +264,7 @@ def torus_heatmap(slice_data: Mapping[str, Any], labels: Mapping[str, str] | Non
         if points:
             g = np.asarray(points, dtype=np.float64)
             fig.add_trace(go.Scatter(x=g[:, 0], y=g[:, 1], mode="lines", name=name, hoverinfo="name",
-                                     line=dict(color=GEODESIC, width=3, dash=dash)))
+                                     line=dict(color=GEODESIC, width=3, dash=dash), cliponaxis=False))
     minima = slice_data.get("minima") or {}
     if minima:
         names = list(minima)
@@ -272,7 +272,7 @@ def torus_heatmap(slice_data: Mapping[str, Any], labels: Mapping[str, str] | Non
         fig.add_trace(go.Scatter(
             x=xs, y=ys, mode="markers", name="minima", text=[TAGS.get(n, n) for n in names],
             hovertext=_minima_hover(names, slice_data, labels, "minima_errors"), hoverinfo="text",
-            marker=dict(size=10, color="#ffffff", line=dict(color=INK, width=2)),
+            marker=dict(size=10, color="#ffffff", line=dict(color=INK, width=2)), cliponaxis=False,
         ))
         for n, px, py in zip(names, xs, ys, strict=True):
             fig.add_annotation(**_tag_annotation(TAGS.get(n, n), x=px, y=py, xref="x", yref="y"))
@@ -282,7 +282,7 @@ def torus_heatmap(slice_data: Mapping[str, Any], labels: Mapping[str, str] | Non
                 if (dx == 0.0 or px == 0.0) and (dy == 0.0 or py == 0.0)]
         if wrap:
             fig.add_trace(go.Scatter(x=[w[0] for w in wrap], y=[w[1] for w in wrap], mode="markers",
-                                     name="minima (periodic copies)", hoverinfo="skip",
+                                     name="minima (periodic copies)", hoverinfo="skip", cliponaxis=False,
                                      marker=dict(size=10, color="#ffffff", line=dict(color=INK, width=2))))
     base_layout(fig, showlegend=False, margin=dict(l=58, r=8, t=22, b=44))
     fig.update_xaxes(title=dict(text=f"φ₁ (rad): {ax1}", standoff=4), range=[0, 2 * math.pi], constrain="domain",

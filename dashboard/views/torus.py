@@ -231,7 +231,7 @@ def figure_key(entry: dict | None) -> dict | None:
 
 
 def _pi(value: float) -> str:
-    return f"{value / math.pi:.2f}π"
+    return "0" if value == 0 else f"{value / math.pi:.2f}π"
 
 
 def torus_caption(data: dict | None, error: str = "train") -> str:
@@ -241,10 +241,14 @@ def torus_caption(data: dict | None, error: str = "train") -> str:
     minima = (data or {}).get("minima") or {}
     where = ", ".join(f"{n} at ({_pi(c[0])}, {_pi(c[1])})" for n, c in minima.items())
     return (
-        f"φ₁ and φ₂ are torus angles in radians (2π-periodic) in the normalized space: φ₁ turns the {ax1}, "
-        f"φ₂ the {ax2}; each group's angle reaches B at the mean angle between A's and B's units (docs/method.md §7)."
+        f"φ₁ and φ₂ are torus angles in radians (2π-periodic) in the normalized space: φ₁ turns {ax1}, "
+        f"φ₂ {ax2}; " + ("φ₁ reaches B at the mean angle between A's and B's units, φ₂ reaches C likewise"
+                         if "C" in minima else "each reaches B at the mean angle between A's and B's units it turns")
+        + " (docs/method.md §7)."
         + (f" {where}." if where else "")
-        + f" Red: the geodesic, a straight line on the unrolled torus. Colour: {error} error, 0–100 % (one scale for"
+        + (" Red: the geodesics A→B (solid) and A→C (dashed), straight lines on the unrolled torus." if "C" in minima
+           else " Red: the geodesic, a straight line on the unrolled torus.")
+        + f" Colour: {error} error, 0–100 % (one scale for"
         " both panels, its bar on the right). A running job computes a coarse grid over the whole torus first, then"
         " refines it; until then a cell shows the nearest computed cell."
     )

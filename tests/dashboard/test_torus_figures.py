@@ -106,7 +106,7 @@ def test_torus_axes_in_radians_with_pi_ticks_and_tags_that_stay_visible():
     for axis in (heat.layout.xaxis, heat.layout.yaxis):
         assert list(axis.range) == [0, pytest.approx(2 * math.pi)] and "(rad)" in axis.title.text
         assert list(axis.ticktext) == ["0", "π/2", "π", "3π/2", "2π"]
-    assert "first hidden layer" in heat.layout.xaxis.title.text and heat.layout.yaxis.scaleanchor == "x"
+    assert "first-layer units" in heat.layout.xaxis.title.text and heat.layout.yaxis.scaleanchor == "x"
     assert {a.text for a in heat.layout.annotations} >= {"<b>A</b>", "<b>B</b>"}
     minima = next(t for t in heat.data if t.name == "minima")
     assert list(minima.text) == ["A", "B"] and "A · sgd-0" in minima.hovertext[0] and "test 3.0%" in minima.hovertext[0]
@@ -129,6 +129,8 @@ def test_torus_axes_in_radians_with_pi_ticks_and_tags_that_stay_visible():
     assert "A→C" in heat3.layout.yaxis.title.text and "geodesic A→C" in {t.name for t in heat3.data}
     caption = torus_caption(data)
     assert "radians" in caption and "B at (0.35π, 0.29π)" in caption and "0–100 %" in caption
+    assert "φ₁ turns first-layer units" in caption
+    assert "φ₂ every unit along its A→C circle" in torus_caption(three)
 
 
 SECTION_STATIC = {"x": np.linspace(-8.0, 44.0, 11).tolist(), "y": np.linspace(-8.0, 38.0, 11).tolist(),
