@@ -75,6 +75,23 @@ def _colorbar(error: str) -> dict[str, Any]:
                 tickvals=[0, 25, 50, 75, 100], xpad=4)
 
 
+def _tagged_minima(fig: go.Figure, where: Mapping[str, Sequence[float]], data: Mapping[str, Any],
+                   labels: Mapping[str, str] | None, errors_key: str, **marker_trace: Any
+                   ) -> tuple[list[str], list[float], list[float]]:
+    """The minima at ``where`` (name -> (x, y)) as white markers with their A/B/C tags and their errors on hover;
+    returns (names, xs, ys)."""
+    names = list(where)
+    xs, ys = [where[n][0] for n in names], [where[n][1] for n in names]
+    fig.add_trace(go.Scatter(
+        x=xs, y=ys, mode="markers", name="minima", text=[TAGS.get(n, n) for n in names],
+        hovertext=_minima_hover(names, data, labels, errors_key), hoverinfo="text",
+        marker=dict(size=10, color="#ffffff", line=dict(color=INK, width=2)), **marker_trace,
+    ))
+    for n, px, py in zip(names, xs, ys, strict=True):
+        fig.add_annotation(**_tag_annotation(TAGS.get(n, n), x=px, y=py, xref="x", yref="y"))
+    return names, xs, ys
+
+
 def _minima_hover(names: Sequence[str], slice_data: Mapping[str, Any], labels: Mapping[str, str] | None,
                   errors_key: str) -> list[str]:
     errors = (slice_data.get("extra") or {}).get(errors_key) or {}
@@ -267,15 +284,7 @@ def torus_heatmap(slice_data: Mapping[str, Any], labels: Mapping[str, str] | Non
                                      line=dict(color=GEODESIC, width=3, dash=dash), cliponaxis=False))
     minima = slice_data.get("minima") or {}
     if minima:
-        names = list(minima)
-        xs, ys = [minima[n][0] for n in names], [minima[n][1] for n in names]
-        fig.add_trace(go.Scatter(
-            x=xs, y=ys, mode="markers", name="minima", text=[TAGS.get(n, n) for n in names],
-            hovertext=_minima_hover(names, slice_data, labels, "minima_errors"), hoverinfo="text",
-            marker=dict(size=10, color="#ffffff", line=dict(color=INK, width=2)), cliponaxis=False,
-        ))
-        for n, px, py in zip(names, xs, ys, strict=True):
-            fig.add_annotation(**_tag_annotation(TAGS.get(n, n), x=px, y=py, xref="x", yref="y"))
+        names, xs, ys = _tagged_minima(fig, minima, slice_data, labels, "minima_errors", cliponaxis=False)
         # a minimum on an edge (A at (0, 0)) is also at the opposite edge of the periodic square
         wrap = [(px + dx, py + dy) for px, py in zip(xs, ys, strict=True) for dx, dy in
                 ((2 * math.pi, 0.0), (0.0, 2 * math.pi), (2 * math.pi, 2 * math.pi))
@@ -358,15 +367,7 @@ def section_contour(section: Mapping[str, Any], labels: Mapping[str, str] | None
         ))
     points = section.get("points") or {}
     if points:
-        names = list(points)
-        px, py = [points[n][0] for n in names], [points[n][1] for n in names]
-        fig.add_trace(go.Scatter(
-            x=px, y=py, mode="markers", name="minima", text=[TAGS.get(n, n) for n in names],
-            hovertext=_minima_hover(names, section, labels, "point_errors"), hoverinfo="text",
-            marker=dict(size=10, color="#ffffff", line=dict(color=INK, width=2)),
-        ))
-        for n, qx, qy in zip(names, px, py, strict=True):
-            fig.add_annotation(**_tag_annotation(TAGS.get(n, n), x=qx, y=qy, xref="x", yref="y"))
+        _tagged_minima(fig, points, section, labels, "point_errors")
     base_layout(fig, showlegend=False, margin=dict(l=58, r=8, t=22, b=44))
     unit = "normalized" if space == "normalized" else "raw"
     fig.update_xaxes(title=dict(text=f"x: along A→B ({unit} parameter distance)", standoff=4),

@@ -6,6 +6,21 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+#: Page coordinates of the map's point of a minimum id (for a real mouse click), or null when it is not drawn.
+POINT_POSITION = """(id) => {
+  const gd = document.querySelector('#map-graph .js-plotly-plot');
+  const L = gd._fullLayout, box = gd.getBoundingClientRect();
+  for (const t of gd.data) {
+    if (!t.customdata || t.name === 'selected') continue;
+    for (let j = 0; j < t.customdata.length; j++) {
+      if (t.customdata[j][0] === id) {
+        return {x: box.left + L._size.l + L.xaxis.d2p(t.x[j]), y: box.top + L._size.t + L.yaxis.d2p(t.y[j])};
+      }
+    }
+  }
+  return null;
+}"""
+
 
 def open_dashboard(browser, url: str, width: int = 1440):
     """(context, page) at ``url``/dashboard/ once the map is drawn; ``page.errors`` collects console errors and

@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.browser.pages import keep_evidence, open_dashboard
+from tests.browser.pages import POINT_POSITION, keep_evidence, open_dashboard
 
 pytestmark = pytest.mark.browser
 
@@ -28,19 +28,6 @@ CONFIG = {"widths": [24]}
 EPOCHS = 8
 TORUS_RESOLUTION = 13
 
-POINT_POSITION = """(id) => {
-  const gd = document.querySelector('#map-graph .js-plotly-plot');
-  const L = gd._fullLayout, box = gd.getBoundingClientRect();
-  for (const t of gd.data) {
-    if (!t.customdata || t.name === 'selected') continue;
-    for (let j = 0; j < t.customdata.length; j++) {
-      if (t.customdata[j][0] === id) {
-        return {x: box.left + L._size.l + L.xaxis.d2p(t.x[j]), y: box.top + L._size.t + L.yaxis.d2p(t.y[j])};
-      }
-    }
-  }
-  return null;
-}"""
 MAP_IDS = """() => {
   const gd = document.querySelector('#map-graph .js-plotly-plot');
   if (!gd || !gd.data) return [];

@@ -16,26 +16,13 @@ import httpx
 import pytest
 import torch
 
-from tests.browser.pages import keep_evidence, open_dashboard
+from tests.browser.pages import POINT_POSITION, keep_evidence, open_dashboard
 from tests.conftest import Stack
 
 pytestmark = pytest.mark.browser
 
 CONFIG = {"widths": [20]}
 
-POINT_POSITION = """(id) => {
-  const gd = document.querySelector('#map-graph .js-plotly-plot');
-  const L = gd._fullLayout, box = gd.getBoundingClientRect();
-  for (const t of gd.data) {
-    if (!t.customdata || t.name === 'selected') continue;
-    for (let j = 0; j < t.customdata.length; j++) {
-      if (t.customdata[j][0] === id) {
-        return {x: box.left + L._size.l + L.xaxis.d2p(t.x[j]), y: box.top + L._size.t + L.yaxis.d2p(t.y[j])};
-      }
-    }
-  }
-  return null;
-}"""
 SELECTED = """() => {
   const gd = document.querySelector('#map-graph .js-plotly-plot');
   const t = gd && gd.data && gd.data.find(t => t.name === 'selected');
