@@ -27,6 +27,10 @@ pytestmark = pytest.mark.browser
 CONFIG = {"widths": [24]}
 EPOCHS = 8
 TORUS_RESOLUTION = 13
+#: A training that holds the batch worker for minutes (cancelled by the test that starts it).
+LONG_TRAIN = {"architecture": "mlp", "config": {"widths": [512, 512]}, "dataset": "digits", "sampler": "sgd",
+              "seed": 9, "epochs": 2000, "target_error": None, "name": "long-training"}
+CLICK_BOUND_S = 40  # loose for a loaded CI runner; measured and reported in docs/operations.md
 
 MAP_IDS = """() => {
   const gd = document.querySelector('#map-graph .js-plotly-plot');
@@ -169,14 +173,32 @@ def test_bad_upload_shows_the_backends_message(ui, api, tmp_path):
 
 
 def test_clicking_two_minima_shows_their_barriers(ui, api, trained, tmp_path):
+    """While a long training holds the batch worker, the three profiles of a clicked pair complete on the
+    interactive worker (docs/operations.md, "Queues"); the time is printed, and bounded loosely (10 s is the target
+    on a quiet machine)."""
     a, b = trained
     open_view(ui, "Map & paths")
     map_ready(ui, trained)
-    select_pair(ui, a, b)
-    ui.wait_for_function(
-        "() => document.querySelectorAll('#barrier-table tr[data-kind][data-state=succeeded]').length === 3",
-        timeout=120_000,
-    )
+    training = api.post("/minima/train", json=LONG_TRAIN)
+    assert training.status_code == 202, training.text
+    training_id = training.json()["id"]
+    deadline = time.monotonic() + 60
+    while api.get(f"/jobs/{training_id}").json()["state"] != "running":
+        assert time.monotonic() < deadline, "the training never started"
+        time.sleep(0.2)
+    try:
+        select_pair(ui, a, b)
+        clicked = time.monotonic()
+        ui.wait_for_function(
+            "() => document.querySelectorAll('#barrier-table tr[data-kind][data-state=succeeded]').length === 3",
+            timeout=120_000,
+        )
+        elapsed = time.monotonic() - clicked
+        print(f"three 33-point path profiles shown {elapsed:.1f} s after the click, during a training")
+        assert api.get(f"/jobs/{training_id}").json()["state"] == "running"  # the click did not wait for it
+        assert elapsed < CLICK_BOUND_S
+    finally:
+        api.post(f"/jobs/{training_id}/cancel")
     rows = ui.evaluate("""() => Object.fromEntries([...document.querySelectorAll('#barrier-table tr[data-kind]')]
                                   .map(r => [r.dataset.kind, r.dataset.barrier]))""")
     assert set(rows) == {"linear", "linear_aligned", "geodesic"}
