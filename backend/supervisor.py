@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -140,24 +141,29 @@ class Supervisor:
         self._wait(lambda: _redis_ping(url), "redis", 20)
         return url
 
-    def start_worker(self, env: dict[str, str], concurrency: int, queues: str, name: str = "worker") -> Child:
-        """A Celery worker process consuming ``queues``; ``name`` names its log file and its Celery hostname."""
+    def start_worker(self, env: dict[str, str], concurrency: int, queues: str, name: str = "worker",
+                     niceness: int = 0) -> Child:
+        """A Celery worker process consuming ``queues``; ``name`` names its log file and its Celery hostname; a
+        positive ``niceness`` runs it (and its restarts) at that lower CPU priority (``nice``)."""
         argv = [
             sys.executable, "-m", "celery", "-A", "toroid.store.celery_app", "worker", "--loglevel", "INFO",
             "--concurrency", str(concurrency), "--queues", queues, "--without-gossip", "--without-mingle",
             "--hostname", f"toroid-{os.getpid()}-{name}@%h",
         ]
-        return self.spawn(name, argv, env, grace_s=10.0)
+        nice = shutil.which("nice") if niceness > 0 else None
+        return self.spawn(name, [nice, "-n", str(niceness), *argv] if nice else argv, env, grace_s=10.0)
 
-    def start_workers(self, env: dict[str, str], concurrency: int, queues: str, interactive: int) -> list[Child]:
+    def start_workers(self, env: dict[str, str], concurrency: int, queues: str, interactive: int,
+                      batch_niceness: int = 0) -> list[Child]:
         """The batch worker, and ``interactive`` workers of their own for the interactive queue (docs/operations.md,
-        "Queues"): a click's analysis then never waits behind a training. With ``interactive`` 0 the batch worker
-        serves every queue in ``queues``."""
+        "Queues"): a click's analysis then never waits behind a training, and with ``batch_niceness`` the batch
+        worker also yields the CPU to them (and to the API) when both compute. With ``interactive`` 0 the batch
+        worker serves every queue in ``queues``."""
         names = [q.strip() for q in queues.split(",") if q.strip()]
         if interactive <= 0 or "interactive" not in names:
             return [self.start_worker(env, concurrency, ",".join(names))]
         batch = [q for q in names if q != "interactive"]
-        children = [self.start_worker(env, concurrency, ",".join(batch))] if batch else []
+        children = [self.start_worker(env, concurrency, ",".join(batch), niceness=batch_niceness)] if batch else []
         for i in range(interactive):
             children.append(self.start_worker(env, 1, "interactive", name=f"worker-interactive{i or ''}"))
         return children

@@ -45,6 +45,10 @@ class Settings(BaseSettings):
         1, ge=0, description="Worker processes `toroid up` starts for the interactive queue (the analyses a click "
         "starts), besides the batch worker; 0: the batch worker serves that queue too."
     )
+    batch_niceness: int = Field(
+        10, ge=0, le=19, description="CPU niceness of the batch worker `toroid up` starts beside interactive "
+        "workers: training yields the CPU to clicks and to the API on a shared machine (0: same priority)."
+    )
     interactive_max_cost: float = Field(
         4e11, ge=0, description="Largest estimated cost (sample-parameter operations, store/cost.py) of a job on the "
         "interactive queue; a larger one goes to the batch queue (docs/operations.md, Queues)."

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
+from pathlib import Path
 
 import httpx
 import pytest
@@ -24,6 +26,15 @@ def test_up_reports_health_and_stops_cleanly(tmp_path, stop_signal):
         children = pids_with_home(stack.home) - {stack.process.pid}
         # redis-server, the two celery workers (and their pools), uvicorn
         assert len(children) >= 4, children
+        # training yields the CPU to clicks: the batch worker runs niced (TOROID_BATCH_NICENESS), the other not
+        niceness = {}
+        for pid in children:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            if b"celery" in argv and b"--queues" in argv:
+                queues = argv[argv.index(b"--queues") + 1].decode()
+                niceness.setdefault(queues, set()).add(os.getpriority(os.PRIO_PROCESS, pid) - os.getpriority(
+                    os.PRIO_PROCESS, 0))
+        assert niceness == {"cpu,gpu": {10}, "interactive": {0}}, niceness
         assert httpx.get(f"{stack.url}/dashboard/", timeout=10).status_code == 200
         assert (stack.home / "toroid.db").exists()
     finally:
