@@ -3,17 +3,15 @@
 The stack of the first tests has no worker, so every job stays queued where the API put it: what a click starts
 (paths up to 65 points, distances, flatness in its default mode, tori up to 33x33, an upload's evaluation) lands on
 the ``interactive`` queue, training and anything larger on the batch queues; queued jobs have 1-based positions per
-queue, in the order they were asked for, and ETAs that grow with the work ahead of them. The last test starts the
-two workers `toroid up` starts and shows a path finishing while a training holds the batch worker."""
+queue, in the order they were asked for, and ETAs that grow with the work ahead of them. That a click finishes while
+a training holds the batch worker is shown in the browser (tests/browser/test_dashboard.py)."""
 
 from __future__ import annotations
-
-import time
 
 import httpx
 import pytest
 
-from tests.integration.conftest import ApiStack, wait_job
+from tests.integration.conftest import ApiStack
 from tests.integration.test_api_jobs import upload
 from toroid.store.ledger import interactive, queue_for
 from toroid.store.settings import get_settings
@@ -109,29 +107,3 @@ def test_the_interactive_limit_sends_a_large_click_to_the_batch_queue(monkeypatc
     finally:
         monkeypatch.undo()
         get_settings.cache_clear()
-
-
-def test_a_click_finishes_while_training_holds_the_batch_worker(tmp_path, digits_minima):
-    """The two workers of `toroid up` (Supervisor.start_workers): with a 400-epoch training running on the batch
-    worker, three path profiles on the interactive worker finish in seconds."""
-    stack = ApiStack(tmp_path / "home", worker=False)
-    try:
-        stack.supervisor.start_workers(stack.env, 1, "interactive,cpu,gpu", interactive=1)
-        ids = [upload(stack.url, model, f"m{i}") for i, model in enumerate(digits_minima)]
-        train = post(stack, "/minima/train", LONG_TRAIN)
-        deadline = time.monotonic() + 60
-        while httpx.get(f"{stack.url}/api/jobs/{train['id']}", timeout=10).json()["state"] != "running":
-            assert time.monotonic() < deadline, "the training never started"
-            time.sleep(0.2)
-        started = time.monotonic()
-        paths = [post(stack, "/analyses/path", {"a": ids[0], "b": ids[1], "kind": kind, "points": 21})
-                 for kind in ("linear", "linear_aligned", "geodesic")]
-        done = [wait_job(stack.url, job["id"], timeout_s=60) for job in paths]
-        elapsed = time.monotonic() - started
-        assert [j["state"] for j in done] == ["succeeded"] * 3, done
-        running = httpx.get(f"{stack.url}/api/jobs/{train['id']}", timeout=10).json()
-        assert running["state"] == "running" and running["eta_s"] > 0 and running["duration_s"] > 0, running
-        assert all(j["duration_s"] > 0 and j["queue_position"] is None and j["eta_s"] is None for j in done)
-        print(f"three 21-point paths during a training: {elapsed:.1f} s")  # measured, not asserted (bench/)
-    finally:
-        stack.stop()
