@@ -19,7 +19,17 @@ from dash.exceptions import PreventUpdate
 from toroid.dashboard.client import ApiClient, ApiError
 from toroid.dashboard.views import data, distances, exports, flatness, jobs, paths, sharpness, study, torus, upload
 from toroid.dashboard.views import map as minima_map
-from toroid.dashboard.views.common import CATALOG, DISTANCES, JOBS, MINIMA, REFRESH, SELECTION, TABS
+from toroid.dashboard.views.common import (
+    ANALYSES,
+    CATALOG,
+    DISTANCES,
+    JOBS,
+    MINIMA,
+    REFRESH,
+    SELECTION,
+    TABS,
+    TRAINING,
+)
 
 FAST_POLL_MS = 1000
 SLOW_POLL_MS = 4000
@@ -96,12 +106,18 @@ def build_layout(docs_url: str = "/docs", session: dict | None = None) -> html.D
     views = [html.Div(_view_children(value), id=f"view-{value}", className="view",
                       style={"display": "block" if value == "map" else "none"}) for value, _ in VIEWS]
     stores = [
-        dcc.Store(id=MINIMA), dcc.Store(id=JOBS), dcc.Store(id=SELECTION, data={"a": None, "b": None}),
+        dcc.Store(id=MINIMA), dcc.Store(id=ANALYSES), dcc.Store(id=TRAINING), dcc.Store(id=JOBS),
+        dcc.Store(id=SELECTION, data={"a": None, "b": None}),
         dcc.Store(id=CATALOG), dcc.Store(id=REFRESH), dcc.Store(id=DISTANCES),
         dcc.Interval(id="tick", interval=FAST_POLL_MS), dcc.Interval(id="health-tick", interval=5000),
         dcc.Interval(id="catalog-tick", interval=3000),
     ]
     return html.Div([header, nav, html.Main(views, className="views"), *stores], className="page")
+
+
+#: The views that show the training jobs (curves, the empty map's "what is training") and the full job list.
+TRAINING_VIEWS = ("add", "jobs")
+JOBS_VIEWS = ("jobs",)
 
 
 def slim_job(job: dict) -> dict:
@@ -110,6 +126,18 @@ def slim_job(job: dict) -> dict:
     if job.get("state") in ("queued", "running") or job.get("kind") == "train":
         return job
     return {**job, "partial": {}}
+
+
+def poll_stores(recent: list[dict], minima: list | None, tab: str | None) -> dict[str, list[dict] | None]:
+    """What one poll writes to the job stores, for the view that is open (docs/dashboard.md, "Polling"):
+    ``ANALYSES`` (the analyses a view tracks, always), ``TRAINING`` (the training jobs: their curves and the empty
+    map's text) and ``JOBS`` (the whole list) only where they are shown; None leaves a store as it is. A training's
+    progress, which changes every poll, then wakes only the views that draw it, not every analysis a view tracks."""
+    analyses = [slim_job(job) for job in recent if job.get("kind") != "train"]
+    training = [job for job in recent if job.get("kind") == "train"]
+    shows_training = tab in TRAINING_VIEWS or (tab == "map" and not minima)
+    return {ANALYSES: analyses, TRAINING: training if shows_training else None,
+            JOBS: recent if tab in JOBS_VIEWS else None}
 
 
 def create_dash(api_url: str, prefix: str = "/dashboard/", public_api_url: str | None = None,
@@ -163,11 +191,12 @@ def create_dash(api_url: str, prefix: str = "/dashboard/", public_api_url: str |
         return catalog, True
 
     @app.callback(
-        Output(MINIMA, "data"), Output(JOBS, "data"), Output("tick", "interval"), Output("jobs-badge", "children"),
-        Input("tick", "n_intervals"), Input(REFRESH, "data"),
-        State(MINIMA, "data"), State(JOBS, "data"),
+        Output(MINIMA, "data"), Output(ANALYSES, "data"), Output(TRAINING, "data"), Output(JOBS, "data"),
+        Output("tick", "interval"), Output("jobs-badge", "children"),
+        Input("tick", "n_intervals"), Input(REFRESH, "data"), Input(TABS, "value"),
+        State(MINIMA, "data"), State(ANALYSES, "data"), State(TRAINING, "data"), State(JOBS, "data"),
     )
-    def poll(_n, _refresh, old_minima, old_jobs):
+    def poll(_n, _refresh, tab, old_minima, *old):
         try:
             minima = client.minima()
             recent = [slim_job(job) for job in client.jobs(limit=100)]
@@ -177,8 +206,11 @@ def create_dash(api_url: str, prefix: str = "/dashboard/", public_api_url: str |
         queued = sum(1 for j in recent if j.get("state") == "queued")
         active = running + queued
         badge = f"{running} running · {queued} queued" if active else "idle"
-        return (minima if minima != old_minima else no_update, recent if recent != old_jobs else no_update,
-                FAST_POLL_MS if active else SLOW_POLL_MS, badge)
+        new = poll_stores(recent, minima, tab).values()
+        stores = [no_update if value is None or value == before else value
+                  for value, before in zip(new, old, strict=True)]
+        return (minima if minima != old_minima else no_update, *stores, FAST_POLL_MS if active else SLOW_POLL_MS,
+                badge)
 
     view_names = json.dumps([value for value, _ in VIEWS])
     app.clientside_callback(

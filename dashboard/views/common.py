@@ -3,7 +3,11 @@
 App-wide stores (created in ``dashboard/app.py``):
 
 * ``MINIMA``: the list of minimum records (``GET /api/minima``), refreshed by polling;
-* ``JOBS``: the recent job records (``GET /api/jobs``), refreshed every second while jobs run;
+* ``ANALYSES``: the recent analysis jobs (every kind but training; finished ones without their streamed points),
+  refreshed every second while jobs run: the views track their analyses in it;
+* ``TRAINING``: the recent training jobs with their curves, written only while a view that shows them is open
+  (Add minima, Jobs, the empty map);
+* ``JOBS``: all recent job records (``GET /api/jobs``), written only while the Jobs view is open;
 * ``SELECTION``: ``{"a", "b"}``, the pair picked on the map;
 * ``CATALOG``: ``{"architectures", "datasets", "samplers"}`` from the registries;
 * ``REFRESH``: written by actions (upload, train, cancel) to poll at once;
@@ -25,6 +29,8 @@ from toroid.dashboard.state import advance_entry, entry_from_answer, entry_from_
 
 MINIMA = "minima-store"
 JOBS = "jobs-store"
+ANALYSES = "analyses-store"
+TRAINING = "training-store"
 SELECTION = "selection-store"
 CATALOG = "catalog-store"
 REFRESH = "refresh-store"

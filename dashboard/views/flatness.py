@@ -17,7 +17,7 @@ from toroid.dashboard.client import ApiClient, ApiError
 from toroid.dashboard.state import selection_ids
 from toroid.dashboard.views import sharpness
 from toroid.dashboard.views.common import (
-    JOBS,
+    ANALYSES,
     MINIMA,
     SELECTION,
     TABS,
@@ -88,7 +88,7 @@ def register(app, client: ApiClient, public_api_url: str) -> None:
     @app.callback(
         Output(STORE, "data"), Output(ALL_DONE, "data"),
         Input(TABS, "value"), Input(PICK, "value"), Input(ALL_INTENT, "data"), Input(MODE, "value"),
-        Input(JOBS, "data"), State(MINIMA, "data"), State(STORE, "data"), State(ALL_DONE, "data"),
+        Input(ANALYSES, "data"), State(MINIMA, "data"), State(STORE, "data"), State(ALL_DONE, "data"),
     )
     def analyses(tab, picked, every, mode, jobs, minima, store, done):
         store = dict(store or {})

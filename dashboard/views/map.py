@@ -19,12 +19,13 @@ from toroid.dashboard.client import ApiClient, ApiError
 from toroid.dashboard.figures.map import map_layout
 from toroid.dashboard.state import families, next_selection
 from toroid.dashboard.views.common import (
+    ANALYSES,
     CATALOG,
     DISTANCES,
-    JOBS,
     MINIMA,
     SELECTION,
     TABS,
+    TRAINING,
     card,
     entry_status,
     fetch_result,
@@ -120,7 +121,7 @@ def register(app, client: ApiClient) -> None:
 
     @app.callback(
         Output(DISTANCES, "data"), Output(COMPUTE_DONE, "data"),
-        Input(MINIMA, "data"), Input(FAMILY, "value"), Input(JOBS, "data"), Input(COMPUTE_INTENT, "data"),
+        Input(MINIMA, "data"), Input(FAMILY, "value"), Input(ANALYSES, "data"), Input(COMPUTE_INTENT, "data"),
         State(DISTANCES, "data"), State(COMPUTE_DONE, "data"), State(CATALOG, "data"),
     )
     def distances(minima, family, jobs, compute, entry, done, catalog):
@@ -192,7 +193,7 @@ def register(app, client: ApiClient) -> None:
         Output(GRAPH, "figure"), Output(NOTE, "children"), Output(POSITIONS, "data"), Output(STATUS, "children"),
         Output(NOTE, "data-method"), Output(NOTE, "data-pending"),
         Input(MINIMA, "data"), Input(DISTANCES, "data"), Input(FAMILY, "value"), Input(VARIANT, "value"),
-        Input(COLOR, "value"), Input(SELECTION, "data"), Input(THIRD, "value"), Input(JOBS, "data"),
+        Input(COLOR, "value"), Input(SELECTION, "data"), Input(THIRD, "value"), Input(TRAINING, "data"),
         State(POSITIONS, "data"), State(CATALOG, "data"),
     )
     def draw(minima, entry, family, variant, color_by, selection, third, jobs, stored, catalog):
@@ -201,7 +202,7 @@ def register(app, client: ApiClient) -> None:
         shown = [m for m in minima if m["id"] in ids]
         if not shown:  # what is training, and when it will be ready (the job list is polled)
             return empty_figure(training_text(jobs)), "", no_update, None, "none", "0"
-        if {t["prop_id"].split(".")[0] for t in ctx.triggered} == {JOBS}:
+        if {t["prop_id"].split(".")[0] for t in ctx.triggered} == {TRAINING}:
             raise PreventUpdate  # the jobs only matter to the empty map; the distances job moves DISTANCES
         data = fetch_result(client, entry)
         if data is None and entry and entry.get("previous_result_id"):

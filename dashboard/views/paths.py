@@ -15,8 +15,8 @@ from toroid.dashboard import figures
 from toroid.dashboard.client import ApiClient
 from toroid.dashboard.state import PATH_KINDS, is_active
 from toroid.dashboard.views.common import (
+    ANALYSES,
     CATALOG,
-    JOBS,
     MINIMA,
     SELECTION,
     card,
@@ -103,7 +103,7 @@ def register(app, client: ApiClient, public_api_url: str) -> None:
 
     @app.callback(
         Output(STORE, "data"),
-        Input(SELECTION, "data"), Input(BEND_INTENT, "data"), Input(JOBS, "data"),
+        Input(SELECTION, "data"), Input(BEND_INTENT, "data"), Input(ANALYSES, "data"),
         State(STORE, "data"), State(MINIMA, "data"), State(CATALOG, "data"),
     )
     def analyses(selection, bend, jobs, store, minima, catalog):

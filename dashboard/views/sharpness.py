@@ -15,8 +15,8 @@ from dash.exceptions import PreventUpdate
 
 from toroid.dashboard.client import ApiClient
 from toroid.dashboard.views.common import (
+    ANALYSES,
     CATALOG,
-    JOBS,
     MINIMA,
     TABS,
     card,
@@ -66,7 +66,7 @@ def register(app, client: ApiClient, public_api_url: str) -> None:
 
     @app.callback(
         Output(STORE, "data"), Output(ALL_DONE, "data"),
-        Input(TABS, "value"), Input(PICK, "value"), Input(ALL_INTENT, "data"), Input(JOBS, "data"),
+        Input(TABS, "value"), Input(PICK, "value"), Input(ALL_INTENT, "data"), Input(ANALYSES, "data"),
         State(MINIMA, "data"), State(CATALOG, "data"), State(STORE, "data"), State(ALL_DONE, "data"),
     )
     def analyses(tab, picked, every, jobs, minima, catalog, store, done):

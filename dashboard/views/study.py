@@ -18,7 +18,7 @@ from dash import Input, Output, State, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
 from toroid.dashboard.client import ApiClient, ApiError
-from toroid.dashboard.views.common import card, message, progress_bar
+from toroid.dashboard.views.common import TABS, card, message, progress_bar
 
 PRESET = "study-preset"
 OVERRIDES = "study-overrides"
@@ -217,6 +217,9 @@ def report_view(study: dict, api_url: str) -> tuple[list, str | None]:
 
 
 def register(app, client: ApiClient, public_api_url: str | None = None) -> None:
+    # the studies are polled only while their view is open (docs/dashboard.md, "Polling")
+    app.clientside_callback("function(tab) { return tab !== 'studies'; }", Output(TICK, "disabled"),
+                            Input(TABS, "value"))
     api_url = public_api_url or client.base_url
 
     @app.callback(Output(PRESET, "options"), Output(PRESET, "value"), Output(PRESETS, "data"),

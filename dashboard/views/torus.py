@@ -114,7 +114,7 @@ def register(app, client: ApiClient, public_api_url: str) -> None:
     @app.callback(
         Output(STORE, "data"),
         Input(common.TABS, "value"), Input(common.SELECTION, "data"), Input(RESOLUTION, "value"), Input(THIRD, "value"),
-        Input(USE_THIRD, "value"), Input(SPACE, "value"), Input(common.JOBS, "data"),
+        Input(USE_THIRD, "value"), Input(SPACE, "value"), Input(common.ANALYSES, "data"),
         State(STORE, "data"),
     )
     def analyses(tab, selection, resolution, third, use_third, space, jobs, store):

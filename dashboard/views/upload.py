@@ -26,8 +26,8 @@ from toroid.dashboard.client import ApiClient, ApiError
 from toroid.dashboard.views import upload_layout
 from toroid.dashboard.views.common import (
     CATALOG,
-    JOBS,
     REFRESH,
+    TRAINING,
     as_list,
     card,
     dataset_options,
@@ -313,12 +313,12 @@ def register(app, client: ApiClient) -> None:
         return (f"Training job {job['id']} queued ({sampler}, seed {body['seed']}).", "message ok", job["id"],
                 {"job": job["id"]})
 
-    @app.callback(Output(TRAIN_JOB, "options"), Input(JOBS, "data"))
+    @app.callback(Output(TRAIN_JOB, "options"), Input(TRAINING, "data"))
     def train_jobs(jobs):
         return [{"label": f"{_job_title(j)} · {j.get('state')}", "value": j["id"]}
                 for j in jobs or [] if j.get("kind") == "train"]
 
-    @app.callback(Output(TRAIN_GRAPH, "figure"), Input(TRAIN_JOB, "value"), Input(JOBS, "data"))
+    @app.callback(Output(TRAIN_GRAPH, "figure"), Input(TRAIN_JOB, "value"), Input(TRAINING, "data"))
     def curves(job_id, jobs):
         job = watched_train_job(jobs or [], job_id)
         if job is None:

@@ -6,7 +6,8 @@ from collections import Counter
 
 from dash.development.base_component import Component
 
-from toroid.dashboard.app import VIEWS, create_dash, slim_job
+from toroid.dashboard.app import VIEWS, create_dash, poll_stores, slim_job
+from toroid.dashboard.views.common import ANALYSES, JOBS, TRAINING
 
 
 def layout_ids(component) -> set[str]:
@@ -61,3 +62,18 @@ def test_finished_analysis_jobs_drop_their_streamed_points():
     trained = {"id": "3", "kind": "train", "state": "succeeded", "partial": {"epoch": [1]}}
     assert slim_job(running) == running and slim_job(trained) == trained
     assert slim_job(done)["partial"] == {} and done["partial"] == {"x": [0.0]}
+
+
+def test_a_trainings_progress_wakes_only_the_views_that_show_it():
+    """A poll during a training: the analyses store is the same whatever the training's progress, so the views
+    tracking a clicked pair's paths are not woken every second; the training and the full list go to the views that
+    show them (and to the empty map)."""
+    path = {"id": "p", "kind": "path", "state": "running", "progress": 0.5, "partial": {"x": [0.0]}}
+    before = [{"id": "t", "kind": "train", "state": "running", "progress": 0.1, "partial": {"epoch": [1]}}, path]
+    after = [{**before[0], "progress": 0.2, "partial": {"epoch": [1, 2]}}, path]
+    minima = [{"id": "m"}]
+    assert poll_stores(before, minima, "map")[ANALYSES] == poll_stores(after, minima, "map")[ANALYSES] == [path]
+    assert poll_stores(after, minima, "map")[TRAINING] is None and poll_stores(after, minima, "map")[JOBS] is None
+    assert poll_stores(after, [], "map")[TRAINING] == [after[0]]  # the empty map says what is training
+    assert poll_stores(after, minima, "add")[TRAINING] == [after[0]]
+    assert poll_stores(after, minima, "jobs")[JOBS] == after
