@@ -1,4 +1,5 @@
-"""Start, keep alive and stop the whole local system: embedded Redis, one Celery worker, the API + dashboard server.
+"""Start, keep alive and stop the whole local system: embedded Redis, one Celery worker, the API + dashboard server;
+and the workers of `toroid worker --gpus`, one per GPU (``start_gpu_workers``, ``parse_gpus``).
 
 Every child runs in its own process group, so Ctrl-C reaches only the supervisor, which then stops the children in
 order (API, worker, Redis): SIGTERM, a grace period, then SIGKILL of the whole group (a worker's prefork children
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 import shutil
 import signal
 import socket
@@ -76,12 +78,21 @@ class Child:
         except (ProcessLookupError, PermissionError):
             pass
 
-    def stop(self) -> None:
+    def terminate(self) -> None:
+        """Send SIGTERM to the child's process group without waiting (``Supervisor.stop_all(together=True)``)."""
+        if self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    def stop(self, wait_s: float | None = None) -> None:
+        """SIGTERM, up to ``wait_s`` (default the grace period) to exit, then SIGKILL of whatever is left."""
         if self.process.poll() is not None:
             return
         try:
             os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(self.grace_s)
+            self.process.wait(self.grace_s if wait_s is None else wait_s)
         except subprocess.TimeoutExpired:
             pass
         except ProcessLookupError:
@@ -142,28 +153,49 @@ class Supervisor:
         return url
 
     def start_worker(self, env: dict[str, str], concurrency: int, queues: str, name: str = "worker",
-                     niceness: int = 0) -> Child:
-        """A Celery worker process consuming ``queues``; ``name`` names its log file and its Celery hostname; a
-        positive ``niceness`` runs it (and its restarts) at that lower CPU priority (``nice``)."""
+                     niceness: int = 0, hostname: str | None = None) -> Child:
+        """A Celery worker process consuming ``queues``; ``name`` names its log file and its Celery hostname
+        (``toroid-<supervisor pid>-<name>@%h`` unless ``hostname`` is given); a positive ``niceness`` runs it (and
+        its restarts) at that lower CPU priority (``nice``)."""
         argv = [
             sys.executable, "-m", "celery", "-A", "toroid.store.celery_app", "worker", "--loglevel", "INFO",
             "--concurrency", str(concurrency), "--queues", queues, "--without-gossip", "--without-mingle",
-            "--hostname", f"toroid-{os.getpid()}-{name}@%h",
+            "--hostname", hostname or f"toroid-{os.getpid()}-{name}@%h",
         ]
         nice = shutil.which("nice") if niceness > 0 else None
         return self.spawn(name, [nice, "-n", str(niceness), *argv] if nice else argv, env, grace_s=10.0)
 
+    def start_gpu_workers(self, env: dict[str, str], gpus: list[str], concurrency: int, queues: str,
+                          niceness: int = 0, hostname: str | None = None) -> list[Child]:
+        """One worker process per GPU (docs/operations.md, "One worker per GPU"): worker ``worker-gpu<i>`` sees only
+        ``gpus[i]`` (``CUDA_VISIBLE_DEVICES``), so it computes on its ``cuda:0``; each has its own Celery hostname
+        (``toroid-<pid>-worker-gpu<i>@%h``, or ``<node>-gpu<i>@<host>`` from a given ``hostname``) and log file,
+        and is restarted like any child."""
+        children = []
+        for i, gpu in enumerate(gpus):
+            node, _, host = (hostname or "").partition("@")
+            child_hostname = f"{node}-gpu{i}@{host or '%h'}" if node else None
+            children.append(self.start_worker(dict(env, CUDA_VISIBLE_DEVICES=gpu), concurrency, queues,
+                                              name=f"worker-gpu{i}", niceness=niceness, hostname=child_hostname))
+        return children
+
     def start_workers(self, env: dict[str, str], concurrency: int, queues: str, interactive: int,
-                      batch_niceness: int = 0) -> list[Child]:
+                      batch_niceness: int = 0, gpus: list[str] | None = None) -> list[Child]:
         """The batch worker, and ``interactive`` workers of their own for the interactive queue (docs/operations.md,
         "Queues"): a click's analysis then never waits behind a training, and with ``batch_niceness`` the batch
         worker also yields the CPU to them (and to the API) when both compute. With ``interactive`` 0 the batch
-        worker serves every queue in ``queues``."""
+        worker serves every queue in ``queues``. With ``gpus`` (``TOROID_GPUS``) there is one batch worker per GPU
+        (``start_gpu_workers``) instead of one."""
         names = [q.strip() for q in queues.split(",") if q.strip()]
         if interactive <= 0 or "interactive" not in names:
+            if gpus:
+                return self.start_gpu_workers(env, gpus, concurrency, ",".join(names))
             return [self.start_worker(env, concurrency, ",".join(names))]
         batch = [q for q in names if q != "interactive"]
-        children = [self.start_worker(env, concurrency, ",".join(batch), niceness=batch_niceness)] if batch else []
+        if gpus and batch:
+            children = self.start_gpu_workers(env, gpus, concurrency, ",".join(batch), niceness=batch_niceness)
+        else:
+            children = [self.start_worker(env, concurrency, ",".join(batch), niceness=batch_niceness)] if batch else []
         for i in range(interactive):
             children.append(self.start_worker(env, 1, "interactive", name=f"worker-interactive{i or ''}"))
         return children
@@ -252,10 +284,71 @@ class Supervisor:
             return
         self.log(f"{child.name} restarted (pid {child.process.pid}, restart {child.restarts})")
 
-    def stop_all(self) -> None:
+    def stop_all(self, together: bool = False) -> None:
+        """Stop the children in reverse order of their start, each given its grace period; ``together``: SIGTERM
+        all of them at once and give them one shared grace period (peers such as the workers of several GPUs, so
+        that stopping takes one grace period, not one per GPU)."""
+        if together:
+            deadline = time.monotonic() + max((child.grace_s for child in self.children), default=0.0)
+            for child in self.children:
+                child.terminate()
+            for child in self.children:
+                child.stop(wait_s=max(0.0, deadline - time.monotonic()))
         for child in reversed(self.children):
             child.stop()
         self.children.clear()
+
+
+_GPU_UUID = re.compile(r"^(GPU|MIG)-[0-9A-Za-z][0-9A-Za-z/-]*$")
+
+
+def parse_gpus(spec: str, visible: Callable[[], list[str]] | None = None) -> list[str]:
+    """The GPUs of ``--gpus`` / ``TOROID_GPUS``, one ``CUDA_VISIBLE_DEVICES`` value per worker process.
+
+    ``all``: every GPU this process sees (``toroid.worker.landscape.device.visible_gpus``); none is an error, so a
+    GPU deployment never starts CPU workers silently. Otherwise comma-separated GPU indices as ``nvidia-smi`` numbers
+    them (``0,1``) or GPU UUIDs (``GPU-...``, ``MIG-...``), each once. Raises ``ValueError`` with the fix.
+    """
+    text = (spec or "").strip()
+    if text.lower() == "all":
+        if visible is None:
+            from toroid.worker.landscape.device import visible_gpus as visible
+        gpus = visible()
+        if not gpus:
+            raise ValueError("--gpus all: no GPU is visible to torch here " + _no_gpu_reason()
+                             + "; run `toroid worker` without --gpus for one CPU worker, or name GPU ids (--gpus 0,1)")
+        return gpus
+    entries = [entry.strip() for entry in text.split(",")]
+    bad = [entry for entry in entries if not (entry.isdigit() or _GPU_UUID.match(entry))]
+    if bad:  # an empty spec is one empty entry
+        raise ValueError(f"--gpus {spec!r}: expected 'all' or comma-separated GPU ids such as '0,1' (indices as "
+                         f"nvidia-smi numbers them, or GPU-/MIG- UUIDs); malformed: {', '.join(map(repr, bad))}")
+    entries = [str(int(e)) if e.isdigit() else e for e in entries]
+    duplicates = sorted({e for e in entries if entries.count(e) > 1})
+    if duplicates:
+        raise ValueError(f"--gpus {spec!r}: GPU {', '.join(duplicates)} named twice; give each GPU once")
+    return entries
+
+
+def _no_gpu_reason() -> str:
+    """Why torch sees no GPU, as far as this machine tells: ``nvidia-smi`` listing GPUs means torch cannot use
+    them (a CPU build, or CUDA_VISIBLE_DEVICES hiding them)."""
+    import torch
+
+    smi = shutil.which("nvidia-smi")
+    listed = 0
+    if smi:
+        try:
+            out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=20).stdout
+            listed = sum(1 for line in out.splitlines() if line.startswith("GPU "))
+        except (OSError, subprocess.SubprocessError):
+            listed = 0
+    hidden = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed:
+        return (f"(nvidia-smi lists {listed} GPU(s), but torch {torch.__version__} cannot use them"
+                + (f"; CUDA_VISIBLE_DEVICES={hidden!r} may hide them" if hidden is not None else
+                   "; is it a CPU build? install a CUDA build of torch") + ")")
+    return "(no NVIDIA driver or GPU found: nvidia-smi " + ("lists none)" if smi else "is not installed)")
 
 
 def _redis_ping(url: str) -> bool:

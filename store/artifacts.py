@@ -130,7 +130,8 @@ def load_state_dict_bytes(data: bytes) -> dict[str, torch.Tensor]:
 
 
 def get_store() -> ArtifactStore:
-    """The store of the current settings (``TOROID_HOME``/artifacts)."""
+    """The store of the current settings (``TOROID_ARTIFACTS_DIR``, default ``TOROID_HOME``/artifacts): hosts that
+    mount one shared folder there share the artifacts (docs/operations.md, "Several hosts")."""
     from toroid.store.settings import get_settings
 
     return ArtifactStore(get_settings().artifacts_dir)

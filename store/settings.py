@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -73,8 +73,20 @@ class Settings(BaseSettings):
     data_root: Path | None = Field(
         None, description="Folder the server reads dataset files from; default <home>/datasets."
     )
+    artifacts_dir: Path | None = Field(
+        None, description="Artifact store (checkpoints, canonical forms); default <home>/artifacts. Hosts that share "
+        "only this folder (a shared filesystem) share the artifacts (docs/operations.md, Several hosts)."
+    )
+    gpus: str | None = Field(
+        None, description="GPUs to run workers on: 'all' or ids like '0,1'; `toroid worker` and `toroid up` then "
+        "start one batch worker process per GPU, each with its CUDA_VISIBLE_DEVICES. Unset: one worker."
+    )
     max_json_kb: int = Field(
         1024, ge=1, description="Largest JSON request body under /api (KiB), refused with 413 before it is parsed."
+    )
+    map_pairwise_max: int = Field(
+        48, ge=2, le=64, description="Largest family whose map aligns every pair of minima (docs/method.md §5); "
+        "larger families align every minimum to one reference (store/families.py)."
     )
     max_job_cost: float = Field(
         1e13, ge=0, description="Largest estimated job cost in sample-parameter operations (store/cost.py); "
@@ -94,9 +106,11 @@ class Settings(BaseSettings):
         1024, ge=0, description="Bound of each process's in-memory dataset cache (MiB, least recently used out)."
     )
 
-    @property
-    def artifacts_dir(self) -> Path:
-        return self.home / "artifacts"
+    @model_validator(mode="after")
+    def _default_artifacts_dir(self) -> Settings:
+        if self.artifacts_dir is None:
+            self.artifacts_dir = self.home / "artifacts"
+        return self
 
     @property
     def resolved_data_root(self) -> Path:

@@ -54,14 +54,15 @@ def up(
     interactive queue (TOROID_INTERACTIVE_WORKERS), the API and the dashboard.
 
     Downloads of the built-in datasets (mnist, fashion_mnist, cifar10) into the data root are allowed unless
-    TOROID_ALLOW_DOWNLOADS says otherwise (docs/operations.md).
+    TOROID_ALLOW_DOWNLOADS says otherwise (docs/operations.md). With TOROID_GPUS ('all' or ids like '0,1') the batch
+    worker is one process per GPU (docs/operations.md, "One worker per GPU").
 
     A part that crashes later is restarted (with backoff; Redis on the same port, its queue kept in its
     append-only file); only Ctrl-C or SIGTERM stops everything.
     """
     import time
 
-    from toroid.backend.supervisor import Supervisor, free_port
+    from toroid.backend.supervisor import Supervisor, free_port, parse_gpus
 
     settings = get_settings()
     settings.ensure_dirs()
@@ -70,6 +71,11 @@ def up(
     port = port or free_port(host)
     demo = settings.demo if demo is None else demo
     env = up_environment(settings, host, port)
+    try:
+        gpus = parse_gpus(settings.gpus) if settings.gpus else None  # TOROID_GPUS: one batch worker per GPU
+    except ValueError as exc:
+        typer.echo(f"error: TOROID_GPUS={settings.gpus!r}: {exc}", err=True)
+        raise typer.Exit(2) from None
 
     stopping = False
 
@@ -89,7 +95,7 @@ def up(
             env["TOROID_REDIS_URL"] = supervisor.start_redis(env)
             typer.echo(f"redis   embedded at {env['TOROID_REDIS_URL']}", err=True)
         supervisor.start_workers(env, settings.worker_concurrency, settings.worker_queues, settings.interactive_workers,
-                                 settings.batch_niceness)
+                                 settings.batch_niceness, gpus=gpus)
         base = supervisor.start_api(env, host, port)
         typer.echo(f"worker  started (logs in {settings.home / 'logs'})", err=True)
         if demo:
@@ -145,18 +151,77 @@ def api(
 def worker(
     concurrency: int = typer.Option(None, help="Worker processes (default TOROID_WORKER_CONCURRENCY)."),
     queues: str = typer.Option(None, help="Queues to consume, comma separated (default interactive,cpu,gpu)."),
+    gpus: str = typer.Option(
+        None, help="'all' or GPU ids like '0,1' (default TOROID_GPUS): one worker process per GPU, each with "
+        "CUDA_VISIBLE_DEVICES set to its GPU, supervised and restarted; logs in TOROID_HOME/logs/worker-gpu<i>.log."),
+    hostname: str = typer.Option(
+        None, help="Celery node name, e.g. 'gpu-box@%h' (default celery@%h). With --gpus the workers are "
+        "<name>-gpu<i>@<host> (default toroid-<pid>-worker-gpu<i>@%h). /api/health and the job records name workers "
+        "by it, so two workers of one host need different names."),
 ) -> None:
-    """Run one Celery worker in the foreground (on a GPU machine: one per GPU, with CUDA_VISIBLE_DEVICES)."""
+    """Run Celery workers in the foreground against TOROID_REDIS_URL: one, or with --gpus one per GPU
+    (docs/operations.md, "One worker per GPU" and "Several hosts")."""
     settings = get_settings()
     if not settings.redis_url:
         typer.echo("error: set TOROID_REDIS_URL to the Redis the API uses (e.g. redis://localhost:6379/0)", err=True)
         raise typer.Exit(2)
-    argv = [
-        sys.executable, "-m", "celery", "-A", "toroid.store.celery_app", "worker", "--loglevel", "INFO",
-        "--concurrency", str(concurrency or settings.worker_concurrency),
-        "--queues", queues or settings.worker_queues, "--without-gossip", "--without-mingle",
-    ]
-    os.execv(sys.executable, argv)
+    concurrency = concurrency or settings.worker_concurrency
+    queues = queues or settings.worker_queues
+    gpus = gpus if gpus is not None else settings.gpus
+    if gpus is None:  # one worker: this process becomes it
+        argv = [
+            sys.executable, "-m", "celery", "-A", "toroid.store.celery_app", "worker", "--loglevel", "INFO",
+            "--concurrency", str(concurrency), "--queues", queues, "--without-gossip", "--without-mingle",
+            *(["--hostname", hostname] if hostname else []),
+        ]
+        os.execv(sys.executable, argv)
+    _supervise_gpu_workers(settings, gpus, concurrency, queues, hostname)
+
+
+def _supervise_gpu_workers(settings, spec: str, concurrency: int, queues: str, hostname: str | None) -> None:
+    """`toroid worker --gpus`: one Celery worker per GPU under ``Supervisor`` (the code `toroid up` runs), restarted
+    when one exits, all stopped on Ctrl-C or SIGTERM."""
+    import time
+
+    from toroid.backend.supervisor import Supervisor, parse_gpus
+
+    try:
+        gpus = parse_gpus(spec)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if spec.strip().lower() != "all":
+        from toroid.worker.landscape.device import visible_gpus
+
+        seen = len(visible_gpus())
+        if not seen:
+            typer.echo(f"warning: no GPU is visible to torch here; the {len(gpus)} workers get CUDA_VISIBLE_DEVICES "
+                       "but compute on the CPU", err=True)
+        elif any(g.isdigit() and int(g) >= seen for g in gpus) and "CUDA_VISIBLE_DEVICES" not in os.environ:
+            typer.echo(f"error: --gpus {spec!r}: this machine has {seen} GPU(s), numbered 0..{seen - 1}", err=True)
+            raise typer.Exit(2)
+    stopping = False
+
+    def request_stop(signum, _frame) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    settings.home.mkdir(parents=True, exist_ok=True)
+    supervisor = Supervisor(settings.home, log=lambda line: typer.echo(f"{time.strftime('%H:%M:%S')} {line}", err=True))
+    env = dict(os.environ, TOROID_HOME=str(settings.home.resolve()), TOROID_REDIS_URL=settings.redis_url)
+    try:
+        children = supervisor.start_gpu_workers(env, gpus, concurrency, queues, hostname=hostname)
+        for child in children:
+            typer.echo(f"worker  {child.name} (pid {child.process.pid}) on CUDA_VISIBLE_DEVICES="
+                       f"{child.env['CUDA_VISIBLE_DEVICES']}, log {settings.home / 'logs' / (child.name + '.log')}",
+                       err=True)
+        typer.echo(f"{len(children)} workers running (one per GPU). Ctrl-C stops.", err=True)
+        supervisor.supervise(lambda: stopping)
+    finally:
+        supervisor.stop_all(together=True)
+        typer.echo("stopped.", err=True)
 
 
 @app.command("list")

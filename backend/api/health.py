@@ -4,11 +4,14 @@
 Fast even when a part is down: the workers are not pinged over the broker (a ping waits out its whole timeout), each
 worker's main process writes a heartbeat key ``toroid:worker:<hostname>`` into Redis with a short time to live
 (``toroid.worker.tasks``), and health counts those keys. The answer is public, so it holds no URL, no host and no
-error text from a driver (those go to the server's log); a result is reused for ``CACHE_S`` seconds.
+error text from a driver (those go to the server's log); a result is reused for ``CACHE_S`` seconds. ``workers.gpus``
+maps each worker to the GPU its heartbeat names (its ``CUDA_VISIBLE_DEVICES``; docs/operations.md, "One worker per
+GPU").
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -76,10 +79,24 @@ def _redis() -> dict:
 def _workers() -> dict:
     client = _client()
     prefix = WORKER_KEYS[:-1]
-    names = sorted({key.decode("utf-8", "replace")[len(prefix):] for key in client.scan_iter(WORKER_KEYS, count=100)})
+    keys = sorted(set(client.scan_iter(WORKER_KEYS, count=100)))
+    names = [key.decode("utf-8", "replace")[len(prefix):] for key in keys]
     if not names:
         raise ComponentDown("no worker is alive: none wrote its heartbeat lately (start one with `toroid worker`)")
-    return {"count": len(names), "names": names}
+    return {"count": len(names), "names": names, "gpus": _gpus(names, client.mget(keys))}
+
+
+def _gpus(names: list[str], values: list[bytes | None]) -> dict[str, str | None]:
+    """Each worker's GPU, as its heartbeat names it: its CUDA_VISIBLE_DEVICES (``toroid worker --gpus`` gives each
+    process one GPU), ``None`` when unset (the worker uses every GPU it sees, or the CPU) or unknown."""
+    gpus: dict[str, str | None] = {}
+    for name, raw in zip(names, values, strict=True):
+        try:
+            gpu = json.loads(raw).get("gpu") if raw else None
+        except (ValueError, AttributeError):  # a worker of an older version: its value is its pid
+            gpu = None
+        gpus[name] = gpu if isinstance(gpu, str) else None
+    return gpus
 
 
 def _database() -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 
@@ -9,6 +10,7 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT
+from toroid.backend.supervisor import parse_gpus
 
 
 def test_compose_file_validates():
@@ -33,6 +35,30 @@ def test_compose_has_the_services_and_a_gpu_reservation():
     assert queues["worker-interactive"] == ["interactive"]
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert "torch==2.14.1" in dockerfile
+
+
+def test_compose_runs_one_worker_process_per_gpu():
+    """Compose cannot count GPUs: the `worker` service reserves all of them and `toroid worker --gpus all` starts
+    one process per GPU inside (docs/operations.md, "One worker per GPU"); TOROID_GPUS narrows it; the interactive
+    worker stays a plain one; the image can be built with a CUDA torch (TORCH_INDEX)."""
+    spec = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    worker = spec["services"]["worker"]
+    command = worker["command"]
+    assert command[:2] == ["toroid", "worker"] and command[command.index("--gpus") + 1] == "${TOROID_GPUS:-all}"
+    devices = worker["deploy"]["resources"]["reservations"]["devices"]
+    assert devices == [{"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}]
+    assert worker["init"] is True and worker["stop_grace_period"] == "30s"
+    interactive = spec["services"]["worker-interactive"]
+    assert "--gpus" not in interactive["command"] and "deploy" not in interactive
+    assert spec["services"]["api"]["build"]["args"]["TORCH_INDEX"].startswith("${TORCH_INDEX:-")
+    if shutil.which("docker-compose") is None:
+        return
+    resolved = subprocess.run(["docker-compose", "-f", "docker-compose.yml", "config"], cwd=ROOT, capture_output=True,
+                              text=True, env={"PATH": os.environ.get("PATH", ""), "TOROID_GPUS": "0,1"})
+    assert resolved.returncode == 0, resolved.stderr
+    command = yaml.safe_load(resolved.stdout)["services"]["worker"]["command"]
+    assert command[command.index("--gpus") + 1] == "0,1"  # the value `toroid worker` parses (parse_gpus)
+    assert parse_gpus("0,1") == ["0", "1"]
 
 
 def test_the_image_reads_the_papers_datasets_and_never_downloads_by_default():
