@@ -21,6 +21,10 @@ Workloads (each method measured side by side in this one process, medians of ``-
 * ``api``: upload of two digits minima to a finished 17-point geodesic job through ``toroid up``.
 * ``limit``: torch.mm throughput on the workloads' layer shapes and each row's fraction of it.
 * ``gpu`` (the default with ``--device cuda``): see :mod:`bench.gpu`.
+* ``scaling`` (not in the default set, ~10 min): time and peak memory of paths, flatness and tori vs
+  inputs, points and width, a PNG plot (see :mod:`bench.scaling`).
+
+Every run ends with the targets it measured (docs/performance.md), each met or missed with its ratio.
 """
 
 from __future__ import annotations
@@ -42,13 +46,14 @@ from bench.common import (
     machine_info,
     print_table,
     synthetic_images,
+    time_interleaved,
     time_median,
     train_quick,
     write_json,
 )
 
 CPU_WORKLOADS = ("paths", "flatness", "align", "api", "limit")
-ALL_WORKLOADS = (*CPU_WORKLOADS, "gpu")
+ALL_WORKLOADS = (*CPU_WORKLOADS, "gpu", "scaling")
 POINTS = 33
 
 
@@ -66,7 +71,16 @@ def _path_case(
     b: torch.nn.Module,
     data,
     input_shape: tuple[int, ...],
+    *,
+    bn: str = "recompute",
+    peers: bool = True,
+    loops: bool = True,
 ) -> list[Row]:
+    """Toroid vs the loop (and loss-landscapes) on one case; methods interleaved in every repetition.
+
+    ``bn``: Toroid's BatchNorm mode; the loop interpolates the running statistics, so BN nets are
+    compared with ``bn="interpolate"`` (same work, same numbers).
+    """
     from bench.paths import loop_geodesic, loop_linear, loss_landscapes_linear
     from toroid.worker.landscape.paths import path_profile, prepare_endpoints
 
@@ -77,36 +91,49 @@ def _path_case(
     rows: list[Row] = []
     toroid = "Toroid path_profile"
     loop = "loop (deepcopy, DataLoader 128)"
-
-    t, runs, prof = time_median(lambda: path_profile(a, b, data, "linear", POINTS, device=dev), reps, dev)
-    ours = prof.train_error
-    rows.append(Row("paths", f"{case} linear", toroid, t, runs, baseline=loop, extra={"forward_inputs": n_inputs},
-                    note=f"barrier {prof.barrier:.3f}", **common))
-    t, runs, errs = time_median(lambda: loop_linear(a, b, data), reps)
-    rows.append(Row("paths", f"{case} linear", loop, t, runs, baseline=loop, extra={"forward_inputs": n_inputs},
-                    note=f"max |train err diff| {_max_diff(ours, errs):.1e}", **common))
-    t, runs, errs = time_median(lambda: loss_landscapes_linear(a, b, data), reps)
-    rows.append(Row(
-        "paths", f"{case} linear", "loss-landscapes linear_interpolation", t if errs is not None else None,
-        runs if errs is not None else [], baseline=loop, extra={"forward_inputs": n_inputs},
-        note=f"max |train err diff| {_max_diff(ours, errs):.1e}" if errs is not None else "not installed",
-        **common,
-    ))
+    peer = "loss-landscapes linear_interpolation"
     ga, gb = prepare_endpoints(a, b, "geodesic")
-    t, runs, prof = time_median(
-        lambda: path_profile(ga, gb, data, "geodesic", POINTS, device=dev, prepared=True), reps, dev
-    )
-    ours = prof.train_error
-    rows.append(Row("paths", f"{case} geodesic", toroid, t, runs, baseline=loop, extra={"forward_inputs": n_inputs},
-                    note=f"barrier {prof.barrier:.3f}", **common))
-    t, runs, errs = time_median(lambda: loop_geodesic(ga, gb, data), reps)
-    rows.append(Row("paths", f"{case} geodesic", loop, t, runs, baseline=loop, extra={"forward_inputs": n_inputs},
-                    note=f"max |train err diff| {_max_diff(ours, errs):.1e}", **common))
+    for kind, (pa, pb) in (("linear", (a, b)), ("geodesic", (ga, gb))):
+        fns = {toroid: lambda pa=pa, pb=pb, kind=kind: path_profile(
+            pa, pb, data, kind, POINTS, device=dev, prepared=True, bn=bn)}
+        if loops:
+            fns[loop] = (lambda: loop_linear(a, b, data)) if kind == "linear" else (
+                lambda: loop_geodesic(ga, gb, data))
+        if kind == "linear" and peers:
+            fns[peer] = lambda: loss_landscapes_linear(a, b, data)
+        timed = time_interleaved(fns, reps, dev)
+        t, runs, prof = timed[toroid]
+        ours = prof.train_error
+        base = loop if loops else None
+        rows.append(Row("paths", f"{case} {kind}", toroid, t, runs, baseline=base, extra={"forward_inputs": n_inputs},
+                        note=f"barrier {prof.barrier:.3f}", **common))
+        if loops:
+            t, runs, errs = timed[loop]
+            rows.append(Row("paths", f"{case} {kind}", loop, t, runs, baseline=loop,
+                            extra={"forward_inputs": n_inputs},
+                            note=f"max |train err diff| {_max_diff(ours, errs):.1e}", **common))
+        if peer in timed:
+            t, runs, errs = timed[peer]
+            rows.append(Row(
+                "paths", f"{case} {kind}", peer, t if errs is not None else None,
+                runs if errs is not None else [], baseline=base, extra={"forward_inputs": n_inputs},
+                note=f"max |train err diff| {_max_diff(ours, errs):.1e}" if errs is not None else "not installed",
+                **common,
+            ))
     return rows
 
 
+def _plain_mlp(seed: int) -> torch.nn.Module:
+    """784-512-512-10 as a plain ``nn.Sequential`` at its random initialization (the issue's independent setup)."""
+    torch.manual_seed(seed)
+    nn = torch.nn
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(),
+                         nn.Linear(512, 10)).eval()
+
+
 def run_paths(settings: Settings) -> list[Row]:
-    """MLP 784-512-512-10 and LeNet (32x32x3) path profiles, three methods side by side."""
+    """MLP 784-512-512-10 (trained; and a plain random-init nn.Sequential vs loss-landscapes), LeNet and
+    a VGG11-BN (width 1/4) on 32x32x3: path profiles, methods side by side."""
     from bench.paths import synthetic_mnist, train_mlp
 
     n = 1000 if settings.quick else 10_000
@@ -114,12 +141,53 @@ def run_paths(settings: Settings) -> list[Row]:
     epochs = 1 if settings.quick else 3
     a, b = train_mlp(data, seed=0, epochs=epochs), train_mlp(data, seed=1, epochs=epochs)
     rows = _path_case(settings, f"MLP 784-512-512-10, {n}+{n}", a, b, data, (1, 28, 28))
+    rows += _path_case(settings, f"MLP Sequential random, {n}+{n}", _plain_mlp(0), _plain_mlp(1), data,
+                       (1, 28, 28), loops=False)
     m = settings.lenet_inputs or n
     cifar = synthetic_images(m, m, (3, 32, 32), seed=1)
     lenet_a = train_quick("lenet", None, cifar, seed=0, epochs=1 if settings.quick else 2)
     lenet_b = train_quick("lenet", None, cifar, seed=1, epochs=1 if settings.quick else 2)
-    rows += _path_case(settings, f"LeNet 3x32x32, {m}+{m}", lenet_a, lenet_b, cifar, (3, 32, 32))
+    rows += _path_case(settings, f"LeNet 3x32x32, {m}+{m}", lenet_a, lenet_b, cifar, (3, 32, 32), peers=False)
+    vgg = {"depth": 11, "width_scale": 0.25}
+    vgg_a = train_quick("vgg", vgg, cifar, seed=0, epochs=1)
+    vgg_b = train_quick("vgg", vgg, cifar, seed=1, epochs=1)
+    rows += _path_case(settings, f"VGG11-BN/4 3x32x32, {m}+{m}", vgg_a, vgg_b, cifar, (3, 32, 32),
+                       bn="interpolate", peers=False)
     return rows
+
+
+#: (workload, case prefix, path kind, method, baseline method, required speed-up): the targets of
+#: docs/performance.md, printed as met or missed at the end of every run that measured them.
+TARGETS = [
+    ("paths", "MLP 784-512-512-10", "linear", "Toroid path_profile", "loss-landscapes linear_interpolation", 2.0),
+    ("paths", "MLP Sequential random", "linear", "Toroid path_profile", "loss-landscapes linear_interpolation", 2.0),
+    ("paths", "MLP 784-512-512-10", "linear", "Toroid path_profile", "loop (deepcopy, DataLoader 128)", 3.0),
+    ("paths", "MLP 784-512-512-10", "geodesic", "Toroid path_profile", "loop (deepcopy, DataLoader 128)", 3.0),
+    ("paths", "LeNet", "linear", "Toroid path_profile", "loop (deepcopy, DataLoader 128)", 1.5),
+    ("paths", "LeNet", "geodesic", "Toroid path_profile", "loop (deepcopy, DataLoader 128)", 1.5),
+    ("paths", "VGG11-BN", "linear", "Toroid path_profile", "loop (deepcopy, DataLoader 128)", 1.2),
+    ("paths", "VGG11-BN", "geodesic", "Toroid path_profile", "loop (deepcopy, DataLoader 128)", 1.2),
+]
+
+
+def target_lines(rows: list[Row]) -> list[str]:
+    """One line per target measured in ``rows``: the ratio, met or missed."""
+    lines = []
+    for workload, prefix, kind, method, base, need in TARGETS:
+        def find(name: str, workload: str = workload, prefix: str = prefix, kind: str = kind) -> Row | None:
+            for r in rows:
+                if r.workload == workload and r.case.startswith(prefix) and r.case.endswith(kind) and r.method == name:
+                    return r
+            return None
+
+        ours, ref = find(method), find(base)
+        if ours is None or ref is None or ours.seconds is None or ref.seconds is None:
+            continue
+        ratio = ref.seconds / ours.seconds
+        verdict = "met" if ratio >= need else "MISSED"
+        lines.append(f"target {ours.case} ({method} vs {base}) >= {need:.1f}x: {ratio:.2f}x "
+                     f"({ours.seconds:.2f} s vs {ref.seconds:.2f} s)  {verdict}")
+    return lines
 
 
 # --------------------------------------------------------------------------------- flatness
@@ -200,6 +268,12 @@ def run_api(settings: Settings) -> list[Row]:
     return api(settings)
 
 
+def run_scaling(settings: Settings) -> list[Row]:
+    from bench.scaling import run_scaling as scaling
+
+    return scaling(settings)
+
+
 def run_gpu(settings: Settings) -> list[Row]:
     from bench.gpu import run_gpu as gpu
 
@@ -212,6 +286,7 @@ RUNNERS: dict[str, Callable[[Settings], list[Row]]] = {
     "align": run_align,
     "api": run_api,
     "gpu": run_gpu,
+    "scaling": run_scaling,
 }
 
 
@@ -302,6 +377,11 @@ def main(argv: list[str] | None = None) -> int:
     info["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     print()
     print_table(rows, info, settings.repeats)
+    targets_text = target_lines(rows) + extra.pop("target_lines", [])
+    if targets_text:
+        print("\nTargets (docs/performance.md), load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
+        for line in targets_text:
+            print("  " + line)
     if args.json:
         write_json(args.json, rows, info, extra)
         print(f"\nwrote {args.json}")

@@ -36,6 +36,7 @@ __all__ = [
     "naive_forward_flops",
     "print_table",
     "synthetic_images",
+    "time_interleaved",
     "time_median",
     "train_quick",
     "write_json",
@@ -102,6 +103,30 @@ def time_median(
             torch.cuda.synchronize(sync)
         times.append(time.perf_counter() - start)
     return statistics.median(times), times, out
+
+
+def time_interleaved(
+    fns: dict[str, Callable[[], Any]], repeats: int, sync: torch.device | None = None
+) -> dict[str, tuple[float, list[float], Any]]:
+    """Like :func:`time_median` for several methods, run in turn within each repetition (A B C A B C ...).
+
+    On a shared machine the load drifts: interleaving gives every method the same mix of quiet and busy
+    moments, so their ratios are fairer than timing all runs of one method, then all of the next.
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats must be a positive integer, got {repeats}")
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    outs: dict[str, Any] = {}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            if sync is not None and sync.type == "cuda":
+                torch.cuda.synchronize(sync)
+            start = time.perf_counter()
+            outs[name] = fn()
+            if sync is not None and sync.type == "cuda":
+                torch.cuda.synchronize(sync)
+            times[name].append(time.perf_counter() - start)
+    return {k: (statistics.median(v), v, outs[k]) for k, v in times.items()}
 
 
 def bench_device(name: str) -> torch.device:

@@ -12,6 +12,7 @@ The plain evaluator it builds on is :class:`~toroid.worker.landscape.evaluate.Ev
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = ["CombinationEvaluator", "FirstLayer"]
 
-_CPU_CACHE_BUDGET = 2 * 2**30  # bytes of cached first-layer products on CPU
+_CPU_CACHE_BUDGET = 2 * 2**30  # bytes of cached first-layer products on CPU (at least; see _default_cache_budget)
 
 
 @dataclass
@@ -175,7 +176,11 @@ class CombinationEvaluator:
         if self.evaluator.device.type == "cuda":
             free, _ = torch.cuda.mem_get_info(self.evaluator.device)
             return free // 3
-        return _CPU_CACHE_BUDGET
+        try:  # a third of the memory free now, at least 2 GiB (LeNet, 10,000 + 10,000 CIFAR inputs: 2.5 GB)
+            free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            free = 0
+        return max(_CPU_CACHE_BUDGET, free // 3)
 
     def _cache_bytes(self, first: FirstLayer) -> int:
         ev = self.evaluator
@@ -211,10 +216,15 @@ class CombinationEvaluator:
                 if len(x) == 0:
                     continue
                 shape = self._product(first, x[:1], self.anchors[0][first.weight]).shape[1:]
-                prods = torch.empty((len(self.anchors), len(x), *shape), device=ev.device)  # (M, N, out, ...)
-                for m, anchor in enumerate(self.anchors):
+                # one (N, out, ...) tensor per anchor, in the evaluator's layout (channels-last for conv
+                # nets when the calibration chose it), so each point's combination feeds the next layer as is
+                fmt = ev.memory_format if len(shape) == 3 else torch.contiguous_format
+                prods = []
+                for anchor in self.anchors:
+                    out = torch.empty((len(x), *shape), device=ev.device, memory_format=fmt)
                     for sl in ev.slices(split):
-                        prods[m, sl] = self._product(first, x[sl], anchor[first.weight])
+                        out[sl] = self._product(first, x[sl], anchor[first.weight])
+                    prods.append(out)
                 self._products[split] = prods
         self.factorized = True
 
@@ -233,16 +243,16 @@ class CombinationEvaluator:
         if c.dim() == 1:
             c = c.unsqueeze(1).expand(-1, out_dim)
         c = c.to(self.evaluator.device, torch.float32)
-        some = next(iter(self._products.values()))
-        extra_dims = some.dim() - 3  # spatial dimensions of conv outputs
+        some = next(iter(self._products.values()))[0]
+        extra_dims = some.dim() - 2  # spatial dimensions of conv outputs
         c = c.reshape(c.shape[0], 1, out_dim, *([1] * extra_dims))
         b = bias.reshape(1, out_dim, *([1] * extra_dims)) if bias is not None else None
 
         def output(split: str, sl: slice) -> Tensor:
             prods = self._products[split]
-            h = torch.mul(prods[0, sl], c[0]) if b is None else torch.addcmul(b, prods[0, sl], c[0])
-            for i in range(1, prods.shape[0]):
-                h.addcmul_(prods[i, sl], c[i])
+            h = torch.mul(prods[0][sl], c[0]) if b is None else torch.addcmul(b, prods[0][sl], c[0])
+            for i in range(1, len(prods)):
+                h.addcmul_(prods[i][sl], c[i])
             return h
 
         return output

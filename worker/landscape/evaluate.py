@@ -16,7 +16,12 @@ fast:
   X W(x)^T = sum_m c_m (.) (X W_m^T), a path of K points costs M first-layer products (M = 2 for
   a path) instead of K;
 * :meth:`Evaluator.evaluate_stacked` evaluates many parameter sets in one pass with
-  ``torch.func.vmap`` (used for noisy copies on GPUs).
+  ``torch.func.vmap`` (used for noisy copies on GPUs);
+* the batch size and, for convolutional networks, the memory layout (channels-last or not) are
+  measured, not guessed: a short calibration times a few candidates once per (architecture,
+  input shape, device, threads) in a process and keeps the fastest (docs/performance.md,
+  "Evaluator calibration"); ReLUs that follow a Linear/Conv/BatchNorm inside an ``nn.Sequential``
+  run in place in the evaluator's private working copy.
 
 The state helpers (:mod:`toroid.worker.landscape.states`) and the combination evaluator
 (:mod:`toroid.worker.landscape.combination`) are re-exported here for the code that imports them
@@ -27,6 +32,7 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -61,6 +67,56 @@ __all__ = ["CombinationEvaluator", "Evaluator", "FirstLayer", *states.__all__]
 Split = Literal["train", "test", "both"]
 
 _CPU_ACTIVATION_BUDGET = 512 * 2**20  # bytes of activations per evaluation batch on CPU
+
+# Calibration (docs/performance.md, "Evaluator calibration"): candidate batch sizes per device and
+# network family, and the inputs timed per candidate.  On one CPU thread, convolutions run fastest
+# in batches of 64-256 (larger batches leave the caches) and fully connected networks in batches of
+# 1,000-4,000; on GPUs larger batches keep the device busy.
+_CALIBRATION_CANDIDATES = {
+    ("cpu", True): (64, 128, 256),
+    ("cpu", False): (512, 1024, 2048, 4096),
+    ("cuda", True): (256, 1024, 4096),
+    ("cuda", False): (1024, 4096, 16384),
+}
+#: Calibrate only when the splits hold at least this many inputs (below, the budget rule is used:
+#: a calibration would cost more than it can save).
+CALIBRATION_MIN_INPUTS = 2048
+_CALIBRATIONS: dict[tuple, dict[str, Any]] = {}  # per process: (signature, input shape, device, threads) -> choice
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_FRESH_OUTPUT = (nn.Linear, *_CONVS, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, _Injected)
+
+
+def _inplace_relus(model: nn.Module) -> int:
+    """Make ReLUs in place where their input is a fresh tensor nobody else reads (the working copy only).
+
+    A ReLU at position i > 0 of an ``nn.Sequential`` whose previous module is a Linear, Conv,
+    BatchNorm (or the injected first layer) receives that module's new output tensor, which only
+    the ReLU reads: clamping it in place saves one allocation and one pass over the activations.
+    Returns the number of ReLUs changed.
+    """
+    changed = 0
+    for seq in model.modules():
+        if not isinstance(seq, nn.Sequential):
+            continue
+        children = list(seq.children())
+        for prev, mod in zip(children, children[1:], strict=False):
+            if type(mod) is nn.ReLU and not mod.inplace and type(prev) in _FRESH_OUTPUT:
+                mod.inplace = True
+                changed += 1
+    return changed
+
+
+def _signature(model: nn.Module) -> tuple:
+    """The architecture's identity for the calibration cache: module names, types and parameter shapes."""
+    return tuple(
+        (name, type(m).__name__, tuple(tuple(p.shape) for p in m.parameters(recurse=False)))
+        for name, m in model.named_modules()
+    )
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def _metrics(logits: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
@@ -102,11 +158,14 @@ class Evaluator:
         batch_size: int | None = None,
         *,
         train_indices: Tensor | Sequence[int] | None = None,
+        calibrate: bool | None = None,
+        channels_last: bool | None = None,
     ) -> None:
         self.device = torch.device(device) if device is not None else default_device()
         self.model = set_mode(copy.deepcopy(model_template).to(self.device), False)
         for p in self.model.parameters():
             p.requires_grad_(False)
+        _inplace_relus(self.model)
         x_train, y_train = self._check_split(dataset, "train")
         x_test, y_test = self._check_split(dataset, "test")
         if train_indices is not None:
@@ -119,6 +178,21 @@ class Evaluator:
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
         self.batch_size = int(batch_size) if batch_size is not None else self._auto_batch_size()
+        # BN statistics are recomputed in batches of this size, never the calibrated one: in train mode a
+        # batch's statistics shape the next layers' inputs, so the result must not depend on a timing
+        self.recalibration_batch_size = self.batch_size
+        self.memory_format = torch.contiguous_format
+        self.calibration: dict[str, Any] | None = None
+        n_inputs = len(self.data["train"][0]) + len(self.data["test"][0])
+        if calibrate is None:
+            calibrate = batch_size is None and n_inputs >= CALIBRATION_MIN_INPUTS
+        if calibrate:
+            self.calibration = self._calibrate(fixed_batch=batch_size is not None, channels_last=channels_last)
+            self.batch_size = self.calibration["batch_size"]
+            if self.calibration["channels_last"]:
+                self._use_channels_last()
+        elif channels_last:
+            self._use_channels_last()
         self.has_bn = has_batchnorm(self.model)
         probe = self.data["train"][0][:2] if len(self.data["train"][0]) else self.data["test"][0][:2]
         self.first_layer = _find_first_layer(self.model, probe) if len(probe) else None
@@ -162,6 +236,82 @@ class Evaluator:
         else:
             budget = _CPU_ACTIVATION_BUDGET
         return int(min(n, max(64, budget // max(per_sample, 1))))
+
+    def _can_go_channels_last(self) -> bool:
+        x = self.data["train"][0] if len(self.data["train"][0]) else self.data["test"][0]
+        return x.dim() == 4 and any(isinstance(m, nn.Conv2d) for m in self.model.modules())
+
+    def _use_channels_last(self) -> None:
+        """Inputs and 4-d weights in the channels-last layout (same values, faster convolutions on oneDNN)."""
+        if not self._can_go_channels_last():
+            return
+        self.model = self.model.to(memory_format=torch.channels_last)
+        self.data = {
+            s: (x.contiguous(memory_format=torch.channels_last), y) for s, (x, y) in self.data.items()
+        }
+        self.memory_format = torch.channels_last
+
+    def _calibrate(self, *, fixed_batch: bool, channels_last: bool | None) -> dict[str, Any]:
+        """Time a few (batch size, layout) candidates once per architecture, input shape, device and threads.
+
+        Each candidate evaluates the same ``sample`` inputs (a plain forward pass, as every point of
+        a path or noise sample does) twice; the fastest of the two runs counts.  The choice is cached
+        in this process.  Batch sizes never exceed the activation-memory budget of
+        :meth:`_auto_batch_size`; ``fixed_batch`` keeps the given batch size and calibrates only the
+        layout; ``channels_last`` True/False fixes the layout.
+        """
+        x = self.data["train"][0] if len(self.data["train"][0]) >= len(self.data["test"][0]) else self.data["test"][0]
+        conv = self._can_go_channels_last()
+        threads = torch.get_num_threads() if self.device.type == "cpu" else 0
+        formats = [False, True] if conv else [False]
+        if channels_last is not None:
+            formats = [bool(channels_last) and conv]
+        cap = self.batch_size
+        has_conv = any(isinstance(m, _CONVS) for m in self.model.modules())
+        sizes = [cap] if fixed_batch else [
+            b for b in _CALIBRATION_CANDIDATES[("cuda" if self.device.type == "cuda" else "cpu", has_conv)] if b < cap
+        ] or [cap]
+        if not fixed_batch and cap < 2 * max(sizes) and cap not in sizes:
+            sizes.append(cap)  # the budget allows less than the largest candidate: try the cap itself
+        key = (_signature(self.model), tuple(x.shape[1:]), str(self.device), threads, tuple(sizes), tuple(formats))
+        cached = _CALIBRATIONS.get(key)
+        if cached is not None:
+            return dict(cached)
+        sample = x[: min(len(x), max(512, max(sizes)))]
+        if len(sample) == 0:  # nothing to time: keep the budget's batch size and the NCHW layout
+            return {"batch_size": cap, "channels_last": False, "sample": 0, "seconds_per_input": {}}
+        timings: dict[str, float] = {}
+        best: tuple[float, int, bool] | None = None
+        for fmt in formats:
+            model = self.model
+            xs = sample
+            if fmt:
+                model = copy.deepcopy(self.model).to(memory_format=torch.channels_last)
+                xs = sample.contiguous(memory_format=torch.channels_last)
+            with torch.inference_mode():
+                for bs in sizes:
+                    model(xs[: min(bs, 8)])  # warm-up: primitive creation for this layout
+                    runs = []
+                    for _ in range(2):
+                        _sync(self.device)
+                        start = time.perf_counter()
+                        for sl in _equal_chunks(len(xs), bs):
+                            model(xs[sl])
+                        _sync(self.device)
+                        runs.append(time.perf_counter() - start)
+                    per_input = min(runs) / len(xs)
+                    timings[f"{bs}{' channels_last' if fmt else ''}"] = per_input
+                    if best is None or per_input < best[0]:
+                        best = (per_input, bs, fmt)
+        assert best is not None
+        choice = {
+            "batch_size": int(best[1]),
+            "channels_last": bool(best[2]),
+            "sample": len(sample),
+            "seconds_per_input": timings,
+        }
+        _CALIBRATIONS[key] = choice
+        return dict(choice)
 
     # ------------------------------------------------------------------ single points
     def slices(self, split: str) -> list[slice]:
@@ -211,7 +361,7 @@ class Evaluator:
             raise ValueError("cannot recompute BatchNorm statistics: the training split is empty")
         with torch.inference_mode():
             with _cumulative_bn_statistics(model, bns):
-                for sl in self.slices("train"):
+                for sl in _equal_chunks(len(x), self.recalibration_batch_size):
                     if inject is not None:
                         inject[0].value = inject[1]("train", sl)
                     model(x[sl])
