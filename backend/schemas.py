@@ -167,6 +167,18 @@ class ResultRecord(BaseModel):
     key: str
 
 
+class ResultSummary(BaseModel):
+    """A result in ``GET /api/results``: what it is, without its ``data`` (``GET /api/results/{id}`` has it)."""
+
+    id: str
+    kind: str
+    params: dict[str, Any]
+    minimum_ids: list[str]
+    created_at: str
+    key: str
+    job_id: str | None = None
+
+
 class AnalysisResponse(BaseModel):
     cached: bool = Field(description="True when the identical request was computed before (HTTP 200).")
     job: JobRecord

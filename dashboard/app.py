@@ -4,12 +4,15 @@ The page is one header (system health, running jobs, the Export menu of CSV tabl
 and six views switched by tabs; each view lives in ``dashboard/views/<view>.py`` with ``layout()`` and
 ``register(app, client, ...)``. This module owns the app-wide
 stores (see ``dashboard/views/common.py``) and the one polling loop: ``GET /api/minima`` and ``GET /api/jobs`` every
-second while jobs run, every few seconds otherwise; views react to those stores instead of polling themselves.
+second while jobs run, every few seconds otherwise, with the ETags of the last answers (``poll_once``): an idle poll
+moves a few hundred bytes and the API answers 304; views react to those stores instead of polling themselves.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+from typing import Any
 from urllib.parse import urlparse
 
 import dash
@@ -108,7 +111,7 @@ def build_layout(docs_url: str = "/docs", session: dict | None = None) -> html.D
     stores = [
         dcc.Store(id=MINIMA), dcc.Store(id=ANALYSES), dcc.Store(id=TRAINING), dcc.Store(id=JOBS),
         dcc.Store(id=SELECTION, data={"a": None, "b": None}),
-        dcc.Store(id=CATALOG), dcc.Store(id=REFRESH), dcc.Store(id=DISTANCES),
+        dcc.Store(id=CATALOG), dcc.Store(id=REFRESH), dcc.Store(id=DISTANCES), dcc.Store(id=POLL_MARKS),
         dcc.Interval(id="tick", interval=FAST_POLL_MS), dcc.Interval(id="health-tick", interval=5000),
         dcc.Interval(id="catalog-tick", interval=3000),
     ]
@@ -128,16 +131,71 @@ def slim_job(job: dict) -> dict:
     return {**job, "partial": {}}
 
 
-def poll_stores(recent: list[dict], minima: list | None, tab: str | None) -> dict[str, list[dict] | None]:
+def poll_stores(recent: list[dict], minima: list | bool | None, tab: str | None) -> dict[str, list[dict] | None]:
     """What one poll writes to the job stores, for the view that is open (docs/dashboard.md, "Polling"):
     ``ANALYSES`` (the analyses a view tracks, always), ``TRAINING`` (the training jobs: their curves and the empty
     map's text) and ``JOBS`` (the whole list) only where they are shown; None leaves a store as it is. A training's
-    progress, which changes every poll, then wakes only the views that draw it, not every analysis a view tracks."""
+    progress, which changes every poll, then wakes only the views that draw it, not every analysis a view tracks.
+    ``minima``: the minima, or whether there are any."""
     analyses = [slim_job(job) for job in recent if job.get("kind") != "train"]
     training = [job for job in recent if job.get("kind") == "train"]
     shows_training = tab in TRAINING_VIEWS or (tab == "map" and not minima)
     return {ANALYSES: analyses, TRAINING: training if shows_training else None,
             JOBS: recent if tab in JOBS_VIEWS else None}
+
+
+#: The poll's fingerprints, the only state the browser sends with a poll (docs/dashboard.md, "Polling"): the
+#: API's ETags of the minima (``minima``) and of the job list (``jobs``), a hash of what each store holds
+#: (``stores``), the stores that hold the job list of that ETag (``synced``), and whether there are minima.
+POLL_MARKS = "poll-marks"
+
+
+def content_hash(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def poll_once(client: ApiClient, tab: str | None, marks: dict | None) -> tuple[tuple | None, dict]:
+    """One poll: the outputs of ``poll`` (the MINIMA, ANALYSES, TRAINING and JOBS stores, the tick's interval and
+    the badge, ``no_update`` for what did not change) and the new marks, or (None, marks) when nothing changed.
+    The API is asked with the ETags of the marks (``If-None-Match``) and answers 304 when its answer is the same, so
+    a poll in which nothing changed moves the marks (a few hundred bytes) and two empty answers; the job list is
+    asked for in full when a store the open view shows does not hold its latest version (a view just opened)."""
+    marks = dict(marks or {})
+    hashes = dict(marks.get("stores") or {})
+    outputs: list[Any] = [no_update] * 6
+    answer = client.get_if_changed("/minima", marks.get("minima"))
+    if answer is not None:
+        minima, marks["minima"] = answer
+        marks["has_minima"] = bool(minima)
+        digest = content_hash(minima)
+        if digest != hashes.get(MINIMA):  # the ETag also covers stored columns that records do not show
+            outputs[0], hashes[MINIMA] = minima, digest
+    has_minima = bool(marks.get("has_minima"))
+    shown = [store for store, value in poll_stores([], has_minima, tab).items() if value is not None]
+    current = set(shown) <= set(marks.get("synced") or [])
+    jobs = client.get_if_changed("/jobs", marks.get("jobs") if current else None, limit=100)
+    if jobs is not None:
+        recent, marks["jobs"] = [slim_job(job) for job in jobs[0]], jobs[1]
+        written = []
+        for i, (store, value) in enumerate(poll_stores(recent, has_minima, tab).items(), start=1):
+            if value is None:
+                continue
+            written.append(store)
+            digest = content_hash(value)
+            if digest != hashes.get(store):
+                outputs[i], hashes[store] = value, digest
+        marks["synced"] = written
+        running = sum(1 for j in recent if j.get("state") == "running")
+        queued = sum(1 for j in recent if j.get("state") == "queued")
+        badge = f"{running} running · {queued} queued" if running + queued else "idle"
+        interval = FAST_POLL_MS if running + queued else SLOW_POLL_MS
+        if (interval, badge) != (marks.get("interval"), marks.get("badge")):
+            outputs[4], outputs[5] = interval, badge
+            marks["interval"], marks["badge"] = interval, badge
+    marks["stores"] = hashes
+    if answer is None and jobs is None:
+        return None, marks
+    return tuple(outputs), marks
 
 
 def create_dash(api_url: str, prefix: str = "/dashboard/", public_api_url: str | None = None,
@@ -192,25 +250,18 @@ def create_dash(api_url: str, prefix: str = "/dashboard/", public_api_url: str |
 
     @app.callback(
         Output(MINIMA, "data"), Output(ANALYSES, "data"), Output(TRAINING, "data"), Output(JOBS, "data"),
-        Output("tick", "interval"), Output("jobs-badge", "children"),
+        Output("tick", "interval"), Output("jobs-badge", "children"), Output(POLL_MARKS, "data"),
         Input("tick", "n_intervals"), Input(REFRESH, "data"), Input(TABS, "value"),
-        State(MINIMA, "data"), State(ANALYSES, "data"), State(TRAINING, "data"), State(JOBS, "data"),
+        State(POLL_MARKS, "data"),
     )
-    def poll(_n, _refresh, tab, old_minima, *old):
+    def poll(_n, _refresh, tab, marks):
         try:
-            minima = client.minima()
-            recent = [slim_job(job) for job in client.jobs(limit=100)]
+            outputs, marks = poll_once(client, tab, marks)
         except ApiError:
             raise PreventUpdate from None
-        running = sum(1 for j in recent if j.get("state") == "running")
-        queued = sum(1 for j in recent if j.get("state") == "queued")
-        active = running + queued
-        badge = f"{running} running · {queued} queued" if active else "idle"
-        new = poll_stores(recent, minima, tab).values()
-        stores = [no_update if value is None or value == before else value
-                  for value, before in zip(new, old, strict=True)]
-        return (minima if minima != old_minima else no_update, *stores, FAST_POLL_MS if active else SLOW_POLL_MS,
-                badge)
+        if outputs is None:
+            raise PreventUpdate  # nothing changed: the browser gets an empty answer
+        return (*outputs, marks)
 
     view_names = json.dumps([value for value, _ in VIEWS])
     app.clientside_callback(

@@ -76,10 +76,16 @@ class ApiClient:
         return {"Authorization": f"Bearer {token}"} if token else {}
 
     def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self._body(self._send(method, path, **kwargs))
+
+    def _send(self, method: str, path: str, headers: dict[str, str] | None = None, **kwargs: Any) -> httpx.Response:
         try:
-            response = self._http.request(method, path, headers=self._headers(), **kwargs)
+            response = self._http.request(method, path, headers={**self._headers(), **(headers or {})}, **kwargs)
         except httpx.TransportError as exc:
             raise ApiError(0, f"cannot reach the API at {self.base_url}: {exc}") from exc
+        return response
+
+    def _body(self, response: httpx.Response) -> Any:
         if response.status_code >= 400:
             body = None
             try:
@@ -98,6 +104,16 @@ class ApiClient:
 
     def get(self, path: str, **params: Any) -> Any:
         return self._request("GET", path, params={k: v for k, v in params.items() if v is not None})
+
+    def get_if_changed(self, path: str, etag: str | None, **params: Any) -> tuple[Any, str | None] | None:
+        """GET with ``If-None-Match: etag`` (docs/api.md, "Lists: pages and cheap polls"): None when the API answers
+        304 (the answer ``etag`` names is still current; nothing was sent), else the body and its new ETag. The ETag
+        is the user's own: the API never matches it for a request with other credentials."""
+        response = self._send("GET", path, headers={"If-None-Match": etag} if etag else None,
+                              params={k: v for k, v in params.items() if v is not None})
+        if response.status_code == 304:
+            return None
+        return self._body(response), response.headers.get("etag")
 
     def post(self, path: str, json: Any = None, **kwargs: Any) -> Any:
         return self._request("POST", path, json=json, **kwargs)

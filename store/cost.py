@@ -19,7 +19,8 @@ alignment's assignment work: the sum over the weight tensors of rows^3, one Hung
 ``path``       ``P x points x N x O (+ A when the kind aligns)``: ``O`` = 5 random flip orders for ``flip``,
                else 1; ``one_bend`` adds the bend's retraining, ``epochs x P x (3 x n + N)`` (20 epochs by
                default), and evaluates ``2 x points``
-``distances``  ``pairs x (P + A)``: every pair of minima is aligned and compared parameter by parameter
+``distances``  ``pairs x (P + A)``: every pair of minima is aligned and compared parameter by parameter;
+               ``alignment: "reference"``: ``minima x 3 x A + pairs x P`` (each minimum aligned once, three ways)
 ``section``    ``resolution^2 x N x P`` (+ ``2 x A`` in the normalized space)
 ``torus``      ``resolution^2 x N x P + (minima - 1) x A``
 =============  ===============================================================================================
@@ -156,6 +157,9 @@ def explain(kind: str, params: BaseModel | Mapping[str, Any], parameter_count: i
     if kind == "distances":
         m = len(p.get("minimum_ids") or [])
         pairs = m * (m - 1) // 2
+        if p.get("alignment") == "reference":
+            return m * 3 * A + pairs * P, (f"{m} minima x 3 alignments of {int(A):,} assignment operations + "
+                                           f"{pairs} pairs x {pw}")
         return pairs * (P + A), f"{pairs} pairs x ({pw} + an alignment of {int(A):,} assignment operations)"
     if kind in ("section", "torus"):
         r = int(p.get("resolution") or (21 if kind == "section" else 33))

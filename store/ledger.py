@@ -39,11 +39,13 @@ from toroid.store.db import new_session
 from toroid.store.errors import BrokerUnavailable
 from toroid.store.models import ACTIVE_STATES, Job, Minimum, Result, new_id, utcnow
 from toroid.store.params import JobParams, job_params
+from toroid.store.parked import KEPT_PARTIAL, cancel_waited, missed_continuations, parked_waiting_for, take_parked
 from toroid.store.settings import get_settings
 from toroid.worker.landscape.results import to_json
 
-__all__ = ["BrokerUnavailable", "JobCancelled", "JobRun", "JobSuperseded", "cancel_job", "claim", "create_job",
-           "find_active_job", "find_result", "publish_job", "record_flatness", "recover_jobs", "result_key"]
+__all__ = ["BrokerUnavailable", "JobCancelled", "JobRun", "JobSuperseded", "cancel_job", "cancel_waited", "claim",
+           "create_job", "find_active_job", "find_result", "parked_waiting_for", "publish_job", "record_flatness",
+           "recover_jobs", "result_key", "take_parked"]
 
 log = logging.getLogger("toroid.jobs")
 
@@ -93,9 +95,10 @@ def interactive(kind: str, params: dict[str, Any] | None = None, cost: float | N
     return cost <= float(get_settings().interactive_max_cost)
 
 
-def queue_for(kind: str, params: dict[str, Any] | None = None, cost: float | None = None) -> str:
-    """The Celery queue a job of ``kind`` (with these parameters and estimated cost) is published to."""
-    if interactive(kind, params, cost):
+def queue_for(kind: str, params: dict[str, Any] | None = None, cost: float | None = None, batch: bool = False) -> str:
+    """The Celery queue a job of ``kind`` (with these parameters and estimated cost) is published to; ``batch``: never
+    the interactive one (a study's steps, which would otherwise queue in front of a user's clicks)."""
+    if not batch and interactive(kind, params, cost):
         return INTERACTIVE_QUEUE
     return "cpu" if kind in LIGHT_KINDS else heavy_queue()
 
@@ -153,15 +156,16 @@ def result_key(kind: str, minima: Sequence[Minimum], params: dict[str, Any]) -> 
 # --------------------------------------------------------------------------------------------- API side
 def create_job(
     session: Session, params: JobParams, *, key: str | None = None, message: str = "queued", publish: bool = True,
-    owner: str | None = None, cost: float | None = None,
+    owner: str | None = None, cost: float | None = None, batch: bool = False,
 ) -> Job:
     """The one way a job is born: insert it queued and (``publish``) send its Celery message by task name.
 
     With a ``key``, an identical computation already queued or running is returned instead (also when it won the
     race to the unique partial index a moment ago). ``publish=False`` leaves the message out: a study runs such
     jobs inline in its own process. ``owner``: the user asking (what the job makes, a minimum, is theirs too).
-    ``cost``: its estimate (``store/cost.py``), which chooses the queue (``queue_for``) and feeds the ETAs.
-    Raises ``BrokerUnavailable`` when Redis is unreachable (the job is then failed).
+    ``cost``: its estimate (``store/cost.py``), which chooses the queue (``queue_for``; ``batch``: a batch queue
+    whatever the cost) and feeds the ETAs. Raises ``BrokerUnavailable`` when Redis is unreachable (the job is then
+    failed).
     """
     kind = params.job_kind
     if key:
@@ -172,7 +176,7 @@ def create_job(
     cost = params._estimated_cost if cost is None else cost
     job = Job(
         id=new_id(), kind=kind, state="queued", progress=0.0, message=message, partial={}, params=fields, key=key,
-        queue=queue_for(kind, fields, cost), cost=cost, attempts=0, created_at=utcnow(), owner=owner,
+        queue=queue_for(kind, fields, cost, batch), cost=cost, attempts=0, created_at=utcnow(), owner=owner,
     )
     session.add(job)
     try:
@@ -232,15 +236,21 @@ def find_active_job(session: Session, key: str) -> Job | None:
 
 
 def cancel_job(session: Session, job: Job) -> Job:
-    """Mark an active job cancelled; its task stops at its next progress report. Finished jobs stay as they are."""
+    """Mark an active job cancelled; its task stops at its next progress report. Finished jobs stay as they are.
+
+    A parked job (``JobRun.park``: a study between its rounds) takes the jobs it waits for along: those still queued,
+    and those it created itself that are running (``partial.waiting_on`` / ``partial.created``); a running job it
+    found in flight (another request's) is left to finish."""
     if job.state in ACTIVE_STATES:
-        session.execute(
+        cancelled = session.execute(
             update(Job)
             .where(Job.id == job.id, Job.state.in_(ACTIVE_STATES))
             .values(state="cancelled", message="cancelled by request", finished_at=utcnow())
         )
         session.commit()
         session.refresh(job)
+        if cancelled.rowcount == 1:
+            cancel_waited(session, job)
     return job
 
 
@@ -272,13 +282,15 @@ class JobRun:
         self.request = job_params(job.kind, self.params)
         self.attempt = int(job.attempts)
         self.owner = job.owner
-        self.partial: dict[str, Any] = {}
+        self.partial: dict[str, Any] = {k: v for k, v in (job.partial or {}).items() if k in KEPT_PARTIAL}
         self.fraction = 0.0
         self.message = "running"
         self.min_interval = min_interval
         self._last_write = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        #: Set by ``park``: the job gave its worker back without finishing (a study waiting for its steps).
+        self.parked = False
 
     # -- ownership-guarded writes ----------------------------------------------------------------------------
     def _owned(self):
@@ -430,6 +442,21 @@ class JobRun:
                     session.rollback()
         raise RuntimeError(f"could not store the outcome of job {self.job_id} (unique key conflicts)")
 
+    def park(self, waiting_on: Sequence[str]) -> bool:
+        """Give the worker back without finishing: the job stays ``running`` with no worker (``worker`` NULL) and
+        ``partial.waiting_on`` naming the jobs it waits for. Whoever ends one of those jobs continues it
+        (``take_parked``; a study's next round, docs/studies.md), and ``recover_jobs`` does when that was missed.
+        False when the job is no longer ours (cancelled or taken over)."""
+        self.partial["waiting_on"] = [str(i) for i in waiting_on]
+        with new_session() as session:
+            ok = session.execute(update(Job).where(self._owned()).values(
+                worker=None, heartbeat_at=utcnow(), progress=self.fraction, message=self.message,
+                partial=clean_json(self.partial)))
+            session.commit()
+        self.parked = ok.rowcount == 1
+        self._stop.set()  # nothing of this worker writes to the job anymore
+        return self.parked
+
     def fail(self, error: str) -> None:
         with new_session() as session:
             session.execute(
@@ -443,15 +470,18 @@ class JobRun:
 
 def claim(job_id: str, worker: str) -> Job | None:
     """Atomically move a queued job to running for this worker; None if it is not queued (already taken, done,
-    cancelled, or unknown), in which case the message is a duplicate and the task does nothing."""
+    cancelled, or unknown), in which case the message is a duplicate and the task does nothing. The new attempt's
+    ``partial`` starts empty but for ``KEPT_PARTIAL``."""
     with new_session() as session:
         now = utcnow()
+        before = session.scalar(select(Job.partial).where(Job.id == job_id, Job.state == "queued")) or {}
+        kept = {k: before[k] for k in KEPT_PARTIAL if isinstance(before, dict) and k in before}
         claimed = session.execute(
             update(Job)
             .where(Job.id == job_id, Job.state == "queued")
             .values(
                 state="running", attempts=Job.attempts + 1, worker=worker[:200], started_at=now, heartbeat_at=now,
-                progress=0.0, partial={}, message="started", error=None,
+                progress=0.0, partial=kept, message="started", error=None,
             )
         )
         session.commit()
@@ -488,7 +518,9 @@ def recover_jobs(now: datetime | None = None) -> list[str]:
 
     * running jobs whose heartbeat is older than ``stale_job_s()`` (the worker died, e.g. SIGKILL or OOM);
     * queued jobs published more than ``stale_job_s()`` ago whose message is no longer in Redis (or was never
-      published because the API died between the commit and the publish).
+      published because the API died between the commit and the publish);
+    * parked jobs (``JobRun.park``, a study between rounds) that nobody continued although a job they wait for
+      ended more than ``stale_job_s()`` ago: queued again, so that a worker runs their next round.
     A job that already lost ``max_job_attempts()`` workers is marked failed instead of re-enqueued.
     Safe to run concurrently in several workers: each move is a conditional UPDATE, only its winner publishes.
     """
@@ -497,8 +529,10 @@ def recover_jobs(now: datetime | None = None) -> list[str]:
     recovered: list[str] = []
     with new_session() as session:
         stale = session.scalars(
-            select(Job).where(Job.state == "running", or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < cutoff))
+            select(Job).where(Job.state == "running", Job.worker.is_not(None),
+                              or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < cutoff))
         ).all()
+        missed = missed_continuations(session, cutoff)
         queued = session.scalars(
             select(Job).where(Job.state == "queued", or_(Job.enqueued_at.is_(None), Job.enqueued_at < cutoff),
                               Job.created_at < cutoff)
@@ -522,6 +556,14 @@ def recover_jobs(now: datetime | None = None) -> list[str]:
                     state="queued", message=f"re-queued: its worker stopped responding (attempt {job.attempts})",
                     enqueued_at=None,
                 )
+            )
+            session.commit()
+            if moved.rowcount == 1:
+                recovered.append(job.id)
+        for job in missed:  # parked, and what it waits for ended long ago: continue it through a new message
+            moved = session.execute(
+                update(Job).where(Job.id == job.id, Job.state == "running", Job.worker.is_(None)).values(
+                    state="queued", message="re-queued: the steps it waited for have ended", enqueued_at=None)
             )
             session.commit()
             if moved.rowcount == 1:

@@ -162,10 +162,26 @@ class PathRequest(Strict):
         return self
 
 
+#: The most minima one distances request (and one map) may hold: MDS lays out up to this many (toroid/mds.py)
+MAX_DISTANCES_MINIMA = 2000
+#: The most minima one request may align pair by pair (``alignment: "pairwise"``): n (n - 1) / 2 alignments
+MAX_PAIRWISE_MINIMA = 64
+#: How a distances job removes the permutations (docs/method.md §5, "Many minima"): ``pairwise`` aligns every pair
+#: (the paper's way, exact up to the alignment heuristic); ``reference`` aligns every minimum once to one reference
+#: and measures in that common frame (an upper bound on the symmetry-reduced distance; one alignment per minimum)
+DistanceAlignment = Literal["pairwise", "reference"]
+
+
 class DistancesRequest(Strict):
     """Distances between every pair of minima (docs/method.md §5)."""
 
-    minimum_ids: list[str] = Field(min_length=2, max_length=32)
+    minimum_ids: list[str] = Field(min_length=2, max_length=MAX_DISTANCES_MINIMA,
+                                   description=f"2 to {MAX_DISTANCES_MINIMA} minima of one family; at most "
+                                               f"{MAX_PAIRWISE_MINIMA} with alignment 'pairwise'.")
+    alignment: DistanceAlignment = Field(
+        "pairwise", description="'pairwise': align every pair (the paper's way; the default); 'reference': align "
+        "every minimum once to the family's oldest minimum and measure in that common frame, an upper bound on the "
+        "symmetry-reduced distance (docs/method.md §5, 'Many minima').")
 
 
 class SectionRequest(Strict):
@@ -273,8 +289,12 @@ def analysis_job(kind: str, request: BaseModel, minimum_ids: list[str]) -> JobPa
 
 def key_params(request: BaseModel) -> dict[str, Any]:
     """What a result key hashes of a request: its normalized parameters without the minimum ids (the inputs are
-    hashed by their checkpoints instead, so the same question about the same weights is answered once)."""
-    return {k: v for k, v in request.model_dump().items() if k not in ("a", "b", "minimum_id", "minimum_ids")}
+    hashed by their checkpoints instead, so the same question about the same weights is answered once). A distances
+    request's default ``alignment: "pairwise"`` is left out: the keys of results computed before the option stay."""
+    params = {k: v for k, v in request.model_dump().items() if k not in ("a", "b", "minimum_id", "minimum_ids")}
+    if isinstance(request, DistancesRequest) and params.get("alignment") == "pairwise":
+        del params["alignment"]
+    return params
 
 
 # ============================================================================================= resolution

@@ -116,6 +116,17 @@ def record_step(study_id: str, step_id: str, output: dict[str, str]) -> None:
         session.commit()
 
 
+def record_steps(study_id: str, outputs: dict[str, dict[str, str]]) -> None:
+    """Remember the outputs of several finished steps at once (one write per round of the study engine)."""
+    if not outputs:
+        return
+    with new_session() as session:
+        study = session.get(Study, study_id)
+        merged = {**(study.outputs or {}), **outputs}
+        session.execute(update(Study).where(Study.id == study.id).values(outputs=merged))
+        session.commit()
+
+
 def find_trained_minimum(session: Session, params: TrainJob) -> Minimum | None:
     """A minimum trained before with exactly these training params (from the API, the demo or a study)."""
     want = train_identity(params)

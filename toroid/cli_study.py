@@ -2,7 +2,9 @@
 
 ``toroid study run digits-mlp`` (a preset name or a spec .yaml/.json path) uses the same engine, database and
 artifact store (TOROID_HOME) as the server, so its minima and analyses appear in the dashboard, and running it
-again resumes where it stopped (finished steps are reused). The report (report.html + CSV tables) goes to
+again resumes where it stopped (finished steps are reused). It runs *inline*: every step in this process, one after
+the other, no worker needed (a study posted to the API fans its steps out over the workers instead; docs/studies.md).
+The report (report.html + CSV tables) goes to
 ``--out`` (default ``TOROID_HOME/studies/<id>/``).
 """
 
@@ -97,9 +99,9 @@ def run(
                     row = session.get(Job, job.id)
                 if row.state in ("succeeded", "failed", "cancelled"):
                     break
-                if row.state == "running":
+                if row.state == "running" and row.worker is not None:  # not parked between fan-out rounds
                     stale = row.heartbeat_at is None or row.heartbeat_at < utcnow() - timedelta(seconds=stale_job_s())
-                    if not stale:  # a worker runs it: follow its progress
+                    if not stale:  # a process runs it: follow its progress
                         time.sleep(0.5)
                         continue
                     from sqlalchemy import update
@@ -108,7 +110,8 @@ def run(
                         session.execute(update(Job).where(Job.id == row.id, Job.state == "running",
                                                           Job.attempts == row.attempts).values(state="queued"))
                         session.commit()
-                # claim the job and run its plan here (another process may have claimed it first: look again)
+                # claim the job (or take it parked, when workers fanned it out) and run the rest of its plan here,
+                # every step inline (another process may have taken it first: look again)
                 run_study(job.id, worker=f"toroid study run pid {os.getpid()}")
         finally:
             done.set()

@@ -1,14 +1,15 @@
 """Two-dimensional maps of minima from their distance matrix: multidimensional scaling and how faithful it is.
 
 Shared by the dashboard's minima map (dashboard/figures/map.py) and ``GET /api/map`` (backend/services/maps.py), so
-the coordinates a user downloads are the ones the map is drawn from. It imports numpy (and scikit-learn's SMACOF,
-lazily) only: nothing of toroid.backend, store, worker or dashboard.
+the coordinates a user downloads are the ones the map is drawn from. It imports numpy only: nothing of
+toroid.backend, store, worker or dashboard.
 
 The map places every minimum so that planar distances approximate the chosen distance of docs/method.md §5 (the
 geodesic distance between normalized, aligned networks, or a Euclidean one). :func:`embed` starts from classical
 (Torgerson) MDS, which is exact when the distances are Euclidean and the best rank-2 approximation of the
-double-centred Gram matrix otherwise, then refines it with metric MDS (SMACOF, which minimizes the stress itself) and
-keeps the refinement only when it lowers Kruskal's stress-1. The two numbers a reader needs to trust the map:
+double-centred Gram matrix otherwise, then refines it with metric MDS (SMACOF, which minimizes the stress itself; a
+bounded number of iterations, so 2,000 minima take seconds) and keeps the refinement only when it lowers Kruskal's
+stress-1. The two numbers a reader needs to trust the map:
 
 * stress-1 = sqrt(sum (d_ij - |x_i - x_j|)^2 / sum d_ij^2), 0 for a perfect map (below 0.1 reads as good, above 0.2
   as poor: the planar distances then mislead);
@@ -23,8 +24,8 @@ so that each stays separately visible and clickable.
 
 from __future__ import annotations
 
+import hashlib
 import math
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -35,6 +36,8 @@ __all__ = [
     "classical_mds",
     "embed",
     "procrustes_align",
+    "smacof",
+    "smacof_iterations",
     "spread_coincident",
     "stress",
     "variance_share",
@@ -56,9 +59,8 @@ def _checked(distances: Matrix) -> np.ndarray:
 
 def _gram_eigen(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Eigenvalues (descending) and eigenvectors of B = -1/2 J D^2 J, J = I - 11^T/n."""
-    n = d.shape[0]
-    centering = np.eye(n) - np.full((n, n), 1.0 / n)
-    gram = -0.5 * centering @ (d**2) @ centering
+    sq = d**2  # double centring by the row, column and grand means: O(n^2), not two n^3 products with J
+    gram = -0.5 * (sq - sq.mean(axis=0, keepdims=True) - sq.mean(axis=1, keepdims=True) + sq.mean())
     eigenvalues, eigenvectors = np.linalg.eigh(gram)
     order = np.argsort(eigenvalues)[::-1]
     return eigenvalues[order], eigenvectors[:, order]
@@ -110,7 +112,8 @@ def stress(distances: Matrix, coords: np.ndarray) -> float:
     """Kruskal's stress-1 of an embedding: sqrt(sum (d_ij - |x_i - x_j|)^2 / sum d_ij^2), 0 for a perfect map."""
     d = np.asarray(distances, dtype=np.float64)
     coords = np.asarray(coords, dtype=np.float64)
-    planar = np.linalg.norm(coords[:, None, :] - coords[None, :, :], axis=-1)
+    planar = np.linalg.norm(coords[:, None, :] - coords[None, :, :], axis=-1) if len(coords) <= 500 else \
+        _planar(coords)
     total = float(np.sum(d**2))
     return float(np.sqrt(np.sum((d - planar) ** 2) / total)) if total > 0 else 0.0
 
@@ -131,23 +134,84 @@ class Embedding:
     variance_2d: float
 
 
-def embed(distances: Matrix) -> Embedding:
-    """Classical MDS refined by metric MDS (scikit-learn's SMACOF: ``metric=True``, started from the classical
-    solution, one run), keeping the refinement only when it lowers stress-1 (by 1e-4 at least: not for rounding);
-    both are deterministic."""
-    d = _checked(distances)
-    coords = classical_mds(d, dims=2)
-    classical = stress(d, coords)
-    share = variance_share(d)
-    if d.shape[0] < 3 or classical < 1e-6:  # already exact, up to rounding
-        return Embedding(coords, "classical", classical, classical, share)
-    from sklearn.manifold import smacof
+#: SMACOF's budget (:func:`embed`): at most this many Guttman iterations, and fewer for large maps (each iteration
+#: costs about n^2: ``SMACOF_WORK`` / n^2 of them, at least ``SMACOF_MIN_ITER``); it stops earlier once an iteration
+#: lowers the raw stress by less than ``SMACOF_TOL`` of it. Measured in docs/performance.md, "Map of hundreds".
+SMACOF_MAX_ITER = 300
+SMACOF_MIN_ITER = 40
+SMACOF_WORK = 300 * 500**2
+SMACOF_TOL = 1e-5
 
-    with warnings.catch_warnings():  # older scikit-learn versions warn about their changing defaults
-        warnings.simplefilter("ignore")
-        refined = smacof(d, metric=True, n_components=2, init=coords, n_init=1, max_iter=500, eps=1e-9,
-                         random_state=0)[0]
-    refined = np.asarray(refined, dtype=np.float64)
+
+def smacof_iterations(n: int) -> int:
+    """The most SMACOF iterations :func:`embed` runs for ``n`` points (see ``SMACOF_WORK``)."""
+    return int(min(SMACOF_MAX_ITER, max(SMACOF_MIN_ITER, SMACOF_WORK // max(n * n, 1))))
+
+
+def _planar(x: np.ndarray) -> np.ndarray:
+    sq = np.einsum("ij,ij->i", x, x)
+    return np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2.0 * (x @ x.T), 0.0))
+
+
+def smacof(d: np.ndarray, init: np.ndarray, max_iter: int, tol: float = SMACOF_TOL) -> tuple[np.ndarray, int]:
+    """Metric MDS by SMACOF (de Leeuw; unit weights): Guttman transforms ``X <- B(X) X / n`` from ``init``, each one
+    never raising the raw stress sum (d_ij - |x_i - x_j|)^2, until an iteration lowers it by less than ``tol`` of
+    it or after ``max_iter``; returns the coordinates and the iterations run. Deterministic (numpy only)."""
+    n = d.shape[0]
+    x = np.array(init, dtype=np.float64)
+    x -= x.mean(axis=0)
+    before = math.inf
+    done = 0
+    for done in range(1, max_iter + 1):
+        planar = _planar(x)
+        raw = float(np.sum((d - planar) ** 2)) / 2.0
+        if before - raw < tol * raw and done > 1:
+            break
+        before = raw
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(planar > 1e-12, d / planar, 0.0)
+        np.fill_diagonal(ratio, 0.0)
+        b = -ratio
+        b[np.diag_indices(n)] = ratio.sum(axis=1)
+        x = b @ x / n
+    return x, done
+
+
+_CACHE: dict[bytes, Embedding] = {}
+_CACHE_SIZE = 8
+
+
+def embed(distances: Matrix) -> Embedding:
+    """Classical MDS refined by metric MDS (:func:`smacof`, started from the classical solution, at most
+    :func:`smacof_iterations` iterations), keeping the refinement only when it lowers stress-1 (by 1e-4 at least:
+    not for rounding); deterministic. The last few embeddings are remembered by their matrix (a dashboard redraw or
+    a poll of ``GET /api/map`` does not lay out 500 minima again)."""
+    d = _checked(distances)
+    key = hashlib.sha256(d.tobytes()).digest() + d.shape[0].to_bytes(4, "little")
+    if key in _CACHE:
+        return _CACHE[key]
+    found = _embed(d)
+    if len(_CACHE) >= _CACHE_SIZE:
+        _CACHE.pop(next(iter(_CACHE)))
+    _CACHE[key] = found
+    return found
+
+
+def _embed(d: np.ndarray) -> Embedding:
+    n = d.shape[0]
+    if n == 0:
+        return Embedding(np.zeros((0, 2)), "classical", 0.0, 0.0, 1.0)
+    eigenvalues, eigenvectors = _gram_eigen(d)  # once: the coordinates and the share of variance
+    coords = eigenvectors[:, :2] * np.sqrt(np.clip(eigenvalues[:2], 0.0, None))
+    if coords.shape[1] < 2:
+        coords = np.hstack([coords, np.zeros((n, 2 - coords.shape[1]))])
+    coords = _fix_signs(coords)
+    positive = eigenvalues[eigenvalues > 1e-12 * max(1.0, float(np.abs(eigenvalues).max()))]
+    share = float(positive[:2].sum() / positive.sum()) if positive.sum() > 0 else 1.0
+    classical = stress(d, coords)
+    if n < 3 or classical < 1e-6:  # already exact, up to rounding
+        return Embedding(coords, "classical", classical, classical, share)
+    refined, _ = smacof(d, coords, smacof_iterations(n))
     refined = refined - refined.mean(axis=0)
     refined_stress = stress(d, refined)
     if np.all(np.isfinite(refined)) and refined_stress < classical - 1e-4:  # a gain the caption can show

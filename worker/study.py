@@ -1,25 +1,43 @@
-"""The study engine: runs the plan of a study (``toroid.store.study_spec.plan``) as one resumable job.
+"""The study engine: runs the plan of a study (``toroid.store.study_spec.plan``) in rounds, its steps fanned out
+over every worker (docs/studies.md, "How it runs").
 
-The study's job is claimed like every other job (``toroid.worker.tasks.run_job``: claim, heartbeat, failure
-handling) and executes its plan step by step. Each step is an ordinary job of the per-kind computations: the
-engine looks for the answer in the caches the API uses (a minimum trained with the same parameters,
-``toroid.store.studies.find_trained_minimum``; a result with the same ``toroid.store.ledger.result_key``), and
-when it is missing it creates the job through the ledger *without publishing a message* and runs it inline, in the
-study's own process. So a study works with ONE worker of concurrency 1 (no task waits for another task of the same
-worker), its minima and analyses appear in the dashboard and the API like any other, and a study restarted after a
-crash (``recover_jobs`` re-enqueues its job, or the spec is posted again, or ``toroid study run`` is run again)
-redoes nothing that finished.
+Each step is an ordinary job of the per-kind computations, with the same parameters and keys as the API. A *round*
+walks the plan once: a step whose answer is in the caches the API uses (a minimum trained with the same parameters,
+``toroid.store.studies.find_trained_minimum``; a result with the same ``toroid.store.ledger.result_key``) is done;
+a step whose inputs exist and whose job is not in flight gets one (``create_job`` with its key, so a job in flight
+for the same key is shared, never repeated); a step whose job failed or was cancelled fails the study with that
+job's message. Rounds are idempotent: running one twice publishes nothing twice.
+
+Two modes:
+
+* **fan-out** (the ``toroid.study`` task, i.e. a study posted to the API): the round *publishes* the steps' jobs on
+  their queues (``queue_for``), so N workers run N steps at once, then *parks* the study job (``JobRun.park``:
+  still ``running``, no worker, ``partial.waiting_on`` naming its jobs) and gives its worker slot back. When one of
+  those jobs ends, the process that ran it continues the study (the ``AFTER_JOB`` hook of
+  ``toroid.worker.tasks.run_job``): it takes the parked job (``take_parked``) and runs the next round right there.
+  No task ever waits for another, so ONE worker of concurrency 1 completes a study; a continuation a dying process
+  missed is caught by ``recover_jobs``.
+* **inline** (``toroid study run``, ``run_study``): the same rounds, but the jobs are created unpublished and run in
+  this process one after the other (a step already running elsewhere is followed; one whose worker died is taken
+  over). No worker is needed.
+
+A study restarted after a crash (``recover_jobs`` re-enqueues its job, or the spec is posted again, or
+``toroid study run`` is run again) redoes nothing that finished.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from toroid.store.db import new_session
 from toroid.store.ledger import (
@@ -27,26 +45,49 @@ from toroid.store.ledger import (
     JobRun,
     JobSuperseded,
     cancel_job,
+    cancel_waited,
+    claim,
     create_job,
+    find_active_job,
     find_result,
+    parked_waiting_for,
+    publish_job,
     record_flatness,
     result_key,
     stale_job_s,
+    take_parked,
 )
 from toroid.store.models import Job, Minimum, Result, utcnow
-from toroid.store.params import JobParams, StudyJob
-from toroid.store.studies import ensure_tables, find_trained_minimum, get_study, record_step, step_output
+from toroid.store.params import JobParams
+from toroid.store.studies import ensure_tables, find_trained_minimum, get_study, record_steps
 from toroid.store.study_spec import Step, StudyError, StudySpec, analysis_request, plan, train_key, train_request
-from toroid.worker.tasks import job_task, run_job
+from toroid.worker.tasks import AFTER_JOB, job_task, run_job
+
+log = logging.getLogger("toroid.study")
 
 JobRunner = Callable[[str, str], Any]  # (kind, job id) -> runs the job's computation inline
 
 
-class StudyRunner:
-    """Executes the plan of one study inside the study's ``JobRun`` (see the module docstring)."""
+@dataclass
+class Round:
+    """What one round found: the steps done (and their weight), the steps whose jobs are in flight."""
 
-    def __init__(self, study_id: str, run: Any, *, runner: JobRunner = run_job,
-                 on_step: Callable[[int, int, Step, str], None] | None = None, poll_s: float = 0.5):
+    done: int = 0
+    done_weight: float = 0.0
+    waiting: list[tuple[Step, Job]] = field(default_factory=list)
+    pending: int = 0  # steps whose inputs do not exist yet
+
+    @property
+    def finished(self) -> bool:
+        return not self.waiting and not self.pending
+
+
+class StudyRunner:
+    """Runs rounds of one study inside the study's ``JobRun`` (see the module docstring). ``publish``: fan-out mode
+    (the steps' jobs go to the queues) or inline mode (they are created unpublished and run here by ``runner``)."""
+
+    def __init__(self, study_id: str, run: Any, *, publish: bool = True, runner: JobRunner = run_job,
+                 poll_s: float = 0.5):
         ensure_tables()
         found = get_study(study_id)
         if found is None:
@@ -55,52 +96,178 @@ class StudyRunner:
         self.spec = StudySpec.model_validate(self.study.spec)
         self.steps = plan(self.spec)
         self.run = run
+        self.publish = publish
         self.runner = runner
-        self.on_step = on_step
         self.poll_s = poll_s
         self.total_weight = sum(s.weight for s in self.steps) or 1.0
-        self.done_weight = 0.0
-        self.minima: dict[str, dict[tuple[str, int], Minimum]] = {}
+        #: step id -> the job computing it (kept in the study job's partial across rounds)
+        self.jobs: dict[str, str] = dict(run.partial.get("jobs") or {})
+        #: the jobs this study created (not found in flight): cancelled with it (``toroid.store.ledger.cancel_job``)
+        self.created: list[str] = list(run.partial.get("created") or [])
+
+    # -- one round -------------------------------------------------------------------------------------------
+    def round(self) -> Round:
+        """Walk the plan once: record what is done, start the jobs of the steps whose inputs exist (see the module
+        docstring). Raises ``StudyError`` when a step's job failed or was cancelled."""
+        self.run.check()
+        found = get_study(self.study.id)
+        outputs = dict((found[0].outputs if found else None) or {})
+        fresh: dict[str, dict[str, str]] = {}
+        state = Round()
+        minima_of: dict[str, dict[tuple[str, int], Minimum]] = {}
+        with new_session() as session:
+            for step in self.steps:
+                minima = minima_of.setdefault(step.variant, {})
+                recorded = outputs.get(step.id) or {}
+                if step.kind == "train":
+                    minimum = session.get(Minimum, recorded["minimum_id"]) if recorded.get("minimum_id") else None
+                    if minimum is None:
+                        minimum = self._train(session, step)
+                    if minimum is None:
+                        state.waiting.append((step, session.get(Job, self.jobs[step.id])))
+                        continue
+                    minima[(step.args["label"], step.args["seed"])] = minimum
+                    output = {"minimum_id": minimum.id}
+                else:
+                    result = session.get(Result, recorded["result_id"]) if recorded.get("result_id") else None
+                    if result is None:
+                        if any(tuple(t) not in minima for t in _needs(step)):
+                            state.pending += 1
+                            continue
+                        result = self._analysis(session, step, minima)
+                    if result is None:
+                        state.waiting.append((step, session.get(Job, self.jobs[step.id])))
+                        continue
+                    output = {"result_id": result.id}
+                if recorded != output:
+                    fresh[step.id] = output
+                state.done += 1
+                state.done_weight += step.weight
+            session.expunge_all()
+        record_steps(self.study.id, fresh)
+        self.run.partial["jobs"] = dict(self.jobs)
+        self.run.partial["created"] = list(self.created)
+        return state
+
+    def _job(self, session: Session, step: Step, params: JobParams, key: str) -> Job:
+        """The job of ``step``: the one this study started before (its failure is the study's), one in flight for
+        the same key, or a new one (published in fan-out mode)."""
+        job = session.get(Job, self.jobs[step.id], populate_existing=True) if step.id in self.jobs else None
+        if job is not None and job.state in ("failed", "cancelled"):
+            raise StudyError(f"{step.label}: job {job.id} {job.state}: {job.error or job.message}")
+        if job is None:
+            job = find_active_job(session, key)
+            if job is None:
+                job = create_job(session, params, key=key, message=f"queued by study {self.study.name}",
+                                 publish=False, owner=self.study.owner, batch=True)
+                self.created.append(job.id)
+            self.jobs[step.id] = job.id
+        if self.publish and job.state == "queued" and job.task_id is None:
+            publish_job(session, job)
+        return job
+
+    def _train(self, session: Session, step: Step) -> Minimum | None:
+        params = train_request(self.spec, step)
+        minimum = find_trained_minimum(session, params)
+        if minimum is not None:
+            return minimum
+        job = self._job(session, step, params, train_key(params))
+        if job.state != "succeeded":
+            return None
+        minimum = session.get(Minimum, job.minimum_id) if job.minimum_id else None
+        if minimum is None:
+            raise StudyError(f"{step.label}: training job {job.id} succeeded without a minimum")
+        return minimum
+
+    def _analysis(self, session: Session, step: Step, minima: dict[tuple[str, int], Minimum]) -> Result | None:
+        inputs, params, key_params = analysis_request(self.spec, step, minima)
+        key = result_key(params.job_kind, inputs, key_params)
+        result = find_result(session, key)
+        if result is None:
+            job = self._job(session, step, params, key)
+            if job.state != "succeeded":
+                return None
+            result = find_result(session, key)
+            if result is None:
+                raise StudyError(f"{step.label}: job {job.id} succeeded but stored no result")
+        if params.job_kind == "flatness":  # the API's cache hit records the minimum's local energy the same way
+            record_flatness(session, inputs[0].id, result)
+            session.commit()
+        return result
 
     # -- progress --------------------------------------------------------------------------------------------
-    def _report(self, index: int, step: Step, within: float) -> None:
-        fraction = (self.done_weight + step.weight * max(0.0, min(1.0, within))) / self.total_weight
-        in_phase = [s for s in self.steps if s.phase == step.phase and s.variant == step.variant]
-        position = in_phase.index(step) + 1
-        self.run.say(f"{step.label} ({position}/{len(in_phase)})")
-        self.run.progress(min(fraction, 0.999), {"step": step.id, "steps": f"{index + 1}/{len(self.steps)}"})
+    def report(self, state: Round) -> None:
+        """The study job's progress (step weights, running steps at their own progress) and status line."""
+        running = [(s, j) for s, j in state.waiting if j is not None and j.state == "running"]
+        within = sum(s.weight * float(j.progress or 0.0) for s, j in running)
+        fraction = min((state.done_weight + within) / self.total_weight, 0.999)
+        parts = [f"{state.done}/{len(self.steps)} steps done"]
+        if running:
+            parts.append("running: " + ", ".join(s.label for s, _ in running[:3])
+                         + (f" and {len(running) - 3} more" if len(running) > 3 else ""))
+        if len(state.waiting) > len(running):
+            parts.append(f"{len(state.waiting) - len(running)} queued")
+        self.run.say(" · ".join(parts))
+        first = (state.waiting[0][0].id if state.waiting else "report")
+        self.run.progress(fraction, {"step": first, "steps": f"{state.done}/{len(self.steps)}"})
 
-    # -- driving one job -------------------------------------------------------------------------------------
-    def _drive(self, index: int, step: Step, job_id: str) -> Job:
-        """Run or follow ``job_id`` until it finishes; returns the finished row (StudyError if it did not succeed).
+    def summary(self) -> dict[str, int]:
+        created = set(self.created)
+        computed = sum(1 for step in self.steps if self.jobs.get(step.id) in created)
+        return {"steps": len(self.steps), "reused": len(self.steps) - computed, "computed": computed}
 
-        queued: run it inline (its task claims it). running elsewhere with a live heartbeat: wait, following its
-        progress. running with a stale heartbeat (its worker died): take it over, then run it.
-        """
+    def finish(self) -> dict[str, Any]:
+        summary = self.summary()
+        self.run.partial.update(summary=summary, waiting_on=[], step="report",
+                                steps=f"{len(self.steps)}/{len(self.steps)}")
+        self.run.finish(lambda _session: self.study.id)
+        return summary
+
+    # -- inline mode -----------------------------------------------------------------------------------------
+    def execute_inline(self) -> dict[str, Any]:
+        """Rounds until the study is done, running each missing step's job in this process (``toroid study run``)."""
+        while True:
+            state = self.round()
+            if state.finished:
+                return self.finish()
+            if not state.waiting:
+                raise StudyError(f"{state.pending} step(s) wait for inputs that no step computes")
+            self.report(state)
+            step = state.waiting[0][0]
+            self._drive(step, self.jobs[step.id])
+
+    def _drive(self, step: Step, job_id: str) -> None:
+        """Until ``job`` ends: run it here when queued, follow it while another live process runs it, take it over
+        when that process stopped responding (stale heartbeat)."""
         while True:
             with new_session() as session:
-                job = session.get(Job, job_id)
-            if job is None:
-                raise StudyError(f"{step.label}: job {job_id} disappeared")
-            if job.state == "succeeded":
-                return job
-            if job.state in ("failed", "cancelled"):
-                raise StudyError(f"{step.label}: job {job.id} {job.state}: {job.error or job.message}")
-            if job.state == "queued":
-                self._run_inline(index, step, job)
+                row = session.get(Job, job_id)
+            if row is None or row.state not in ("queued", "running"):
+                return
+            if row.state == "queued":
+                self._run_inline(step, row)
                 continue
             cutoff = utcnow() - timedelta(seconds=stale_job_s())
-            if job.heartbeat_at is None or job.heartbeat_at < cutoff:
+            if row.heartbeat_at is None or row.heartbeat_at < cutoff:
                 with new_session() as session:
                     session.execute(update(Job).where(
-                        Job.id == job.id, Job.state == "running", Job.attempts == job.attempts,
+                        Job.id == row.id, Job.state == "running", Job.attempts == row.attempts,
                     ).values(state="queued", message="re-queued by a study: its worker stopped responding"))
                     session.commit()
                 continue
-            self._report(index, step, float(job.progress or 0.0))
+            self._mirror(step, float(row.progress or 0.0))
             time.sleep(self.poll_s)
 
-    def _run_inline(self, index: int, step: Step, job: Job) -> None:
+    def _mirror(self, step: Step, within: float) -> None:
+        """The study's progress while ``step`` runs at ``within`` (inline mode)."""
+        outputs = (get_study(self.study.id)[0].outputs or {})
+        done = sum(s.weight for s in self.steps if s.id in outputs)
+        in_phase = [s for s in self.steps if s.phase == step.phase and s.variant == step.variant]
+        self.run.say(f"{step.label} ({in_phase.index(step) + 1}/{len(in_phase)})")
+        fraction = (done + step.weight * max(0.0, min(1.0, within))) / self.total_weight
+        self.run.progress(min(fraction, 0.999), {"step": step.id, "steps": f"{len(outputs)}/{len(self.steps)}"})
+
+    def _run_inline(self, step: Step, job: Job) -> None:
         """Run the job's task in this process; a monitor thread mirrors its progress into the study's job and
         cancels it when the study is cancelled."""
         stop = threading.Event()
@@ -111,7 +278,7 @@ class StudyRunner:
                 try:
                     with new_session() as session:
                         progress = session.scalar(select(Job.progress).where(Job.id == job.id)) or 0.0
-                    self._report(index, step, float(progress))
+                    self._mirror(step, float(progress))
                 except (JobCancelled, JobSuperseded) as exc:
                     lost.append(exc)
                     if isinstance(exc, JobCancelled):
@@ -133,94 +300,127 @@ class StudyRunner:
         if lost:
             raise lost[0]
 
-    def _obtain(self, params: JobParams, key: str) -> str:
-        """The job computing ``key``: one already in flight, or a new unpublished one this process will run."""
-        with new_session() as session:
-            return create_job(session, params, key=key, message=f"queued by study {self.study.name}",
-                              publish=False, owner=self.study.owner).id
 
-    # -- steps -----------------------------------------------------------------------------------------------
-    def _minimum_for(self, index: int, step: Step) -> Minimum:
-        params = train_request(self.spec, step)
-        with new_session() as session:
-            found = find_trained_minimum(session, params)
-        if found is not None:
-            return found
-        job = self._drive(index, step, self._obtain(params, train_key(params)))
-        with new_session() as session:
-            minimum = session.get(Minimum, job.minimum_id) if job.minimum_id else None
-        if minimum is None:
-            raise StudyError(f"{step.label}: training job {job.id} succeeded without a minimum")
-        return minimum
-
-    def _result_for(self, index: int, step: Step, minima: dict[tuple[str, int], Minimum]) -> Result:
-        inputs, params, key_params = analysis_request(self.spec, step, minima)
-        key = result_key(params.job_kind, inputs, key_params)
-        with new_session() as session:
-            result = find_result(session, key)
-        if result is None:
-            self._drive(index, step, self._obtain(params, key))
-            with new_session() as session:
-                result = find_result(session, key)
-            if result is None:
-                raise StudyError(f"{step.label}: the job succeeded but stored no result")
-        if params.job_kind == "flatness":  # the API's cache hit records the minimum's local energy the same way
-            with new_session() as session:
-                record_flatness(session, inputs[0].id, result)
-                session.commit()
-        return result
-
-    def execute(self) -> dict[str, Any]:
-        """Run every step not finished yet; returns {"steps", "reused", "computed"}."""
-        reused = computed = 0
-        for index, step in enumerate(self.steps):
-            self.run.check()
-            self._report(index, step, 0.0)
-            before = time.monotonic()
-            minima = self.minima.setdefault(step.variant, {})
-            if step.kind == "train":
-                had = step_output(self.study.id, step.id)
-                minimum = self._minimum_for(index, step)
-                minima[(step.args["label"], step.args["seed"])] = minimum
-                output = {"minimum_id": minimum.id}
-                fresh = had != output
-            else:
-                had = step_output(self.study.id, step.id)
-                result = self._result_for(index, step, minima)
-                output = {"result_id": result.id}
-                fresh = had != output
-            record_step(self.study.id, step.id, output)
-            computed += int(fresh)
-            reused += int(not fresh)
-            self.done_weight += step.weight
-            if self.on_step is not None:
-                self.on_step(index, len(self.steps), step, f"{time.monotonic() - before:.1f} s")
-        self.run.progress(0.999, {"step": "report", "steps": f"{len(self.steps)}/{len(self.steps)}"})
-        return {"steps": len(self.steps), "reused": reused, "computed": computed}
+def _needs(step: Step) -> list[tuple[str, int]]:
+    """The minima (label, seed) an analysis step reads."""
+    if step.kind == "distances":
+        return [tuple(t) for t in step.args["tags"]]
+    if step.kind == "path":
+        return [tuple(step.args["a"]), tuple(step.args["b"])]
+    return [(step.args["label"], step.args["seed"])]
 
 
-def run_study_job(run: Any, *, runner: JobRunner = run_job,
-                  on_step: Callable[[int, int, Step, str], None] | None = None) -> dict[str, Any]:
-    """The body of a study job (``run`` is its ``toroid.store.ledger.JobRun``): execute the plan, then succeed the job.
+# --------------------------------------------------------------------------------------------- fan-out mode
+def _fail(run: JobRun, error: str) -> None:
+    """Fail the study with ``error`` and cancel its queued steps (their results would be wasted work now)."""
+    run.fail(error)
+    with new_session() as session:
+        job = session.get(Job, run.job_id)
+        if job is not None and job.state == "failed":
+            cancel_waited(session, job, running=False)
 
-    The study's job stores no ``Result`` row (its outputs live in the study record); ``finish_minimum`` and
-    ``finish_result`` do not apply, so completion uses the same ownership-guarded write (``JobRun.finish``).
-    """
-    params: StudyJob = run.request
-    study_id = params.study_id
-    runner_ = StudyRunner(study_id, run, runner=runner, on_step=on_step)
-    summary = runner_.execute()
-    run.partial["summary"] = summary
-    run.finish(lambda _session: study_id)
-    return summary
+
+def _rounds(run: JobRun) -> str:
+    """Fan-out rounds inside ``run``: finish the study, or park it until one of its jobs ends. Returns succeeded,
+    waiting, or again (a job ended while it parked and nobody continued it: the caller takes it again)."""
+    runner = StudyRunner(run.request.study_id, run, publish=True)
+    state = runner.round()
+    if state.finished:
+        runner.finish()
+        return "succeeded"
+    if not state.waiting:
+        raise StudyError(f"{state.pending} step(s) wait for inputs that no step computes")
+    runner.report(state)
+    waited = [runner.jobs[step.id] for step, _ in state.waiting]
+    if not run.park(waited):
+        return "waiting"
+    # a job that ended between the round's look and the park found the study still held: continue it here
+    with new_session() as session:
+        ended = session.scalar(select(Job.id).where(Job.id.in_(waited), Job.state.not_in(("queued", "running")))
+                               .limit(1))
+    return "again" if ended else "waiting"
+
+
+def run_study_job(run: JobRun) -> None:
+    """The body of the ``toroid.study`` task: the first round (fan-out mode) in the task's ``run``."""
+    try:
+        again = _rounds(run) == "again"
+    except StudyError as exc:
+        _fail(run, str(exc))
+        raise  # run_job records the outcome (the job is failed already) and Celery's FAILURE follows it
+    if again:
+        continue_study(run.job_id)
+
+
+def continue_study(job_id: str, worker: str | None = None) -> str:
+    """Take a parked study (``take_parked``) and run its rounds here until it finishes or parks again; returns
+    succeeded, failed, waiting, cancelled, superseded or skipped (not parked: another process continues it)."""
+    worker = worker or f"study round pid {os.getpid()}"
+    while True:
+        job = take_parked(job_id, worker)
+        if job is None:
+            return "skipped"
+        run = JobRun(job)
+        run.partial = dict(job.partial or {})
+        run.fraction = float(job.progress or 0.0)
+        with run:
+            try:
+                outcome = _rounds(run)
+            except StudyError as exc:
+                _fail(run, str(exc))
+                return "failed"
+            except JobCancelled:
+                return "cancelled"
+            except JobSuperseded:
+                return "superseded"
+            except Exception as exc:
+                log.exception("round of study job %s failed", job_id)
+                _fail(run, f"{type(exc).__name__}: {exc}")
+                return "failed"
+        if outcome != "again":
+            return outcome
+
+
+def _continue_waiting(job_id: str) -> None:
+    """``AFTER_JOB`` hook: the studies parked on ``job_id`` run their next round in this process."""
+    with new_session() as session:
+        parked = parked_waiting_for(session, job_id)
+    for study_job in parked:
+        continue_study(study_job)
+
+
+AFTER_JOB.append(_continue_waiting)
 
 
 @job_task("study")
 def study(run: JobRun) -> None:
-    """Run a study job (docs/method.md §§5-8 as one protocol): train, local energy, distances, paths, one-bend."""
+    """Run a study job (docs/method.md §§5-8 as one protocol): train, local energy, distances, paths, one-bend;
+    its steps fan out over the workers (docs/studies.md)."""
     run_study_job(run)
 
 
-def run_study(job_id: str, worker: str) -> str:
-    """Claim a study's job and run its plan in this process (``toroid study run``); returns the outcome."""
-    return run_job("study", job_id, worker)
+# --------------------------------------------------------------------------------------------- inline mode
+def run_study(job_id: str, worker: str, *, runner: JobRunner = run_job) -> str:
+    """Run a study's job in this process, every step inline (``toroid study run``): claims it when queued, takes it
+    when parked (a worker started it; this process finishes it); returns the outcome like ``run_job``."""
+    job = claim(job_id, worker) or take_parked(job_id, worker)
+    if job is None:
+        return "skipped"
+    run = JobRun(job)
+    run.partial = dict(job.partial or {})  # taken parked: what its rounds recorded (a claim starts empty)
+    with run:
+        try:
+            StudyRunner(run.request.study_id, run, publish=False, runner=runner).execute_inline()
+        except JobCancelled:
+            return "cancelled"
+        except JobSuperseded:
+            return "superseded"
+        except Exception as exc:
+            log.exception("study job %s failed", job_id)
+            message = str(exc) if isinstance(exc, ValueError) and str(exc) else f"{type(exc).__name__}: {exc}"
+            run.fail(message)
+            return "failed"
+    return "succeeded"
+
+
+__all__ = ["Round", "StudyRunner", "continue_study", "run_study", "run_study_job"]

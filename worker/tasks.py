@@ -33,7 +33,7 @@ from sqlalchemy import update
 
 from toroid.store.celery_app import celery_app
 from toroid.store.db import new_session
-from toroid.store.families import known_pairs, queue_family_distances
+from toroid.store.families import known_distances, queue_family_distances, reference_of
 from toroid.store.ledger import (
     TASK_NAMES,
     JobCancelled,
@@ -77,10 +77,26 @@ def ping() -> dict:
 
 
 # --------------------------------------------------------------------------------------------- the job runner
+#: Called with the job id after ``run_job`` ends a job (whatever its outcome), in the process that ran it: a study
+#: waiting for that job runs its next round here (``toroid.worker.study``, docs/studies.md).
+AFTER_JOB: list[Callable[[str], None]] = []
+
+
 def run_job(kind: str, job_id: str, worker: str | None = None) -> str:
-    """Claim and run one job in this process; returns its outcome: succeeded, failed, cancelled, superseded or
-    skipped (not queued: taken, finished, cancelled or unknown). Never raises for a failure of the computation:
-    the ledger records it (a study runs its steps inline through this function)."""
+    """Claim and run one job in this process; returns its outcome: succeeded, failed, cancelled, superseded,
+    waiting (parked, ``JobRun.park``) or skipped (not queued: taken, finished, cancelled or unknown). Never raises
+    for a failure of the computation: the ledger records it. Then the ``AFTER_JOB`` hooks run."""
+    try:
+        return _run_job(kind, job_id, worker)
+    finally:
+        for hook in AFTER_JOB:
+            try:
+                hook(job_id)
+            except Exception:  # the job's outcome is recorded; a hook's trouble is logged, recovery catches up
+                log.exception("after-job hook %s failed for job %s", getattr(hook, "__name__", hook), job_id)
+
+
+def _run_job(kind: str, job_id: str, worker: str | None) -> str:
     job = claim(job_id, worker=worker or f"inline pid {os.getpid()}")
     if job is None:
         log.info("job %s is not queued (taken, finished, cancelled or unknown): nothing to do", job_id)
@@ -106,7 +122,7 @@ def run_job(kind: str, job_id: str, worker: str | None = None) -> str:
                 message = time_limit_message()
             run.fail(message)
             return "failed"
-    return "succeeded"
+    return "waiting" if run.parked else "succeeded"
 
 
 def _job_state(job_id: str) -> tuple[str | None, str | None]:
@@ -315,7 +331,12 @@ def path(run: JobRun) -> None:
 @job_task("distances")
 def distances(run: JobRun) -> None:
     """Pairwise distances (docs/method.md §5): geodesic after normalize + align, RMS Euclidean in four variants;
-    binary networks: Hamming distance (raw and aligned) instead of the geodesic and normalized forms."""
+    binary networks: Hamming distance (raw and aligned) instead of the geodesic and normalized forms.
+
+    ``alignment: "pairwise"`` aligns every pair; ``"reference"`` aligns every minimum once to the oldest one and
+    measures in that common frame (docs/method.md §5, "Many minima"), its alignments kept in the artifact store.
+    Either way the pairs an earlier result holds are taken from it (``known_distances``): a new minimum costs its
+    row. ``reused_pairs`` in the result counts them, ``computed_pairs`` the rest."""
     from toroid.worker.landscape import align, euclidean_distances, geodesic_distance, hamming_distance, normalize
     from toroid.worker.landscape.symmetry import is_binary
 
@@ -328,29 +349,82 @@ def distances(run: JobRun) -> None:
     metrics = ("hamming", "hamming_raw", "raw", "aligned") if binary else (
         "geodesic", "raw", "aligned", "normalized", "normalized_aligned")
     n = len(models)
-    matrices = {m: [[0.0] * n for _ in range(n)] for m in metrics}
-    normalized = [normalize(m) for m in models] if not binary else []
+    reference = reference_of(minima) if p.alignment == "reference" else None
+    values, known = known_distances(ids, metrics, p.alignment, reference.checkpoint_sha256 if reference else None)
     # column by column ((0,1), (0,2), (1,2), (0,3), ...): the pairs of minimum j are complete once its column is,
     # so the map can place a minimum that just joined the family before the whole matrix is done
-    pairs = [(i, j) for j in range(1, n) for i in range(j)]
-    known = known_pairs(ids, metrics)  # pairs an earlier result of the family holds: a new minimum costs its row
-    for done, (i, j) in enumerate(pairs, start=1):
-        if (i, j) in known:
-            values = known[(i, j)]
-        elif binary:
-            values = euclidean_distances(models[i], models[j], variants=("raw", "aligned"))
-            values["hamming_raw"] = hamming_distance(models[i], models[j])
-            values["hamming"] = hamming_distance(models[i], align(models[i], models[j]))
-        else:
-            values = euclidean_distances(models[i], models[j])
-            values["geodesic"] = geodesic_distance(normalized[i], align(normalized[i], normalized[j]))
-        for metric in metrics:
-            matrices[metric][i][j] = matrices[metric][j][i] = float(values[metric])
-        run.progress(done / len(pairs), {"i": i, "j": j, **{m: float(values[m]) for m in metrics}})
+    pairs = [(i, j) for j in range(1, n) for i in range(j) if not known[i, j]]
+    if reference is not None and pairs:  # none: every pair known (a job queued in a race for a subset of the family)
+        frames = _reference_frames(run, minima, models, ids.index(reference.id),
+                                   {j for _, j in pairs} | {i for i, _ in pairs})
+        todo: dict[int, list[int]] = {}
+        for i, j in pairs:
+            todo.setdefault(j, []).append(i)
+        for done, (j, others) in enumerate(sorted(todo.items()), start=1):
+            row = frames.row(j, others)
+            for metric in metrics:
+                values[metric][others, j] = values[metric][j, others] = row[metric]
+            # the computed pairs only, streamed a column at a time (what the map places from while it runs)
+            run.progress(done / len(todo), {"i": others, "j": [j] * len(others),
+                                            **{m: [float(v) for v in row[m]] for m in metrics}})
+    else:
+        normalized = [normalize(m) for m in models] if not binary else []
+        for done, (i, j) in enumerate(pairs, start=1):
+            if binary:
+                pair = euclidean_distances(models[i], models[j], variants=("raw", "aligned"))
+                pair["hamming_raw"] = hamming_distance(models[i], models[j])
+                pair["hamming"] = hamming_distance(models[i], align(models[i], models[j]))
+            else:
+                pair = euclidean_distances(models[i], models[j])
+                pair["geodesic"] = geodesic_distance(normalized[i], align(normalized[i], normalized[j]))
+            for metric in metrics:
+                values[metric][i, j] = values[metric][j, i] = float(pair[metric])
+            run.progress(done / len(pairs), {"i": i, "j": j, **{m: float(pair[m]) for m in metrics}})
+    matrices = {m: values[m].tolist() for m in metrics}
     data = {"ids": ids, "names": [m.name for m in minima], "matrices": matrices, "binary": binary,
-            "reused_pairs": len(known)}
+            "alignment": p.alignment, "reused_pairs": n * (n - 1) // 2 - len(pairs), "computed_pairs": len(pairs)}
+    if reference is not None:
+        data["reference"] = {"id": reference.id, "name": reference.name, "sha256": reference.checkpoint_sha256}
     run.finish_result(data, ids, run.key)
     _map_distances(ids[0])  # minima that joined the family meanwhile: catch up
+
+
+def _reference_frames(run: JobRun, minima: list, models: list, reference: int, needed: set[int]):
+    """The common frame of ``needed`` minima (docs/method.md §5, "Many minima"): each one's features aligned to the
+    ``reference``-th, read from the artifact store when an earlier job computed them (one file per reference and
+    checkpoint, written atomically), else computed (three alignments) and kept."""
+    import numpy as np
+
+    from toroid.store.settings import get_settings
+    from toroid.worker.landscape import CODE_VERSION
+    from toroid.worker.landscape.distances import ReferenceFrames, frame_features
+    from toroid.worker.landscape.graph import is_binary, sphere_blocks
+
+    folder = get_settings().artifacts_dir / "frames" / CODE_VERSION / minima[reference].checkpoint_sha256
+    folder.mkdir(parents=True, exist_ok=True)
+    blocks = () if is_binary(models[reference]) else sphere_blocks(models[reference])
+    features, made = [], 0
+    for k, (minimum, model) in enumerate(zip(minima, models, strict=True)):
+        if k not in needed:
+            features.append(None)
+            continue
+        path = folder / f"{minimum.checkpoint_sha256}.npz"
+        try:
+            with np.load(path) as stored:
+                features.append({name: stored[name] for name in stored.files})
+            continue
+        except (OSError, ValueError):
+            pass
+        found = frame_features(models[reference], model, blocks)
+        temporary = path.with_suffix(f".{os.getpid()}.tmp.npz")
+        np.savez(temporary, **found)
+        os.replace(temporary, path)
+        features.append(found)
+        made += 1
+        run.say(f"aligning to the reference {minima[reference].name}: {made} minima")
+    present = [f for f in features if f is not None]
+    placeholder = {name: np.zeros_like(value) for name, value in present[0].items()}
+    return ReferenceFrames([f if f is not None else placeholder for f in features], blocks)
 
 
 @job_task("section")
@@ -411,7 +485,10 @@ def _beat() -> None:
         if client is None:
             client = _heartbeat["client"] = redis.Redis.from_url(
                 celery_app.conf.broker_url, socket_connect_timeout=2, socket_timeout=2)
-        value = json.dumps({"pid": os.getpid(), "queues": _heartbeat.get("queues") or []})  # store/eta.py reads it
+        from toroid.worker.landscape.device import assigned_gpus
+
+        # store/eta.py reads the queues, /api/health the GPU (CUDA_VISIBLE_DEVICES; read without touching CUDA)
+        value = json.dumps({"pid": os.getpid(), "queues": _heartbeat.get("queues") or [], "gpu": assigned_gpus()})
         client.set(WORKER_KEY_PREFIX + _heartbeat["hostname"], value, ex=WORKER_KEY_TTL_S)
     except Exception:
         log.warning("could not write the worker heartbeat", exc_info=True)

@@ -37,6 +37,13 @@ class MapResponse(BaseModel):
                     "its positive eigenvalues (1: the distances are those of points on a plane).")
     pending: list[str] = Field(description="Minima of the family not placed yet (their distances are missing).")
     result_id: str | None = Field(description="The distances result the map is drawn from (null: method 'error').")
+    alignment: Literal["pairwise", "reference"] | None = Field(
+        None, description="How the distances removed the permutations: 'pairwise' (every pair aligned, the paper's "
+        "way) or 'reference' (every minimum aligned once to the reference: an upper bound on the symmetry-reduced "
+        "distance, docs/method.md §5 'Many minima'; POST /api/analyses/distances with two ids gives a pair's "
+        "pairwise distance); null: method 'error'.")
+    reference: dict | None = Field(
+        None, description="With alignment 'reference': the reference minimum (id, name, sha256 of its checkpoint).")
 
 
 @router.get(

@@ -24,6 +24,7 @@ from toroid.backend.api.deps import (
     read_multipart,
 )
 from toroid.backend.auth import require_read, require_write
+from toroid.backend.paging import LIST_RESPONSES, Conditional, after_query, limit_query
 from toroid.backend.schemas import JobRecord, MinimumRecord
 from toroid.backend.services import minima as service
 from toroid.backend.services.tables import CSV_MEDIA_TYPE, FORMAT_DOC, TableFormat, attachment, csv_text
@@ -50,14 +51,26 @@ UPLOAD_OPENAPI: dict[str, Any] = multipart_openapi(["file"], {
 })
 
 
-@router.get("/minima", response_model=list[MinimumRecord], dependencies=[Depends(require_read)],
-            summary="All minima, newest first (format=csv: the minima table as CSV)",
-            responses={200: {"content": {"text/csv": {}}, "description": "JSON records, or the CSV table"}})
-def list_minima(session: SessionDep, format: TableFormat = Query("json", description=FORMAT_DOC)) -> Any:
-    records = service.minimum_records(session, service.list_minima(session))
+@router.get("/minima", response_model=list[MinimumRecord],
+            summary="Minima, newest first: all of them, or pages with limit/after (format=csv: the minima table as "
+                    "CSV); ETag and If-None-Match for cheap polls",
+            responses={200: {"content": {"text/csv": {}}, "description": "JSON records, or the CSV table"},
+                       **LIST_RESPONSES})
+def list_minima(
+    request: Request, response: Response, session: SessionDep,
+    format: TableFormat = Query("json", description=FORMAT_DOC),
+    limit: int | None = limit_query(), after: str | None = after_query(),
+    principal: Principal = Depends(require_read),
+) -> Any:
+    page = service.minima_page(session, limit=limit, after=after)
+    answer = Conditional.of(request, principal, page, service.minima_fingerprint(session, page, csv=format == "csv"))
+    if answer.not_modified:
+        return answer.unchanged()
+    records = service.minimum_records(session, page.rows)
     if format == "csv":
-        return Response(csv_text(*service.minima_table(session, records)), media_type=CSV_MEDIA_TYPE,
-                        headers=attachment("toroid-minima.csv"))
+        return answer.decorate(Response(csv_text(*service.minima_table(session, records)),
+                                        media_type=CSV_MEDIA_TYPE, headers=attachment("toroid-minima.csv")))
+    answer.decorate(response)
     return records
 
 

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Body, Depends, Response
+from fastapi import APIRouter, Body, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse
 
-from toroid.backend.api.deps import AUTH_RESPONSES, BODY_RESPONSES
+from toroid.backend.api.deps import AUTH_RESPONSES, BODY_RESPONSES, SessionDep
 from toroid.backend.auth import require_read, require_write
+from toroid.backend.paging import LIST_RESPONSES, Conditional, after_query, limit_query
 from toroid.backend.services import report
 from toroid.backend.services import studies as service
+from toroid.backend.services.pages import record_fingerprint
 from toroid.store.users import Principal
 
 router = APIRouter(prefix="/studies", tags=["studies"], responses=AUTH_RESPONSES)
@@ -40,9 +42,18 @@ def create_study(response: Response, body: dict[str, Any] = Body(..., examples=[
     return record
 
 
-@router.get("", dependencies=[Depends(require_read)], summary="Studies, newest first")
-def list_all() -> list[dict[str, Any]]:
-    return service.records()
+@router.get("", responses=LIST_RESPONSES,
+            summary="Studies, newest first: all of them, or pages with limit/after; ETag and If-None-Match for cheap "
+                    "polls")
+def list_all(request: Request, response: Response, session: SessionDep, limit: int | None = limit_query(),
+             after: str | None = after_query(), principal: Principal = Depends(require_read)) -> Any:
+    page, records = service.studies_page(session, limit=limit, after=after)
+    # the records, not the rows: a running study's job carries durations computed at read time (store/eta.py)
+    answer = Conditional.of(request, principal, page, record_fingerprint(records, page.total, page.next_cursor))
+    if answer.not_modified:
+        return answer.unchanged()
+    answer.decorate(response)
+    return records
 
 
 @router.get("/{study_id}", dependencies=[Depends(require_read)], responses=NOT_FOUND,

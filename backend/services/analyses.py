@@ -22,6 +22,7 @@ from toroid.store.errors import Conflict, Invalid, NotFound
 from toroid.store.ledger import create_job, find_active_job, find_result, record_flatness, result_key
 from toroid.store.models import Job, Minimum, Result
 from toroid.store.params import (
+    MAX_PAIRWISE_MINIMA,
     DistancesRequest,
     FlatnessRequest,
     PathRequest,
@@ -121,6 +122,11 @@ def path(session: Session, request: PathRequest, owner: str | None = None) -> Su
 
 
 def distances(session: Session, request: DistancesRequest, owner: str | None = None) -> Submitted:
+    count = len(request.minimum_ids)
+    if request.alignment == "pairwise" and count > MAX_PAIRWISE_MINIMA:
+        raise Invalid(f"{count} minima aligned pair by pair are {count * (count - 1) // 2:,} alignments; "
+                      f"alignment 'pairwise' takes at most {MAX_PAIRWISE_MINIMA} minima: ask alignment 'reference' "
+                      "(one alignment per minimum, docs/method.md §5 'Many minima') or fewer minima")
     minima = get_minima(session, request.minimum_ids, what="distances")
     require_same_family(minima, "distances")
     return submit(session, "distances", minima, request, owner)

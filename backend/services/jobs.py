@@ -8,9 +8,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from toroid.backend.services.pages import Page, page_of
 from toroid.store.errors import Conflict, Invalid, NotFound
 from toroid.store.ledger import cancel_job
-from toroid.store.models import Job, Result
+from toroid.store.models import Job, Result, iso
 
 
 def get_job(session: Session, job_id: str) -> Job:
@@ -21,12 +22,31 @@ def get_job(session: Session, job_id: str) -> Job:
 
 
 def list_jobs(session: Session, *, state: str | None = None, kind: str | None = None, limit: int = 100) -> list[Job]:
-    query = select(Job).order_by(Job.created_at.desc(), Job.id).limit(limit)
-    if state is not None:
-        query = query.where(Job.state == state)
-    if kind is not None:
-        query = query.where(Job.kind == kind)
-    return list(session.scalars(query).all())
+    return jobs_page(session, state=state, kind=kind, limit=limit).rows
+
+
+def jobs_page(session: Session, *, state: str | None = None, kind: str | None = None, limit: int = 100,
+              after: str | None = None) -> Page:
+    """A page of the jobs, newest first, of one ``state`` and ``kind`` when given."""
+    filters = [c for c in (Job.state == state if state else None, Job.kind == kind if kind else None) if c is not None]
+    return page_of(session, "jobs", Job, select(Job), limit=limit, after=after, filters=filters)
+
+
+#: The columns of a result's summary in ``GET /api/results`` (its ``data`` only at ``GET /api/results/{id}``).
+RESULT_SUMMARY = (Result.id, Result.kind, Result.params, Result.minimum_ids, Result.created_at, Result.key,
+                  Result.job_id)
+
+
+def results_page(session: Session, *, kind: str | None = None, limit: int = 100, after: str | None = None) -> Page:
+    """A page of the results' summaries (rows of ``RESULT_SUMMARY``), newest first, of one ``kind`` when given."""
+    filters = [Result.kind == kind] if kind else []
+    return page_of(session, "results", Result, select(*RESULT_SUMMARY), limit=limit, after=after, filters=filters,
+                   columns=True)
+
+
+def result_summaries(page: Page) -> list[dict[str, Any]]:
+    return [{"id": r.id, "kind": r.kind, "params": r.params or {}, "minimum_ids": list(r.minimum_ids or []),
+             "created_at": iso(r.created_at), "key": r.key, "job_id": r.job_id} for r in page.rows]
 
 
 def cancel(session: Session, job_id: str) -> Job:

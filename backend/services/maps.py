@@ -19,10 +19,10 @@ from sqlalchemy.orm import Session
 from toroid.backend.services.tables import csv_text
 from toroid.mds import embed
 from toroid.store.errors import Invalid, NotFound
-from toroid.store.families import MAX_MAP_MINIMA
-from toroid.store.ledger import find_result, result_key
+from toroid.store.families import MAX_MAP_MINIMA, family_request
+from toroid.store.ledger import result_key
 from toroid.store.models import Minimum, Result
-from toroid.store.params import DistancesRequest, key_params
+from toroid.store.params import key_params
 
 #: The distances a map can be drawn from: the matrices of a distances result (docs/method.md §5)
 METRICS = ("geodesic", "raw", "aligned", "normalized", "normalized_aligned", "hamming", "hamming_raw")
@@ -43,21 +43,63 @@ def family_minima(session: Session, family: str) -> list[Minimum]:
     return members
 
 
-def _distances(session: Session, members: list[Minimum]) -> Result | None:
-    """The family's distances result, else the recent one covering the most of its minima (at least two)."""
+def _distances(session: Session, members: list[Minimum]) -> str | None:
+    """The family's distances result (the request of ``family_request``: pairwise or reference alignment by the
+    family's size), else the recent one covering the most of its minima (at least two). The scan reads ids only:
+    a family of hundreds has matrices of megabytes, read for the one result used."""
     if 2 <= len(members) <= MAX_MAP_MINIMA:
-        request = DistancesRequest(minimum_ids=[m.id for m in members])
-        exact = find_result(session, result_key("distances", members, key_params(request)))
+        key = result_key("distances", members, key_params(family_request(members)))
+        exact = session.scalar(select(Result.id).where(Result.key == key).limit(1))
         if exact is not None:
             return exact
     ids = {m.id for m in members}
     best, covered = None, 1
-    query = select(Result).where(Result.kind == "distances").order_by(Result.created_at.desc()).limit(SCAN_RESULTS)
-    for result in session.scalars(query):
-        count = len(ids.intersection(result.minimum_ids or []))
+    query = (select(Result.id, Result.minimum_ids).where(Result.kind == "distances")
+             .order_by(Result.created_at.desc()).limit(SCAN_RESULTS))
+    for result_id, minimum_ids in session.execute(query):
+        count = len(ids.intersection(minimum_ids or []))
         if count > covered:
-            best, covered = result, count
+            best, covered = result_id, count
     return best
+
+
+#: Embeddings of the last few (result, metric, minima) asked: a result never changes, so a poll of a family of
+#: hundreds reads and lays out its matrix once (docs/performance.md, "Map of hundreds")
+_PLACED: dict[tuple, dict[str, Any]] = {}
+_PLACED_SIZE = 16
+
+
+def _placed(session: Session, result_id: str, members: list[Minimum], metric: str) -> dict[str, Any]:
+    """The MDS of the ``metric`` matrix of one distances result over the members it covers: xy per placed id, the
+    embedding's numbers and how the distances were aligned."""
+    cache_key = (result_id, metric, tuple(m.id for m in members))
+    if cache_key in _PLACED:
+        return _PLACED[cache_key]
+    result = session.get(Result, result_id)
+    data = result.data or {}
+    matrices = data.get("matrices") or {}
+    if metric not in matrices:
+        raise Invalid(f"the distances of this family have no {metric!r} matrix (binary networks have Hamming "
+                      f"distances instead of geodesic ones); available: {', '.join(sorted(matrices))}")
+    index = {mid: i for i, mid in enumerate(data.get("ids") or result.minimum_ids or [])}
+    full = matrices[metric]
+    placed: list[str] = []
+    for mid in (m.id for m in members if m.id in index):  # incomparable pairs (non-finite) stay pending
+        row = full[index[mid]]
+        if all(_finite(row[index[other]]) for other in placed):
+            placed.append(mid)
+    rows = [index[mid] for mid in placed]
+    matrix = [[float(full[a][b]) for b in rows] for a in rows]
+    found = embed(matrix)
+    alignment = data.get("alignment", "pairwise")
+    answer = {"xy": {mid: (float(x), float(y)) for mid, (x, y) in zip(placed, found.coords, strict=True)},
+              "method": found.method, "stress": found.stress, "classical_stress": found.classical_stress,
+              "variance_2d": found.variance_2d, "alignment": alignment,
+              "reference": data.get("reference") if alignment == "reference" else None}
+    if len(_PLACED) >= _PLACED_SIZE:
+        _PLACED.pop(next(iter(_PLACED)))
+    _PLACED[cache_key] = answer
+    return answer
 
 
 def _finite(value: Any) -> bool:
@@ -67,7 +109,8 @@ def _finite(value: Any) -> bool:
 def family_map(session: Session, family: str, metric: str = "geodesic") -> dict[str, Any]:
     """The map of ``family`` by ``metric``: ids, names, x, y of the placed minima, the method (``smacof``,
     ``classical`` or ``error``), stress-1 and the classical share of variance in two dimensions, the pending ids,
-    and the distances result it was drawn from."""
+    the distances result it was drawn from and how that result aligned the minima (``pairwise``, or
+    ``reference`` with the reference minimum: docs/method.md §5, "Many minima")."""
     metric = ALIASES.get(metric, metric)
     if metric not in METRICS:
         raise Invalid(f"unknown metric {metric!r}; one of {', '.join((*METRICS, *ALIASES))}")
@@ -75,23 +118,11 @@ def family_map(session: Session, family: str, metric: str = "geodesic") -> dict[
     by_id = {m.id: m for m in members}
     result = _distances(session, members)
     answer: dict[str, Any] = {"family": family, "metric": metric, "result_id": None, "stress": None,
-                              "classical_stress": None, "variance_2d": None}
+                              "classical_stress": None, "variance_2d": None, "alignment": None, "reference": None}
     if result is not None:
-        matrices = (result.data or {}).get("matrices") or {}
-        if metric not in matrices:
-            raise Invalid(f"the distances of this family have no {metric!r} matrix (binary networks have Hamming "
-                          f"distances instead of geodesic ones); available: {', '.join(sorted(matrices))}")
-        index = {mid: i for i, mid in enumerate((result.data or {}).get("ids") or result.minimum_ids or [])}
-        full = matrices[metric]
-        placed: list[str] = []
-        for mid in (m.id for m in members if m.id in index):  # incomparable pairs (non-finite) stay pending
-            if all(_finite(full[index[mid]][index[other]]) for other in placed):
-                placed.append(mid)
-        matrix = [[float(full[index[a]][index[b]]) for b in placed] for a in placed]
-        found = embed(matrix)
-        xy = {mid: (float(x), float(y)) for mid, (x, y) in zip(placed, found.coords, strict=True)}
-        answer.update(method=found.method, result_id=result.id, stress=found.stress,
-                      classical_stress=found.classical_stress, variance_2d=found.variance_2d)
+        found = _placed(session, result, members, metric)
+        xy = found["xy"]
+        answer.update({k: v for k, v in found.items() if k != "xy"}, result_id=result)
     else:
         xy = {m.id: (100.0 * m.train_error, 100.0 * m.test_error) for m in members
               if m.train_error is not None and m.test_error is not None}

@@ -22,6 +22,7 @@ from sqlalchemy import delete as sql_delete
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
+from toroid.backend.services.pages import Page, page_of, row_fingerprint
 from toroid.store.artifacts import get_store, state_dict_bytes
 from toroid.store.db import new_session
 from toroid.store.errors import BrokerUnavailable, Conflict, Invalid, NotFound, Unauthorized
@@ -79,6 +80,24 @@ def require_same_family(minima: Sequence[Minimum], what: str) -> None:
 
 def list_minima(session: Session) -> list[Minimum]:
     return list(session.scalars(select(Minimum).order_by(Minimum.created_at.desc(), Minimum.id)).all())
+
+
+def minima_page(session: Session, *, limit: int | None = None, after: str | None = None) -> Page:
+    """A page of the minima, newest first (all of them without ``limit``; ``toroid.backend.services.pages``)."""
+    return page_of(session, "minima", Minimum, select(Minimum), limit=limit, after=after)
+
+
+def minima_fingerprint(session: Session, page: Page, *, csv: bool = False) -> str:
+    """What the page's records are made of, without building them: the rows' stored columns, the state of the
+    evaluation jobs whose errors are pending (their records say pending or failed) and, for the CSV table, the
+    uploaded datasets' names it shows."""
+    pending = sorted(m.evaluation_job_id for m in page.rows if m.train_error is None and m.evaluation_job_id)
+    jobs = session.execute(select(Job.id, Job.state, Job.error).where(Job.id.in_(pending)).order_by(Job.id)).all() \
+        if pending else []
+    datasets = session.execute(select(UploadedDataset.id, UploadedDataset.name).order_by(UploadedDataset.id)).all() \
+        if csv else []
+    return row_fingerprint(page.rows, [tuple(j) for j in jobs], [tuple(d) for d in datasets], page.total,
+                           page.next_cursor)
 
 
 def minimum_records(session: Session, minima: Sequence[Minimum]) -> list[dict[str, Any]]:

@@ -210,7 +210,7 @@ def summary_rows(variant: VariantData) -> list[dict[str, Any]]:
             elif within:
                 rows.append({"check": f"{metric} distance within samplers", "value": ", ".join(
                     f"{k}-{k} {v:.4g}" for k, v in within.items()), "passed": None, "detail": ""})
-    kinds = {p["kind"] for p in variant.paths}
+    kinds = list(dict.fromkeys(p["kind"] for p in variant.paths))  # the spec's order (a set's varies by process)
     barriers = {k: mean_std([p["data"]["barrier"] for p in variant.paths if p["kind"] == k])[0] for k in kinds}
     if barriers:
         rows.append({"check": "mean barrier by path kind", "value": ", ".join(

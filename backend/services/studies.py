@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from toroid.backend.services.pages import Page, page_of
 from toroid.store.errors import NotFound
-from toroid.store.studies import get_study, list_studies, open_study, study_record
+from toroid.store.models import Job, Study
+from toroid.store.studies import ensure_tables, get_study, open_study, study_record
 from toroid.store.study_spec import PRESETS, preset_spec, resolve_spec
 
 
@@ -21,8 +26,11 @@ def record(study_id: str) -> dict[str, Any]:
     return study_record(*found)
 
 
-def records() -> list[dict[str, Any]]:
-    return [study_record(s, j) for s, j in list_studies()]
+def studies_page(session: Session, *, limit: int | None = None, after: str | None = None) -> tuple[Page, list[dict]]:
+    """A page of the studies, newest first (all of them without ``limit``), and their records."""
+    ensure_tables()
+    page = page_of(session, "studies", Study, select(Study), limit=limit, after=after)
+    return page, [study_record(s, session.get(Job, s.job_id) if s.job_id else None) for s in page.rows]
 
 
 def start(body: dict[str, Any], owner: str | None = None) -> tuple[dict[str, Any], bool]:

@@ -21,6 +21,10 @@ from toroid.mds import embed, procrustes_align, spread_coincident
 from toroid.plots import METRIC_UNITS, base_layout, by_sampler, percent, sampler_color
 
 SELECTION_LABELS = ("A", "B", "C")
+#: Maps of more minima than this draw no names beside the points (the hover and the pair dropdowns have them)
+LABELS_MAX = 16
+#: Maps of more minima than this draw smaller markers with thin outlines, so hundreds stay apart
+CROWDED = 100
 
 #: Short names of the distances (docs/method.md §5), as the caption and the hover say them
 METRIC_NAMES = {
@@ -62,7 +66,9 @@ class MapLayout:
     in percent); ``method``: ``"mds"`` or ``"error"`` (the fallback); ``embedding``: ``"classical"`` or ``"smacof"``;
     ``stress``/``classical_stress``: stress-1 of the map and of classical MDS; ``variance_2d``: the classical share of
     variance in two dimensions; ``groups``: the ids moved off a shared spot; ``pairs``: the known distances
-    ((a, b) with a < b -> distance); ``streamed``: placed (partly) from a distances job still running.
+    ((a, b) with a < b -> distance); ``streamed``: placed (partly) from a distances job still running;
+    ``alignment``: how the distances removed the permutations (``pairwise``, or ``reference``: every minimum aligned
+    to ``reference``, the name of that minimum, docs/method.md §5 "Many minima").
     """
 
     positions: dict[str, list[float]]
@@ -77,6 +83,8 @@ class MapLayout:
     groups: list[list[str]] = field(default_factory=list)
     pairs: dict[tuple[str, str], float] = field(default_factory=dict)
     streamed: bool = False
+    alignment: str = "pairwise"
+    reference: str | None = None
 
     def distance(self, a: str, b: str) -> float | None:
         """The known distance between two minima (0 for a minimum and itself), else None."""
@@ -159,9 +167,11 @@ def map_layout(
             coords = procrustes_align(coords, previous)
         pending = [mid for mid in ids if mid not in coords]
         drawn, groups = spread_coincident(coords)
-        used = any(_pair(a, b) in streamed for i, a in enumerate(placed) for b in placed[i + 1:])
+        used = bool(streamed) and any(_pair(a, b) in streamed for i, a in enumerate(placed) for b in placed[i + 1:])
+        alignment = (distances or {}).get("alignment") or "pairwise"
+        reference = ((distances or {}).get("reference") or {}).get("name") if alignment == "reference" else None
         return MapLayout(_line_up(drawn, pending), "mds", pending, coords, variant, found.method, found.stress,
-                         found.classical_stress, found.variance_2d, groups, pairs, used)
+                         found.classical_stress, found.variance_2d, groups, pairs, used, alignment, reference)
     known = [m for m in minima if m.get("train_error") is not None and m.get("test_error") is not None]
     coords = {m["id"]: [100.0 * float(m["train_error"]), 100.0 * float(m["test_error"])] for m in known}
     pending = [mid for mid in ids if mid not in coords]  # uploads whose evaluation has not finished
@@ -224,6 +234,10 @@ def map_caption(layout: MapLayout, count: int) -> str:
             lines.append("Stress-1 between 0.1 and 0.2 is fair (Kruskal): read planar distances as rough.")
         if layout.streamed:
             lines.append("Placed from the distances computed so far (the distances job is still running).")
+        if layout.alignment == "reference" and layout.variant in ("geodesic", "aligned", "normalized_aligned",
+                                                                  "hamming"):
+            lines.append(f"Approximation: distances after alignment to a common reference ({layout.reference or '?'}),")
+            lines.append("an upper bound on the symmetry-reduced distance; select two for their pairwise one.")
     else:
         lines.append("Laid out by train vs test error until the distances are computed.")
     if layout.groups:
@@ -239,13 +253,14 @@ def _flatness_sizes(minima: Sequence[Mapping[str, Any]], small: float = 10.0, la
     """Marker sizes: flatter (smaller local energy) is bigger; minima without a flatness result get a middle size."""
     values = [m.get("local_energy") for m in minima]
     known = [v for v in values if v is not None]
+    middle = small + (large - small) / 4
     if not known:
-        return [14.0] * len(minima)
+        return [middle] * len(minima)
     lo, hi = min(known), max(known)
     sizes = []
     for v in values:
         if v is None:
-            sizes.append(14.0)
+            sizes.append(middle)
         elif hi - lo <= 1e-12:
             sizes.append((small + large) / 2)
         else:
@@ -317,10 +332,13 @@ def minima_map(
     """
     fig = go.Figure()
     placed = [m for m in minima if m["id"] in positions]
-    label_points = len(placed) <= 16
+    label_points = len(placed) <= LABELS_MAX
+    crowded = len(placed) > CROWDED  # hundreds of minima: smaller markers, thin outlines, names on hover only
     ringed = {mid for mid in ((selection or {}).get(k) for k in ("a", "b", "c")) if mid}
     where = _label_sides(placed, positions, layout.groups if layout else ())
-    sizes = dict(zip([m["id"] for m in placed], _flatness_sizes(placed), strict=True))
+    sizes = dict(zip([m["id"] for m in placed],
+                     _flatness_sizes(placed, *((5.0, 12.0) if crowded else (10.0, 26.0))), strict=True))
+    outline = 0.5 if crowded else 1.5
     names = {m["id"]: m.get("name") or m["id"] for m in minima}
     a = (selection or {}).get("a")
     a = a if a in names else None
@@ -338,8 +356,8 @@ def minima_map(
                 text=[_point_label(m, ringed) for m in known], textposition=[where[m["id"]] for m in known],
                 textfont=dict(size=11, color="#6b7280"),
                 customdata=hover(known), hovertemplate=_MAP_HOVER,
-                marker=dict(size=16, color=[100.0 * m["local_energy"] for m in known], colorscale="Viridis",
-                            line=dict(width=1, color="white"),
+                marker=dict(size=8 if crowded else 16, color=[100.0 * m["local_energy"] for m in known],
+                            colorscale="Viridis", line=dict(width=outline, color="white"),
                             colorbar=dict(title=dict(text="local energy (%)", side="right"), thickness=12,
                                           len=0.8, y=0.45)),
             ))
@@ -350,7 +368,7 @@ def minima_map(
                 text=[_point_label(m, ringed) for m in unknown], textposition=[where[m["id"]] for m in unknown],
                 textfont=dict(size=11, color="#9aa0a6"),
                 customdata=hover(unknown), hovertemplate=_MAP_HOVER,
-                marker=dict(size=12, color="#c4c8cf", line=dict(width=1, color="white")),
+                marker=dict(size=6 if crowded else 12, color="#c4c8cf", line=dict(width=outline, color="white")),
             ))
     else:
         for sampler, members in by_sampler(placed):
@@ -361,7 +379,7 @@ def minima_map(
                 textfont=dict(size=11, color="#6b7280"),
                 customdata=hover(members), hovertemplate=_MAP_HOVER,
                 marker=dict(size=[sizes[m["id"]] for m in members], color=sampler_color(sampler or None),
-                            opacity=0.9, line=dict(width=1.5, color="white")),
+                            opacity=0.8 if crowded else 0.9, line=dict(width=outline, color="white")),
             ))
     chosen = [(label, (selection or {}).get(key)) for label, key in zip(SELECTION_LABELS, ("a", "b", "c"), strict=True)]
     chosen = [(label, mid) for label, mid in chosen if mid and mid in positions]

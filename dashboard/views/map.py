@@ -60,7 +60,12 @@ CSV = "map-csv"
 DOWNLOAD = "map-download"
 CSV_MESSAGE = "map-csv-message"
 
+PAIR_EXACT = "map-pair-exact"
+
 VARIANTS = {"geodesic": "geodesic (normalized + aligned)", "raw": "raw Euclidean"}
+#: The largest family the dashboard looks up by its minimum ids (``GET /api/analyses/distances`` takes at most 32);
+#: a larger one is found through ``GET /api/map`` (its distances result), so no request the API refuses is sent
+LOOKUP_MAX = 32
 
 
 def layout() -> html.Section:
@@ -100,7 +105,7 @@ def layout() -> html.Section:
                      style={"display": "none"}),
          graph(GRAPH, "minima-map", height="520px", clear_on_unhover=True),
          html.Div(id=NOTE, className="note"), pair, dcc.Store(id=POSITIONS),
-         dcc.Store(id=COMPUTE_INTENT), dcc.Store(id=COMPUTE_DONE)],
+         dcc.Store(id=COMPUTE_INTENT), dcc.Store(id=COMPUTE_DONE), dcc.Store(id=PAIR_EXACT)],
         actions=actions, class_name="map-card",
     )
 
@@ -138,6 +143,9 @@ def register(app, client: ApiClient) -> None:
 
         if len(ids) < 2:
             return answer(no_update if entry is None else None)
+        if len(ids) > LOOKUP_MAX:  # the server's family job keeps it up to date: found through GET /api/map
+            new = _family_entry(client, family, ids)
+            return answer(no_update if entry is not None and new == entry else new)
         previous = None
         if same_family:
             previous = entry["result_id"] if entry.get("state") == "succeeded" else entry.get("previous_result_id")
@@ -149,6 +157,10 @@ def register(app, client: ApiClient) -> None:
             updated = track(client, entry, jobs)
             return answer(no_update if updated is None else updated)
         new = {**lookup_analysis(client, "distances", params), "family": family, "previous_result_id": previous}
+        if new.get("state") == "missing":  # the server's family job may align to a reference (TOROID_MAP_PAIRWISE_MAX)
+            found = _family_entry(client, family, ids)
+            if found["state"] == "succeeded":
+                return answer(no_update if entry is not None and found == entry else found)
         same_ids = bool(entry) and (entry.get("params") or {}).get("minimum_ids") == ids
         if new.get("state") != "succeeded" and (previous is None or new.get("state") == "missing" or not same_ids):
             # opened while new minima wait, or their job is not asked yet: the largest subset computed before
@@ -190,13 +202,34 @@ def register(app, client: ApiClient) -> None:
         return options, options
 
     @app.callback(
+        Output(PAIR_EXACT, "data"),
+        Input(SELECTION, "data"), Input(DISTANCES, "data"), Input(ANALYSES, "data"), State(PAIR_EXACT, "data"),
+    )
+    def pair_exact(selection, entry, jobs, current):
+        """On a map drawn from distances aligned to a common reference (docs/method.md §5, "Many minima"), the
+        selected pair's pairwise-aligned distances: asked once the user picks A and B (a pair costs one job of
+        one alignment), then tracked until they are in."""
+        a, b = (selection or {}).get("a"), (selection or {}).get("b")
+        if not (a and b) or not entry or entry.get("alignment") != "reference":
+            if current is None:
+                raise PreventUpdate
+            return None
+        params = {"minimum_ids": [a, b]}
+        if current and (current.get("params") or {}).get("minimum_ids") == [a, b]:
+            updated = track(client, current, jobs)
+            if updated is None:
+                raise PreventUpdate
+            return updated
+        return request_analysis(client, "distances", params)
+
+    @app.callback(
         Output(GRAPH, "figure"), Output(NOTE, "children"), Output(POSITIONS, "data"), Output(STATUS, "children"),
         Output(NOTE, "data-method"), Output(NOTE, "data-pending"),
         Input(MINIMA, "data"), Input(DISTANCES, "data"), Input(FAMILY, "value"), Input(VARIANT, "value"),
         Input(COLOR, "value"), Input(SELECTION, "data"), Input(THIRD, "value"), Input(TRAINING, "data"),
-        State(POSITIONS, "data"), State(CATALOG, "data"),
+        Input(PAIR_EXACT, "data"), State(POSITIONS, "data"), State(CATALOG, "data"),
     )
-    def draw(minima, entry, family, variant, color_by, selection, third, jobs, stored, catalog):
+    def draw(minima, entry, family, variant, color_by, selection, third, jobs, exact, stored, catalog):
         minima = minima or []
         ids = set(_family_ids(minima, family, catalog))
         shown = [m for m in minima if m["id"] in ids]
@@ -217,6 +250,8 @@ def register(app, client: ApiClient) -> None:
         fig = figures.minima_map(shown, layout.positions, layout.method, sel, color_by, variant, pair_distance,
                                  layout=layout)
         note = _note(shown, layout.method, layout.pending, selection)
+        if layout.alignment == "reference" and sel.get("a") and sel.get("b"):
+            note += " " + _exact_text(client, exact, variant)
         status = entry_status(entry, "distances") if entry and entry.get("state") != "succeeded" else None
         store = {"key": key, "positions": layout.coords} if layout.method == "mds" else no_update
         return fig, note, store, status, layout.method, str(len(layout.pending))
@@ -247,6 +282,42 @@ def register(app, client: ApiClient) -> None:
         except ApiError as exc:
             return no_update, message(f"CSV: {exc.message}", "error")
         return dcc.send_string(text, f"toroid-map-{family[:12]}-{variant or 'geodesic'}.csv"), None
+
+
+def _family_entry(client: ApiClient, family: str, ids: list[str]) -> dict:
+    """The distances entry of a family too large to look up by its ids: the result ``GET /api/map`` is drawn from
+    (succeeded when it places every minimum; else "queued", no job to track, the result so far as the previous
+    one: the server's family job fills it in as minima arrive)."""
+    base = {"kind": "distances", "family": family, "params": {"minimum_ids": ids}, "job_id": None, "partial": {},
+            "error": None, "minimum_id": None}
+    try:
+        found = client.map(family, "raw")  # every distances result has the raw matrix
+    except ApiError as exc:
+        return {**base, "state": "failed", "progress": 0.0, "message": "", "result_id": None, "error": exc.message}
+    result_id, pending = found.get("result_id"), found.get("pending") or []
+    if result_id and not pending:
+        return {**base, "state": "succeeded", "progress": 1.0, "message": "", "result_id": result_id,
+                "previous_result_id": result_id, "alignment": found.get("alignment")}
+    waiting = f"{len(pending)} of {len(ids)} minima wait for their distances (computed by the server as they arrive)"
+    return {**base, "state": "queued", "progress": (len(ids) - len(pending)) / len(ids), "message": waiting,
+            "result_id": None, "previous_result_id": result_id, "alignment": found.get("alignment")}
+
+
+def _exact_text(client: ApiClient, exact: dict | None, variant: str) -> str:
+    """The note's line on the selected pair's pairwise-aligned distance (asked when both are selected)."""
+    if not exact:
+        return ""
+    if exact.get("error"):
+        return f"Pairwise-aligned distance of A and B: {exact['error']}"
+    data = fetch_result(client, exact)
+    if data is None:
+        return "Pairwise-aligned distance of A and B: computing…"
+    matrix = (data.get("matrices") or {}).get(variant)
+    if not matrix:
+        return ""
+    unit = " rad" if variant == "geodesic" else ""
+    return (f"Pairwise-aligned {VARIANTS.get(variant, variant)} distance of A and B: {float(matrix[0][1]):.3g}{unit} "
+            "(the map's distances are aligned to a common reference: an upper bound).")
 
 
 def _defaults(catalog: dict | None) -> dict[str, dict]:

@@ -8,6 +8,9 @@
 * :func:`euclidean_distances`: ``||A - B|| / sqrt(N_params)`` (RMS per parameter) in the four
   variants raw, aligned, normalized, normalized_aligned.
 * :func:`hamming_distance` for binary networks: fraction of differing +-1 weights.
+* :class:`ReferenceFrames`: the same distances for many minima at once after aligning each of them once to a
+  common reference (docs/method.md §5, "Many minima"): a new minimum costs one alignment and one row of
+  vectorized distances, not one alignment per pair.
 """
 
 from __future__ import annotations
@@ -24,9 +27,11 @@ from toroid.worker.landscape.symmetry import align, normalize
 
 __all__ = [
     "EUCLIDEAN_VARIANTS",
+    "ReferenceFrames",
     "euclidean_distances",
     "geodesic_angles",
     "geodesic_distance",
+    "frame_features",
     "hamming_distance",
     "unit_angles",
 ]
@@ -175,3 +180,101 @@ def hamming_distance(a: nn.Module, b: nn.Module) -> float:
         differ += int((wa != wb).sum())
         total += wa.numel()
     return differ / total
+
+
+# --------------------------------------------------------------------------------------------- common reference
+#: The distances a reference frame gives, continuous and binary networks (the metrics of a distances result)
+FRAME_METRICS = ("geodesic", "raw", "aligned", "normalized", "normalized_aligned")
+BINARY_FRAME_METRICS = ("hamming", "hamming_raw", "raw", "aligned")
+
+
+def _flat(model: nn.Module) -> np.ndarray:
+    """The trainable parameters as one float32 vector (the dtype they have: no rounding; sums happen in float64)."""
+    return np.concatenate([p.detach().cpu().reshape(-1).to(torch.float32).numpy() for p in model.parameters()])
+
+
+def _signs(model: nn.Module) -> np.ndarray:
+    """The +-1 weights of every binary layer, as one boolean vector (``w >= 0``, as ``binarize``)."""
+    return np.concatenate([(m.weight.detach().cpu() >= 0).reshape(-1).numpy() for m in model.modules()
+                           if getattr(m, "binary", False)])
+
+
+def frame_features(reference: nn.Module, model: nn.Module,
+                   blocks: Sequence[SphereBlock] | None = None) -> dict[str, np.ndarray]:
+    """What the distances of ``model`` to any other minimum aligned to the same ``reference`` need
+    (docs/method.md §5, "Many minima"), as float32 / boolean arrays (a few copies of the parameters):
+
+    continuous networks: ``raw`` and ``normalized`` (no alignment), ``aligned`` (``model`` aligned to ``reference``
+    by the Euclidean score), ``normalized_aligned`` (normalized, aligned to the normalized reference by the
+    Euclidean score) and ``geodesic:<param>`` (normalized, aligned to the normalized reference by the geodesic
+    score: each sphere block's rows); binary networks: ``raw``, ``aligned``, ``hamming_raw`` and ``hamming`` (the
+    signs, as given and aligned by the Hamming score). Three alignments (two for binary networks). ``blocks``: the
+    sphere blocks of the family (``graph.sphere_blocks``), traced from ``model`` when not given."""
+    if is_binary(model):
+        aligned = align(reference, model, score="euclidean")
+        return {"raw": _flat(model), "aligned": _flat(aligned), "hamming_raw": _signs(model),
+                "hamming": _signs(align(reference, model))}
+    ref_n, model_n = normalize(reference), normalize(model)
+    out = {"raw": _flat(model), "aligned": _flat(align(reference, model, score="euclidean")),
+           "normalized": _flat(model_n), "normalized_aligned": _flat(align(ref_n, model_n, score="euclidean"))}
+    state = align(ref_n, model_n).state_dict()
+    for block in sphere_blocks(model) if blocks is None else blocks:
+        w = state[block.param].detach().cpu()
+        rows = w.flatten(1) if block.per_unit else w.reshape(1, -1)
+        out["geodesic:" + block.param] = rows.to(torch.float32).numpy()
+    return out
+
+
+class ReferenceFrames:
+    """The distances between minima aligned once each to one reference (:func:`frame_features`), computed a row at
+    a time with array operations (docs/method.md §5, "Many minima").
+
+    ``raw`` and ``normalized`` are the exact distances of :func:`euclidean_distances` (no alignment enters); the
+    aligned ones are measured between the two minima's frames, ``D(g_a a, g_b b) = D(a, g_a^-1 g_b b)``: the
+    distance under one symmetry, so never below the symmetry-reduced distance ``min_g D(a, g b)``, and at most
+    ``D(a_R, R) + D(R, b_R)`` (triangle inequality). ``features``: one dict per minimum; ``blocks``: the sphere
+    blocks (geodesic radii), from the reference.
+    """
+
+    def __init__(self, features: Sequence[Mapping[str, np.ndarray]], blocks: Sequence[SphereBlock] = ()) -> None:
+        if not features:
+            raise ValueError("ReferenceFrames needs the features of at least one minimum")
+        self.binary = "hamming" in features[0]
+        self.metrics = BINARY_FRAME_METRICS if self.binary else FRAME_METRICS
+        keys = set(features[0])
+        for k, f in enumerate(features):
+            if set(f) != keys:
+                raise ValueError(f"minimum {k} has other features than the first: not one family")
+        self._flat = {m: np.stack([f[m] for f in features]) for m in ("raw", "aligned", "normalized",
+                                                                       "normalized_aligned") if m in keys}
+        self._signs = {m: np.stack([f[m] for f in features]) for m in ("hamming", "hamming_raw") if m in keys}
+        self._blocks = []  # (radius^2, unit rows (n, units, d) in float64, their norms (n, units))
+        for block in blocks if not self.binary else ():
+            rows = np.stack([f["geodesic:" + block.param] for f in features]).astype(np.float64)
+            self._blocks.append((block.radius ** 2, rows, np.linalg.norm(rows, axis=2)))
+        if not self.binary and not self._blocks:
+            raise ValueError("continuous networks need their sphere blocks (graph.sphere_blocks of the reference)")
+        self.count = len(features)
+
+    def row(self, j: int, others: Sequence[int]) -> dict[str, np.ndarray]:
+        """The distances of minimum ``j`` to each of ``others`` (indices), per metric (float64 arrays)."""
+        idx = np.asarray(list(others), dtype=np.int64)
+        out: dict[str, np.ndarray] = {}
+        for metric, flat in self._flat.items():
+            diff = flat[idx].astype(np.float64) - flat[j].astype(np.float64)
+            out[metric] = np.sqrt(np.einsum("ij,ij->i", diff, diff) / flat.shape[1])
+        for metric, signs in self._signs.items():
+            out[metric] = np.mean(signs[idx] != signs[j], axis=1)
+        if self._blocks:
+            total = np.zeros(len(idx), dtype=np.float64)
+            for radius2, rows, norms in self._blocks:
+                a, na = rows[idx], norms[idx]
+                b, nb = rows[j][None], norms[j][None]
+                # the stable angle of unit_angles: 2 asin(|u_a - u_b| / 2) on rows rescaled to unit norm (§10)
+                chord = np.linalg.norm(a / np.maximum(na, 1e-300)[..., None] - b / np.maximum(nb, 1e-300)[..., None],
+                                       axis=2)
+                phi = 2.0 * np.arcsin(np.minimum(chord / 2.0, 1.0))
+                phi = np.where((na == 0) ^ (nb == 0), math.pi / 2, phi)
+                total += radius2 * np.sum(phi * phi, axis=1)
+            out["geodesic"] = np.sqrt(total)
+        return {m: out[m] for m in self.metrics}
