@@ -78,9 +78,13 @@ def open_view(page, label: str) -> None:
 
 
 def choose(page, dropdown: str, text: str) -> None:
-    """Pick the option whose label starts with ``text`` in a Dash dropdown (opened by a click, filtered by typing)."""
+    """Pick the option whose label starts with ``text`` in a Dash dropdown (opened by a click, filtered by its search
+    field). The text is filled, not typed: a poll re-rendering the page (opening a view polls at once) can drop keys
+    typed one by one."""
     page.click(f"#{dropdown}")
-    page.keyboard.type(text)
+    search = page.locator("input.dash-dropdown-search")  # the open dropdown's search field (one at a time)
+    search.wait_for(timeout=10_000)
+    search.fill(text)
     page.get_by_role("option").filter(has_text=text).first.click()
 
 
