@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 
 from toroid.backend.supervisor import Supervisor, free_port
+from toroid.cli_study import parse_overrides
 
 QUEUES = "interactive,cpu,gpu"
 TARGET_RATIO = 0.65
@@ -99,22 +100,6 @@ def _job_workers(home: Path) -> list[str]:
             "SELECT worker FROM jobs WHERE kind != 'study' AND state = 'succeeded'")]
 
 
-def _overrides(pairs: list[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, _, value = pair.partition("=")
-        try:
-            parsed = json.loads(value)
-        except json.JSONDecodeError:
-            parsed = value
-        node = out
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = parsed
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.study", description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="digits-mlp")
@@ -123,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
-    body = {"preset": args.preset, **_overrides(args.overrides)}
+    body = {"preset": args.preset, **parse_overrides(args.overrides)}
     rows: list[dict[str, Any]] = []
     for repeat in range(args.repeats):
         for workers in args.workers:  # alternated, so that a change of the machine's load hits both

@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import typer
@@ -44,6 +46,15 @@ app = typer.Typer(
 )
 
 
+def stop_requested() -> Callable[[], bool]:
+    """A flag that Ctrl-C (SIGINT) or SIGTERM raises, read by ``Supervisor.supervise``: the supervised children are
+    then stopped in order instead of this process dying first."""
+    stopping = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda _signum, _frame: stopping.set())
+    return stopping.is_set
+
+
 @app.command()
 def up(
     port: int = typer.Option(None, help="Port of the API + dashboard (default TOROID_PORT, 8000; 0 = any free)."),
@@ -77,14 +88,7 @@ def up(
         typer.echo(f"error: TOROID_GPUS={settings.gpus!r}: {exc}", err=True)
         raise typer.Exit(2) from None
 
-    stopping = False
-
-    def request_stop(signum, _frame) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
+    stopping = stop_requested()
 
     supervisor = Supervisor(settings.home, log=lambda line: typer.echo(f"{time.strftime('%H:%M:%S')} {line}", err=True))
     exit_code = 0
@@ -104,7 +108,7 @@ def up(
                 typer.echo(f"demo    {started} demo minima queued for training (see the Jobs panel)", err=True)
         typer.echo(f"Toroid is running at {base}/dashboard/  (API {base}/api, docs {base}/docs). Ctrl-C stops.")
         sys.stdout.flush()
-        supervisor.supervise(lambda: stopping)  # restarts crashed children until Ctrl-C / SIGTERM
+        supervisor.supervise(stopping)  # restarts crashed children until Ctrl-C / SIGTERM
     except RuntimeError as exc:
         typer.echo(f"error: {exc}", err=True)
         exit_code = 1
@@ -200,14 +204,7 @@ def _supervise_gpu_workers(settings, spec: str, concurrency: int, queues: str, h
         elif any(g.isdigit() and int(g) >= seen for g in gpus) and "CUDA_VISIBLE_DEVICES" not in os.environ:
             typer.echo(f"error: --gpus {spec!r}: this machine has {seen} GPU(s), numbered 0..{seen - 1}", err=True)
             raise typer.Exit(2)
-    stopping = False
-
-    def request_stop(signum, _frame) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
+    stopping = stop_requested()
     settings.home.mkdir(parents=True, exist_ok=True)
     supervisor = Supervisor(settings.home, log=lambda line: typer.echo(f"{time.strftime('%H:%M:%S')} {line}", err=True))
     env = dict(os.environ, TOROID_HOME=str(settings.home.resolve()), TOROID_REDIS_URL=settings.redis_url)
@@ -218,7 +215,7 @@ def _supervise_gpu_workers(settings, spec: str, concurrency: int, queues: str, h
                        f"{child.env['CUDA_VISIBLE_DEVICES']}, log {settings.home / 'logs' / (child.name + '.log')}",
                        err=True)
         typer.echo(f"{len(children)} workers running (one per GPU). Ctrl-C stops.", err=True)
-        supervisor.supervise(lambda: stopping)
+        supervisor.supervise(stopping)
     finally:
         supervisor.stop_all(together=True)
         typer.echo("stopped.", err=True)

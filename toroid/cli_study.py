@@ -22,7 +22,7 @@ import typer
 study_app = typer.Typer(help="Studies: the paper's whole protocol as one resumable job.", no_args_is_help=True)
 
 
-def _overrides(pairs: list[str]) -> dict:
+def parse_overrides(pairs: list[str]) -> dict:
     """KEY=VALUE overrides; dotted keys nest (paths.points=9); values parse as JSON when they can."""
     out: dict = {}
     for pair in pairs:
@@ -70,7 +70,7 @@ def run(
 
     get_settings().ensure_dirs()
     try:
-        study_spec = resolve_spec(spec, _overrides(set_))
+        study_spec = resolve_spec(spec, parse_overrides(set_))
         study, job, _started = open_study(study_spec, preset=spec if not Path(spec).is_file() else None,
                                           publish=False)
     except StudyError as exc:
