@@ -504,6 +504,20 @@ def _recovery_loop() -> None:
         time.sleep(min(WORKER_HEARTBEAT_S, stale_job_s()))
 
 
+@signals.worker_init.connect
+def _preload(**_: Any) -> None:
+    """Import torch and the modules torch imports lazily on a first optimizer step (``torch._dynamo``) in the
+    worker's main process, before the pool forks: a soft time limit that strikes in the middle of such an import
+    leaves a half-initialised module behind, and every later job of that pool process failed with "partially
+    initialized module 'torch._dynamo'". Forked children inherit the imports, so no job pays for them."""
+    import torch  # noqa: F401  (no CUDA call here: a forked child could not use a context made before the fork)
+
+    try:
+        import torch._dynamo  # noqa: F401
+    except Exception:  # a torch without dynamo: nothing is imported lazily then
+        log.debug("torch._dynamo is not importable", exc_info=True)
+
+
 @signals.worker_ready.connect
 def _on_worker_ready(sender: Any = None, **_: Any) -> None:
     """A starting worker brings the schema up to date and recovers jobs a dead worker left behind, then keeps

@@ -81,7 +81,8 @@ def test_a_long_training_and_a_long_analysis_fail_at_the_time_limit(stack):
 
     # the worker goes on: a short job succeeds
     short = httpx.post(f"{url}/api/minima/train", json={"config": {"widths": [8]}, "epochs": 1}, timeout=30)
-    assert wait_job(url, short.json()["id"], timeout_s=60)["state"] == "succeeded"
+    done = wait_job(url, short.json()["id"], timeout_s=60)
+    assert done["state"] == "succeeded", done.get("error")
 
 
 HARD_LIMIT_SCRIPT = """
