@@ -137,7 +137,9 @@ def poll_stores(recent: list[dict], minima: list | bool | None, tab: str | None)
     map's text) and ``JOBS`` (the whole list) only where they are shown; None leaves a store as it is. A training's
     progress, which changes every poll, then wakes only the views that draw it, not every analysis a view tracks.
     ``minima``: the minima, or whether there are any."""
-    analyses = [slim_job(job) for job in recent if job.get("kind") != "train"]
+    # a chunk of a long analysis (docs/operations.md, "Chunks") is no analysis of its own: its parent shows it
+    analyses = [slim_job(job) for job in recent
+                if job.get("kind") != "train" and not (job.get("params") or {}).get("chunk")]
     training = [job for job in recent if job.get("kind") == "train"]
     shows_training = tab in TRAINING_VIEWS or (tab == "map" and not minima)
     return {ANALYSES: analyses, TRAINING: training if shows_training else None,

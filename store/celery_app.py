@@ -68,7 +68,8 @@ def time_limit_message(task_name: str | None = None) -> str:
 def make_celery() -> Celery:
     settings = get_settings()
     broker = settings.redis_url or "redis://127.0.0.1:6379/0"
-    app = Celery("toroid", broker=broker, backend=None, include=["toroid.worker.tasks", "toroid.worker.study"])
+    app = Celery("toroid", broker=broker, backend=None,
+                 include=["toroid.worker.tasks", "toroid.worker.study", "toroid.worker.chunks"])
     app.conf.update(
         task_acks_late=True,
         task_reject_on_worker_lost=True,

@@ -172,7 +172,7 @@ def create_job(
         active = find_active_job(session, key)
         if active is not None:
             return active
-    fields = clean_json(params.model_dump())
+    fields = clean_json(params.model_dump(exclude={"chunk"} if getattr(params, "chunk", 1) is None else None))
     cost = params._estimated_cost if cost is None else cost
     job = Job(
         id=new_id(), kind=kind, state="queued", progress=0.0, message=message, partial={}, params=fields, key=key,
@@ -282,6 +282,10 @@ class JobRun:
         self.request = job_params(job.kind, self.params)
         self.attempt = int(job.attempts)
         self.owner = job.owner
+        #: Where the job was routed and its estimated cost (``queue_for``, store/cost.py); ``published``: a worker
+        #: took it from its queue (False for the jobs ``toroid study run`` runs inline). A long analysis on a batch
+        #: queue splits into chunks by them (toroid.worker.chunks).
+        self.queue, self.cost, self.published = job.queue, job.cost, job.task_id is not None
         self.partial: dict[str, Any] = {k: v for k, v in (job.partial or {}).items() if k in KEPT_PARTIAL}
         self.fraction = 0.0
         self.message = "running"

@@ -227,10 +227,29 @@ class TrainJob(_Job):
     source: Literal["train", "demo", "upload"] = "train"
 
 
+class ChunkSpec(BaseModel):
+    """One chunk of a long analysis split by point ranges (docs/operations.md, "Chunks"): the points
+    ``start <= k < stop`` of job ``parent`` (a path's points; a grid's cells in their visit order), chunk ``index``
+    of ``count``. ``prepared``: the parent prepared the input networks (normalized and aligned) and kept them in the
+    artifact folder ``chunks/<parent>/``, so that every chunk computes in one frame. Set by a worker, never by a
+    request."""
+
+    model_config = ConfigDict(extra="forbid")
+    parent: str = Field(pattern=r"^[0-9a-f]{16}$")  # a job id (models.new_id); it names the chunk's folder
+    index: int = Field(ge=0)
+    count: int = Field(ge=2)
+    start: int = Field(ge=0)
+    stop: int = Field(ge=1)
+    prepared: bool = False
+
+
 class _Analysis(_Job):
     """An analysis job: its request (the second base) plus its input minima."""
 
     minimum_ids: list[str] = Field(description="The input minima, in the order the computation takes them.")
+    #: Set on the jobs a worker splits a long path, section or torus into (``toroid.worker.chunks``); requests
+    #: have no such field, so the API never makes one.
+    chunk: ChunkSpec | None = None
 
 
 class FlatnessJob(_Analysis, FlatnessRequest):

@@ -9,6 +9,7 @@ atomic ``UPDATE`` from no worker to a worker, so one process at a time), ``recov
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 
 from sqlalchemy import select, update
@@ -21,8 +22,9 @@ __all__ = ["KEPT_PARTIAL", "cancel_waited", "missed_continuations", "parked_wait
 
 #: What a job's ``partial`` keeps when it is claimed again (everything else starts empty): a study's bookkeeping,
 #: the job of each of its steps and the jobs it created, so that a step that failed before a restart still fails it
-#: and a cancellation still reaches the jobs it created (toroid.worker.study).
-KEPT_PARTIAL = ("jobs", "created")
+#: and a cancellation still reaches the jobs it created (toroid.worker.study); a chunked analysis's chunks and what
+#: they share (toroid.worker.chunks), so that a restart merges them instead of splitting again.
+KEPT_PARTIAL = ("jobs", "created", "chunks", "chunked")
 
 
 def cancel_waited(session: Session, job: Job, *, running: bool = True) -> list[str]:
@@ -58,9 +60,12 @@ def take_parked(job_id: str, worker: str) -> Job | None:
         return session.get(Job, job_id, populate_existing=True)
 
 
-def parked_waiting_for(session: Session, job_id: str) -> list[str]:
-    """The parked jobs that wait for ``job_id`` (its end continues them)."""
-    rows = session.execute(select(Job.id, Job.partial).where(Job.state == "running", Job.worker.is_(None))).all()
+def parked_waiting_for(session: Session, job_id: str, kinds: Iterable[str] | None = None) -> list[str]:
+    """The parked jobs (of ``kinds``, default any) that wait for ``job_id`` (its end continues them)."""
+    query = select(Job.id, Job.partial).where(Job.state == "running", Job.worker.is_(None))
+    if kinds is not None:
+        query = query.where(Job.kind.in_(list(kinds)))
+    rows = session.execute(query).all()
     return [row.id for row in rows if job_id in ((row.partial or {}).get("waiting_on") or [])]
 
 

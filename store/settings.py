@@ -92,6 +92,11 @@ class Settings(BaseSettings):
         1e13, ge=0, description="Largest estimated job cost in sample-parameter operations (store/cost.py); "
         "bigger requests are refused with 422. 0: no limit."
     )
+    chunk_cost: float = Field(
+        1e12, ge=0, description="Estimated cost (sample-parameter operations, store/cost.py) of one chunk: a path, "
+        "section or torus on a batch queue estimated above it is split by point ranges into jobs that any worker "
+        "takes, merged in order (docs/operations.md, Chunks). 0: never split."
+    )
     job_soft_limit_s: int = Field(
         21600, ge=0, description="Time limit of training and study jobs (s): the job stops, marked failed. 0: none."
     )

@@ -384,7 +384,7 @@ def continue_study(job_id: str, worker: str | None = None) -> str:
 def _continue_waiting(job_id: str) -> None:
     """``AFTER_JOB`` hook: the studies parked on ``job_id`` run their next round in this process."""
     with new_session() as session:
-        parked = parked_waiting_for(session, job_id)
+        parked = parked_waiting_for(session, job_id, kinds=("study",))
     for study_job in parked:
         continue_study(study_job)
 

@@ -313,8 +313,11 @@ def sharpness(run: JobRun) -> None:
 def path(run: JobRun) -> None:
     """Error along a path between two minima (docs/method.md §7): linear, linear_aligned, geodesic, one_bend,
     flip."""
+    from toroid.worker.chunks import split_or_merge
     from toroid.worker.landscape import one_bend, path_profile
 
+    if split_or_merge(run, "path"):  # a long one splits into chunks over the workers (docs/operations.md)
+        return
     p: PathJob = run.request
     (a, b), dataset, (model_a, model_b) = _inputs(run, [p.a, p.b])
     run.say(f"{p.kind} path {a.name} -> {b.name}")
@@ -430,8 +433,11 @@ def _reference_frames(run: JobRun, minima: list, models: list, reference: int, n
 @job_task("section")
 def section(run: JobRun) -> None:
     """Error on the Gram-Schmidt plane through three minima (docs/method.md §7)."""
+    from toroid.worker.chunks import split_or_merge
     from toroid.worker.landscape import section_2d
 
+    if split_or_merge(run, "section"):  # a long one splits into chunks over the workers (docs/operations.md)
+        return
     p: SectionJob = run.request
     minima, dataset, models = _inputs(run, p.minimum_ids)
     run.say("section through " + ", ".join(m.name for m in minima))
@@ -443,8 +449,11 @@ def section(run: JobRun) -> None:
 @job_task("torus")
 def torus(run: JobRun) -> None:
     """Error on a torus slice through two or three normalized, aligned minima (docs/method.md §7)."""
+    from toroid.worker.chunks import split_or_merge
     from toroid.worker.landscape import torus_slice
 
+    if split_or_merge(run, "torus"):  # a long one splits into chunks over the workers (docs/operations.md)
+        return
     p: TorusJob = run.request
     minima, dataset, models = _inputs(run, p.minimum_ids)
     c = models[2] if len(models) == 3 else None

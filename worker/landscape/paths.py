@@ -89,6 +89,12 @@ def _check_points(points: int) -> int:
     return points
 
 
+def _top(values: Sequence[float]) -> float:
+    """The largest value that was computed (``NaN`` marks a point not evaluated; all ``NaN``: ``NaN``)."""
+    known = [v for v in values if not math.isnan(v)]
+    return max(known) if known else math.nan
+
+
 def _check_bn(bn: str) -> None:
     if bn not in ("recompute", "interpolate"):
         raise ValueError(
@@ -228,10 +234,10 @@ def prepare_endpoints(a: nn.Module, b: nn.Module, kind: PathKind = "geodesic") -
     the candidate with the smallest length the path reports (docs/method.md §3): Euclidean for
     linear_aligned, Hamming for flip, geodesic for geodesic.
     """
-    return _aligned_endpoints(a, b, kind)[:2]
+    return aligned_endpoints(a, b, kind)[:2]
 
 
-def _aligned_endpoints(a: nn.Module, b: nn.Module, kind: PathKind) -> tuple[nn.Module, nn.Module, dict | None]:
+def aligned_endpoints(a: nn.Module, b: nn.Module, kind: PathKind) -> tuple[nn.Module, nn.Module, dict | None]:
     """:func:`prepare_endpoints` and the alignment record (``AlignReport.summary()``; None: not aligned)."""
     _check_kind(kind, is_binary(a))
     if kind == "linear":
@@ -330,6 +336,7 @@ def path_profile(
     seed: int = 0,
     evaluator: Evaluator | None = None,
     factorize: bool = True,
+    indices: Sequence[int] | None = None,
 ) -> PathProfile:
     """Train/test error and loss along the path ``kind`` from A to B (docs/method.md §7).
 
@@ -350,6 +357,11 @@ def path_profile(
         Reuse an :class:`~toroid.worker.landscape.evaluate.Evaluator` (data already on the device).
     progress:
         Called after each point with the fraction done and the point's values.
+    indices:
+        Evaluate only these points (indices into the ``points`` fractions; not for ``flip``): the others are
+        ``NaN`` in the profile, and the barriers are those of the points evaluated. A long path split into chunks
+        (docs/operations.md, "Chunks") evaluates each range of points in its own job; an empty list computes only
+        what every chunk shares (x, distance, length).
 
     The barrier is the raw maximum of the train error along the path.
     """
@@ -359,9 +371,16 @@ def path_profile(
     _check_bn(bn)
     if kind == "flip" and (isinstance(orders, bool) or not isinstance(orders, int) or orders < 1):
         raise ValueError(f"orders must be a positive integer, got {orders!r}")
-    pa, pb, alignment = (a, b, None) if prepared else _aligned_endpoints(a, b, kind)
+    if indices is not None:
+        if kind == "flip":
+            raise ValueError("flip paths average random flip orders over the whole path: they cannot take indices")
+        indices = sorted({int(i) for i in indices})
+        if indices and (indices[0] < 0 or indices[-1] >= points):
+            raise ValueError(f"indices must lie in [0, {points - 1}], got {indices[0]}..{indices[-1]}")
+    pa, pb, alignment = (a, b, None) if prepared else aligned_endpoints(a, b, kind)
     ev = evaluator if evaluator is not None else Evaluator(pa, dataset, device)
     xs = np.linspace(0.0, 1.0, points).tolist()
+    visit = list(range(points)) if indices is None else indices
     bn_used = bn if ev.has_bn else "none"
     rows: list[dict[str, float]] = []
     extra: dict[str, Any] = {} if alignment is None else {"alignment": alignment}  # docs/method.md §3
@@ -373,7 +392,7 @@ def path_profile(
     def report(i: int, row: dict[str, float]) -> None:
         rows.append(row)
         if progress is not None:
-            progress((i + 1) / points, {"index": i, "x": xs[i], "distance": distance[i], **row})
+            progress(len(rows) / max(len(visit), 1), {"index": i, "x": xs[i], "distance": distance[i], **row})
 
     if kind == "flip":
         sa, sb = as_state(pa), as_state(pb)
@@ -403,8 +422,8 @@ def path_profile(
     else:
         geometry = _PathGeometry(pa, pb, kind)
         combos = CombinationEvaluator(ev, [pa, pb], factorize=factorize)
-        for i, x in enumerate(xs):
-            report(i, combos.evaluate(geometry.coefficients(x), "both", bn=bn))
+        for i in visit:
+            report(i, combos.evaluate(geometry.coefficients(xs[i]), "both", bn=bn))
         if kind == "geodesic":
             length = float(geodesic_distance(pa, pb))
         else:
@@ -412,8 +431,11 @@ def path_profile(
             length = _euclidean(sa, sb, _param_keys(pa))
         extra["factorized"] = combos.factorized
 
-    train_error = [r["train_error"] for r in rows]
-    test_error = [r["test_error"] for r in rows]
+    series = {name: [math.nan] * points for name in ("train_error", "test_error", "train_loss", "test_loss")}
+    for i, row in zip(visit, rows, strict=True):
+        for name, values in series.items():
+            values[i] = row[name]
+    train_error, test_error = series["train_error"], series["test_error"]
     return PathProfile(
         kind=kind,
         x=xs,
@@ -421,10 +443,10 @@ def path_profile(
         length=length,
         train_error=train_error,
         test_error=test_error,
-        train_loss=[r["train_loss"] for r in rows],
-        test_loss=[r["test_loss"] for r in rows],
-        barrier=max(train_error),
-        test_barrier=max(test_error),
+        train_loss=series["train_loss"],
+        test_loss=series["test_loss"],
+        barrier=_top(train_error),
+        test_barrier=_top(test_error),
         bn=bn_used,
         points=points,
         extra=extra,
@@ -432,6 +454,19 @@ def path_profile(
 
 
 # ------------------------------------------------------------------------------------- sections
+def prepare_section(
+    w1: nn.Module, w2: nn.Module, w3: nn.Module
+) -> tuple[nn.Module, nn.Module, nn.Module, dict[str, Any]]:
+    """The networks of a section in the normalized space: all three normalized, w2 and w3 aligned to w1, and the
+    alignments' summaries (docs/method.md §3)."""
+    if is_binary(w1):
+        raise ValueError("space='normalized' needs continuous networks; binary networks use space='raw'")
+    w1 = normalize(w1)
+    w2, report2 = align_report(w1, normalize(w2))
+    w3, report3 = align_report(w1, normalize(w3))
+    return w1, w2, w3, {"w2": report2.summary(), "w3": report3.summary()}
+
+
 def section_2d(
     w1: nn.Module,
     w2: nn.Module,
@@ -447,6 +482,8 @@ def section_2d(
     evaluator: Evaluator | None = None,
     factorize: bool = True,
     order: GridOrder = "coarse_to_fine",
+    prepared: bool = False,
+    cells: Sequence[int] | None = None,
 ) -> Section:
     """Error on the plane through three networks (docs/method.md §7, Garipov et al.).
 
@@ -458,6 +495,9 @@ def section_2d(
     :func:`path_profile`.  ``order``: the grid is visited coarse to fine (default) or row by row
     (``rows``), with the same values; ``progress`` receives each cell and, after each pass and
     every few cells, the plane so far (:class:`~toroid.worker.landscape.progressive.GridProgress`).
+    ``prepared``: in the normalized space, the networks are normalized and aligned already (no alignment is
+    recorded). ``cells``: evaluate only the cells at these positions of the visit order (``grid_order``), the
+    others ``NaN``: one chunk of a grid split over several jobs (docs/operations.md, "Chunks").
     """
     if space not in ("raw", "normalized"):
         raise ValueError(f"space must be 'raw' or 'normalized', got {space!r}")
@@ -466,13 +506,9 @@ def section_2d(
     if not (isinstance(margin, int | float) and margin >= 0):
         raise ValueError(f"margin must be a number >= 0, got {margin!r}")
     _check_bn(bn)
-    if space == "normalized":
-        if is_binary(w1):
-            raise ValueError("space='normalized' needs continuous networks; binary networks use space='raw'")
-        w1 = normalize(w1)
-        w2, report2 = align_report(w1, normalize(w2))
-        w3, report3 = align_report(w1, normalize(w3))
-        alignment = {"w2": report2.summary(), "w3": report3.summary()}
+    alignment = None
+    if space == "normalized" and not prepared:
+        w1, w2, w3, alignment = prepare_section(w1, w2, w3)
     s1, s2, s3 = as_state(w1), as_state(w2), as_state(w3)
     keys = _param_keys(w1)
     u = torch.cat([(s2[k].double() - s1[k].double()).reshape(-1) for k in keys])
@@ -502,7 +538,7 @@ def section_2d(
         point_errors[name] = {"train_error": res["train_error"], "test_error": res["test_error"]}
     # coarse to fine (docs/method.md §7): a running job reports the whole plane early, then refines it
     static = {"x": xs, "y": ys, "points": coords, "space": space, "extra": {"point_errors": point_errors}}
-    fill = GridProgress(resolution, order, progress, static)
+    fill = GridProgress(resolution, order, progress, static, positions=cells)
     for i, j in fill.cells():
         x, y = xs[i], ys[j]
         # w1 + x u_hat + y v_hat = w1 + alpha (w2 - w1) + beta (w3 - w1)
@@ -523,7 +559,7 @@ def section_2d(
             "margin": float(margin),
             "factorized": combos.factorized,
             "point_errors": point_errors,
-            **({"alignment": alignment} if space == "normalized" else {}),
+            **({"alignment": alignment} if alignment is not None else {}),
         },
     )
 

@@ -18,7 +18,7 @@ ledger keeps the latest of each rather than appending (``toroid.store.ledger.Job
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 __all__ = ["GridOrder", "GridProgress", "first_stride", "grid_order"]
@@ -61,15 +61,25 @@ def grid_order(resolution: int, order: GridOrder = "coarse_to_fine") -> list[tup
 class GridProgress:
     """The train and test grids of a progressive computation, and its reports (module docstring).
 
-    ``static``: the fields of the result known before the first cell (axes, the networks' coordinates), copied
+    ``positions``: visit only the cells at these positions of the visit order (``grid_order``), the others stay
+    ``NaN``: one chunk of a grid split over several jobs (docs/operations.md, "Chunks"). ``static``: the fields of
+    the result known before the first cell (axes, the networks' coordinates), copied
     into every ``grid`` report. Iterate over :meth:`cells`, and :meth:`record` each cell's errors.
     """
 
     def __init__(self, resolution: int, order: GridOrder = "coarse_to_fine", progress: Progress | None = None,
-                 static: Mapping[str, Any] | None = None) -> None:
+                 static: Mapping[str, Any] | None = None, positions: Sequence[int] | None = None) -> None:
         self.resolution = resolution
         self.passes = _passes(resolution, order)
-        self.total = resolution * resolution
+        if positions is not None:  # a chunk (docs/operations.md, "Chunks"): these positions of the visit only
+            wanted, start, kept = {int(p) for p in positions}, 0, []
+            if wanted and (min(wanted) < 0 or max(wanted) >= resolution * resolution):
+                raise ValueError(f"cell positions must lie in [0, {resolution * resolution - 1}]")
+            for stride, cells in self.passes:
+                kept.append((stride, [c for k, c in enumerate(cells, start) if k in wanted]))
+                start += len(cells)
+            self.passes = kept
+        self.total = sum(len(cells) for _, cells in self.passes)
         self.train = [[math.nan] * resolution for _ in range(resolution)]
         self.test = [[math.nan] * resolution for _ in range(resolution)]
         self.progress = progress
@@ -77,7 +87,7 @@ class GridProgress:
         self.done = 0
         self.stride: int | None = None  # of the finest complete pass
         first = len(self.passes[0][1]) if order == "coarse_to_fine" and len(self.passes) > 1 else resolution
-        self.chunk = max(first, math.ceil(self.total / 32))  # at most ~32 + passes grid reports
+        self.chunk = max(first, math.ceil(self.total / 32), 1)  # at most ~32 + passes grid reports
         self._pass_end = 0
         self._since_report = 0
 
@@ -99,7 +109,7 @@ class GridProgress:
         if self.done == self._pass_end or self._since_report >= self.chunk:
             self._since_report = 0
             info["grid"] = self.snapshot()
-        self.progress(self.done / self.total, info)
+        self.progress(self.done / max(self.total, 1), info)
 
     def snapshot(self) -> dict[str, Any]:
         """The result so far: ``static`` with the grids (``NaN`` where not computed yet) and the counts."""

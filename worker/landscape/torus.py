@@ -228,6 +228,21 @@ def torus_point(
     return _model_from_state(a, combine_states(chart.states, coefs))
 
 
+def prepare_torus(
+    a: nn.Module, b: nn.Module, c: nn.Module | None = None
+) -> tuple[nn.Module, nn.Module, nn.Module | None, dict[str, Any]]:
+    """The networks a torus slice computes on: A normalized, B (and C) normalized and aligned to A, and the
+    alignments' summaries (docs/method.md §3: which candidate alignment won, its distances)."""
+    alignment: dict[str, Any] = {}
+    a = normalize(a)
+    b, report = align_report(a, normalize(b))
+    alignment["B"] = report.summary()
+    if c is not None:
+        c, report = align_report(a, normalize(c))
+        alignment["C"] = report.summary()
+    return a, b, c, alignment
+
+
 def torus_slice(
     a: nn.Module,
     b: nn.Module,
@@ -243,6 +258,7 @@ def torus_slice(
     evaluator: Evaluator | None = None,
     factorize: bool = True,
     order: GridOrder = "coarse_to_fine",
+    cells: Sequence[int] | None = None,
 ) -> TorusSlice:
     """Error on a two-dimensional torus through A and B (and C) in the normalized space.
 
@@ -258,7 +274,9 @@ def torus_slice(
     ``order``: ``coarse_to_fine`` (default) visits a coarse subgrid over the whole torus first,
     then refines it; ``rows`` row by row. The grid is the same either way; ``progress`` receives
     each cell and, after each pass and every few cells, the slice so far
-    (:class:`~toroid.worker.landscape.progressive.GridProgress`).
+    (:class:`~toroid.worker.landscape.progressive.GridProgress`). ``cells``: evaluate only the cells at these
+    positions of the visit order (``grid_order``), the others ``NaN``: one chunk of a grid split over several jobs
+    (docs/operations.md, "Chunks"); an empty list computes only what every chunk shares.
     """
     if is_binary(a):
         raise ValueError(
@@ -267,14 +285,9 @@ def torus_slice(
     if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 2:
         raise ValueError(f"resolution must be an integer >= 2, got {resolution!r}")
     _check_bn(bn)
-    alignment: dict[str, Any] = {}  # docs/method.md §3: which candidate alignment won, its distances
+    alignment: dict[str, Any] = {}
     if not prepared:
-        a = normalize(a)
-        b, report = align_report(a, normalize(b))
-        alignment["B"] = report.summary()
-        if c is not None:
-            c, report = align_report(a, normalize(c))
-            alignment["C"] = report.summary()
+        a, b, c, alignment = prepare_torus(a, b, c)
     chart = _TorusChart(a, b, c, groups)
     ev = evaluator if evaluator is not None else Evaluator(a, dataset, device)
     combos = CombinationEvaluator(ev, chart.states, factorize=factorize)
@@ -300,7 +313,7 @@ def torus_slice(
     # coarse to fine (docs/method.md §7): a running job reports the whole torus early, then refines it
     static = {"phi1": grid, "phi2": grid, "minima": minima, "geodesic": segment, "construction": construction,
               "extra": {"minima_errors": minima_errors, **({"geodesic_ac": geodesic_ac} if geodesic_ac else {})}}
-    fill = GridProgress(resolution, order, progress, static)
+    fill = GridProgress(resolution, order, progress, static, positions=cells)
     for i, j in fill.cells():
         a1, a2 = grid[i], grid[j]
         fill.record(i, j, combos.evaluate(chart.coefficients(a1, a2), "both", bn=bn), phi1=a1, phi2=a2)
