@@ -56,8 +56,15 @@ def layout() -> html.Div:
 
 
 def describe(job: dict, names: dict[str, dict]) -> str:
-    """A one-line summary of what a job computes, with minimum names instead of ids."""
+    """A one-line summary of what a job computes, with minimum names instead of ids; a chunk of a split analysis
+    (docs/operations.md, "Chunks") says which and of what."""
     params = job.get("params") or {}
+    chunk = params.get("chunk")
+    if isinstance(chunk, dict):
+        what = describe({**job, "params": {k: v for k, v in params.items() if k != "chunk"}}, names)
+        unit = "points" if job.get("kind") == "path" else "cells"
+        return (f"{what} · chunk {int(chunk.get('index', 0)) + 1}/{chunk.get('count', '?')} ({unit} "
+                f"{chunk.get('start', '?')}–{int(chunk.get('stop', 1)) - 1}) of job {chunk.get('parent', '?')}")
 
     def name(mid: str | None) -> str:
         return (names.get(mid) or {}).get("name") or (mid or "?")

@@ -77,3 +77,26 @@ def test_a_trainings_progress_wakes_only_the_views_that_show_it():
     assert poll_stores(after, [], "map")[TRAINING] == [after[0]]  # the empty map says what is training
     assert poll_stores(after, minima, "add")[TRAINING] == [after[0]]
     assert poll_stores(after, minima, "jobs")[JOBS] == after
+
+
+def test_the_chunks_of_a_split_analysis_stay_out_of_the_analysis_views():
+    """A chunk of a long torus (docs/operations.md, "Chunks") has its parent's parameters: the views would take its
+    few points for the pair's torus. Only the Jobs view lists it."""
+    parent = {"id": "p", "kind": "torus", "state": "running", "params": {"minimum_ids": ["a", "b"]}, "partial": {}}
+    chunk = {"id": "c", "kind": "torus", "state": "running", "partial": {"i": [0]},
+             "params": {"minimum_ids": ["a", "b"], "chunk": {"parent": "p", "index": 0, "count": 2}}}
+    stores = poll_stores([parent, chunk], [{"id": "a"}], "jobs")
+    assert stores[ANALYSES] == [parent] and stores[JOBS] == [parent, chunk]
+
+
+def test_the_jobs_view_says_which_chunk_of_what_a_chunk_is():
+    from toroid.dashboard.views.jobs import describe
+
+    names = {"a": {"name": "sgd-0"}, "b": {"name": "sgd-1"}}
+    chunk = {"kind": "torus", "params": {"minimum_ids": ["a", "b"], "resolution": 49,
+                                         "chunk": {"parent": "0123456789abcdef", "index": 2, "count": 64,
+                                                   "start": 76, "stop": 113}}}
+    assert describe(chunk, names) == ("torus of sgd-0, sgd-1 · chunk 3/64 (cells 76–112) of job 0123456789abcdef")
+    path = {"kind": "path", "params": {"a": "a", "b": "b", "kind": "geodesic",
+                                       "chunk": {"parent": "p", "index": 0, "count": 2, "start": 0, "stop": 17}}}
+    assert describe(path, names).endswith("· chunk 1/2 (points 0–16) of job p")
