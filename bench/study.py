@@ -16,6 +16,7 @@ machine it says how much of the CPU the run had. Target (issue 18): wall time on
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -38,15 +39,18 @@ def _load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
-def run_once(workers: int, body: dict[str, Any], timeout_s: float = 3600.0) -> dict[str, Any]:
-    """Start a stack with ``workers`` worker processes in a fresh home, run the study, stop the stack."""
-    with tempfile.TemporaryDirectory(prefix=f"toroid-bench-study-{workers}w-") as tmp:
+@contextlib.contextmanager
+def worker_stack(workers: int, extra_env: dict[str, str] | None = None, prefix: str = "toroid-bench-"):
+    """A fresh stack in a temporary home: embedded Redis, the API and ``workers`` worker processes of concurrency 1
+    (each consuming every queue, one thread each); yields (API base URL, home) once every worker answers."""
+    with tempfile.TemporaryDirectory(prefix=f"{prefix}{workers}w-") as tmp:
         home = Path(tmp) / "home"
         home.mkdir()
         env = dict(os.environ, TOROID_HOME=str(home), TOROID_DEMO="false", TOROID_DEVICE="cpu",
                    OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1", TOROID_ALLOW_DOWNLOADS="false")
         for inherited in ("TOROID_REDIS_URL", "TOROID_DATABASE_URL", "TOROID_API_TOKEN"):
             env.pop(inherited, None)
+        env.update(extra_env or {})
         port = free_port()
         env["TOROID_PORT"] = str(port)
         url = f"http://127.0.0.1:{port}"
@@ -68,27 +72,33 @@ def run_once(workers: int, body: dict[str, Any], timeout_s: float = 3600.0) -> d
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"the stack did not start; see {home / 'logs'}")
                 time.sleep(0.3)
-            load_before = _load()
-            start = time.perf_counter()
-            posted = httpx.post(f"{url}/api/studies", json=body, timeout=60)
-            if posted.status_code != 202:
-                raise RuntimeError(f"POST /api/studies answered {posted.status_code}: {posted.text}")
-            study_id = posted.json()["id"]
-            while True:
-                record = httpx.get(f"{url}/api/studies/{study_id}", timeout=30).json()
-                if record["state"] not in ("queued", "running"):
-                    break
-                if time.perf_counter() - start > timeout_s:
-                    raise RuntimeError(f"the study did not finish within {timeout_s} s: {record['message']}")
-                time.sleep(0.5)
-            wall = time.perf_counter() - start
-            if record["state"] != "succeeded":
-                raise RuntimeError(f"the study {record['state']}: {record['error']}")
-            workers_seen = len({w for w in _job_workers(home) if w})
-            return {"workers": workers, "wall_s": round(wall, 1), "load_before": load_before, "load_after": _load(),
-                    "steps": record["steps_total"], "worker_processes_used": workers_seen}
+            yield url, home
         finally:
             supervisor.stop_all()
+
+
+def run_once(workers: int, body: dict[str, Any], timeout_s: float = 3600.0) -> dict[str, Any]:
+    """Start a stack with ``workers`` worker processes in a fresh home, run the study, stop the stack."""
+    with worker_stack(workers, prefix="toroid-bench-study-") as (url, home):
+        load_before = _load()
+        start = time.perf_counter()
+        posted = httpx.post(f"{url}/api/studies", json=body, timeout=60)
+        if posted.status_code != 202:
+            raise RuntimeError(f"POST /api/studies answered {posted.status_code}: {posted.text}")
+        study_id = posted.json()["id"]
+        while True:
+            record = httpx.get(f"{url}/api/studies/{study_id}", timeout=30).json()
+            if record["state"] not in ("queued", "running"):
+                break
+            if time.perf_counter() - start > timeout_s:
+                raise RuntimeError(f"the study did not finish within {timeout_s} s: {record['message']}")
+            time.sleep(0.5)
+        wall = time.perf_counter() - start
+        if record["state"] != "succeeded":
+            raise RuntimeError(f"the study {record['state']}: {record['error']}")
+        workers_seen = len({w for w in _job_workers(home) if w})
+        return {"workers": workers, "wall_s": round(wall, 1), "load_before": load_before, "load_after": _load(),
+                "steps": record["steps_total"], "worker_processes_used": workers_seen}
 
 
 def _job_workers(home: Path) -> list[str]:
