@@ -185,6 +185,7 @@ class Job(Base):
             "minimum_id": self.minimum_id,
             "error": self.error,
             "attempts": int(self.attempts or 0),
+            "worker": self.worker,
             "queue": self.queue,
             "cost": self.cost,
             "created_at": iso(self.created_at),

@@ -43,9 +43,10 @@ from toroid.store.ledger import (
     canonical_hash,
     create_job,
     parked_waiting_for,
+    publish_job,
     take_parked,
 )
-from toroid.store.models import ACTIVE_STATES, Job
+from toroid.store.models import ACTIVE_STATES, Job, utcnow
 from toroid.store.params import job_params
 from toroid.store.settings import get_settings
 from toroid.worker.tasks import AFTER_JOB, _inputs
@@ -176,7 +177,7 @@ def split_or_merge(run: JobRun, kind: str) -> bool:
     try:
         if not run.partial.get("chunks"):
             _split(run, kind, ranges)
-        if _round(run, kind) == "again":
+        elif _round(run, kind) == "again":  # restarted: merge what its chunks have done
             continue_chunked(run.job_id)
     except (JobCancelled, JobSuperseded):
         raise
@@ -212,10 +213,24 @@ def _split(run: JobRun, kind: str, ranges: list[tuple[int, int]]) -> None:
             chunk = job_params(kind, {**params, "chunk": spec})
             key = canonical_hash({"chunk_of": run.key or run.job_id, "start": start, "stop": stop})
             share = (run.cost or 0.0) * (stop - start) / units(kind, p)
-            job = create_job(session, chunk, key=key, owner=run.owner, cost=share, batch=True,
+            job = create_job(session, chunk, key=key, owner=run.owner, cost=share, batch=True, publish=False,
                              message=f"queued: chunk {index + 1}/{len(ranges)} of {kind} job {run.job_id}")
             ids.append(job.id)
     run.partial.update(chunks=ids, created=ids, chunked={"ranges": [list(r) for r in ranges], "base": base})
+    _show(run, kind, _merged(kind, p, base, []), 0, units(kind, p))
+    run.say(f"0 of {len(ids)} chunks done (0 of {units(kind, p)} points)")
+    # parked before any chunk is published, so no chunk ends before the parent lists it; a chunk whose message is
+    # lost (this process dies in between) is published by recover_jobs like any queued job without one
+    parked = run.park(ids)
+    with new_session() as session:
+        for job in session.scalars(select(Job).where(Job.id.in_(ids), Job.state == "queued",
+                                                     Job.task_id.is_(None))).all():
+            if parked:
+                publish_job(session, job)
+            else:  # cancelled while it split: its chunks go with it
+                job.state, job.finished_at = "cancelled", utcnow()
+                job.message = f"cancelled with {kind} job {run.job_id}"
+        session.commit()
 
 
 def _chunk_points(kind: str, partial: dict[str, Any]) -> list[dict[str, Any]]:
@@ -344,8 +359,9 @@ def _continue_waiting(job_id: str) -> None:
         job = session.get(Job, job_id)
         parent = ((job.params or {}).get("chunk") or {}).get("parent") if job is not None else None
         ended = parent is not None and session.scalar(select(Job.state).where(Job.id == parent)) not in ACTIVE_STATES
+        worker = job.worker if job is not None else None  # this process, as the job records it
     for waiting in parked:
-        continue_chunked(waiting)
+        continue_chunked(waiting, worker)
     if ended:
         shutil.rmtree(_folder(str(parent)), ignore_errors=True)
 

@@ -385,8 +385,9 @@ def _continue_waiting(job_id: str) -> None:
     """``AFTER_JOB`` hook: the studies parked on ``job_id`` run their next round in this process."""
     with new_session() as session:
         parked = parked_waiting_for(session, job_id, kinds=("study",))
+        worker = session.scalar(select(Job.worker).where(Job.id == job_id))  # this process, as the job records it
     for study_job in parked:
-        continue_study(study_job)
+        continue_study(study_job, worker)
 
 
 AFTER_JOB.append(_continue_waiting)
