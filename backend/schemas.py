@@ -143,9 +143,9 @@ class JobRecord(BaseModel):
     error: str | None
     attempts: int = Field(description="How many times a worker started this job (more than 1 after a worker loss).")
     worker: str | None = Field(None, description="The worker process that holds it or ran it last ('<Celery "
-                               "node name> pid <pid>'; several hosts: docs/operations.md); null until a worker takes it "
-                               "and while a parked job waits (a study between its rounds, a split analysis between its "
-                               "chunks).")
+                               "node name> pid <pid>'; several hosts: docs/operations.md); null until a worker takes "
+                               "it and while a parked job waits (a study between its rounds, a split analysis between "
+                               "its chunks).")
     queue: str | None = Field(None, description="Its Celery queue: 'interactive' (what a click starts, served by "
                               "workers of its own), 'cpu' or 'gpu' (training, studies, large analyses).")
     cost: float | None = Field(None, description="Its estimated cost in sample-parameter operations (docs/api.md).")

@@ -19,7 +19,7 @@ import os
 import re
 import tempfile
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import torch
@@ -50,19 +50,21 @@ class ArtifactStore:
         return self.path(sha256).is_file()
 
     @contextmanager
-    def guard(self, sha256: str) -> Iterator[None]:
-        """Hold the artifact's lock (an exclusive ``flock``, across processes; 256 lock files, by the digest's first
-        byte). Writers hold it from writing a file until the row that references it is committed, deleters from
-        checking that no row references a file until it is removed: so a delete never removes a file that an
-        upload of the same bytes is about to reference."""
+    def guard(self, *sha256s: str) -> Iterator[None]:
+        """Hold the artifacts' locks (an exclusive ``flock`` each, across processes; 256 lock files, by the digest's
+        first byte). Writers hold it from writing a file until the row that references it is committed, deleters
+        from checking that no row references a file until it is removed: so a delete never removes a file that an
+        upload of the same bytes is about to reference. Several digests take their lock files once each, in order:
+        two digests of one first byte share a file, and a second ``flock`` on it from this process would wait
+        forever for the first."""
         locks = self.root / "locks"
         locks.mkdir(parents=True, exist_ok=True)
-        with open(locks / f"{self._check(sha256)[:2]}.lock", "a") as handle:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        with ExitStack() as held:
+            for prefix in sorted({self._check(sha)[:2] for sha in sha256s}):
+                handle = held.enter_context(open(locks / f"{prefix}.lock", "a"))
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+                held.callback(fcntl.flock, handle.fileno(), fcntl.LOCK_UN)
+            yield
 
     def put_bytes(self, data: bytes) -> str:
         """Store ``data`` (idempotent) and return its sha256 hex digest."""

@@ -18,6 +18,7 @@ dead worker left behind and keeps checking every ``TOROID_STALE_JOB_S`` seconds
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
@@ -195,7 +196,7 @@ def _inputs(run: JobRun, ids: list[str]) -> tuple[list[Minimum], Any, list]:
 @job_task("train")
 def train(run: JobRun) -> None:
     """Train a minimum with a sampler (docs/method.md §8) and store it as a new minimum."""
-    from toroid.store.artifacts import get_store
+    from toroid.store.artifacts import get_store, state_dict_bytes
     from toroid.worker.landscape import load_dataset, train_minimum
     from toroid.worker.landscape.evaluate import Evaluator
 
@@ -224,15 +225,18 @@ def train(run: JobRun) -> None:
     )
     run.check()
     errors = Evaluator(model, dataset).evaluate_state(model, "both")
-    sha = get_store().put_state_dict(model.state_dict())
-    minimum_id = run.finish_minimum(Minimum(
-        id=new_id(), name=p.name, architecture=p.architecture, config=p.config, dataset=p.dataset,
-        structure=_structure(model),
-        dataset_options=p.dataset_options, sampler=p.sampler, seed=p.seed,
-        train_error=float(errors["train_error"]), test_error=float(errors["test_error"]),
-        provenance=clean_json(provenance), checkpoint_sha256=sha, source=p.source, created_at=utcnow(),
-        owner=run.owner,
-    ))
+    store, data = get_store(), state_dict_bytes(model.state_dict())
+    sha = hashlib.sha256(data).hexdigest()
+    with store.guard(sha):  # a delete of a minimum with the same bytes waits until the row is in (store/artifacts.py)
+        store.put_bytes(data)
+        minimum_id = run.finish_minimum(Minimum(
+            id=new_id(), name=p.name, architecture=p.architecture, config=p.config, dataset=p.dataset,
+            structure=_structure(model),
+            dataset_options=p.dataset_options, sampler=p.sampler, seed=p.seed,
+            train_error=float(errors["train_error"]), test_error=float(errors["test_error"]),
+            provenance=clean_json(provenance), checkpoint_sha256=sha, source=p.source, created_at=utcnow(),
+            owner=run.owner,
+        ))
     _map_distances(minimum_id)
 
 

@@ -14,7 +14,6 @@ import hashlib
 import json
 import re
 from collections.abc import Sequence
-from contextlib import ExitStack
 from pathlib import PurePath
 from typing import Any
 
@@ -337,9 +336,7 @@ def store_upload(minimum: Minimum, data: bytes, owner: str | None, program: byte
     store = get_store()
     sha = minimum.checkpoint_sha256
     files = {sha: data, **({minimum.program_sha256: program} if program is not None else {})}
-    with new_session() as session, ExitStack() as locks:
-        for digest in sorted(files):
-            locks.enter_context(store.guard(digest))
+    with new_session() as session, store.guard(*files):
         for payload in files.values():
             store.put_bytes(payload)
         try:
