@@ -310,7 +310,9 @@ def key_params(request: BaseModel) -> dict[str, Any]:
     """What a result key hashes of a request: its normalized parameters without the minimum ids (the inputs are
     hashed by their checkpoints instead, so the same question about the same weights is answered once). A distances
     request's default ``alignment: "pairwise"`` is left out: the keys of results computed before the option stay."""
-    params = {k: v for k, v in request.model_dump().items() if k not in ("a", "b", "minimum_id", "minimum_ids")}
+    # ``chunk`` (job parameters only): a chunk is keyed by its parent's key and range (toroid.worker.chunks)
+    params = {k: v for k, v in request.model_dump().items()
+              if k not in ("a", "b", "minimum_id", "minimum_ids", "chunk")}
     if isinstance(request, DistancesRequest) and params.get("alignment") == "pairwise":
         del params["alignment"]
     return params

@@ -93,6 +93,17 @@ def test_chunk_ranges_cover_the_points_once():
     assert chunk_ranges("path", tiny, 1e12, "gpu", chunk_cost=1.0) == [(0, 1), (1, 2), (2, 3)]
 
 
+def test_job_parameters_hash_to_the_keys_of_their_requests():
+    """A job model has ``chunk`` where a request has none: the result keys hashed from either must agree (the map
+    looks up the family's distances job by the key of its request)."""
+    from toroid.store.params import DistancesJob, DistancesRequest, PathRequest, key_params
+
+    ids = ["a" * 16, "b" * 16]
+    assert key_params(DistancesJob(minimum_ids=ids)) == key_params(DistancesRequest(minimum_ids=ids)) == {}
+    path = PathJob(a=ids[0], b=ids[1], minimum_ids=ids, points=65)
+    assert key_params(path) == key_params(PathRequest(a=ids[0], b=ids[1], points=65))
+
+
 def test_a_long_path_splits_over_both_workers_and_merges_to_the_whole_profile(two, digits_minima):
     from toroid.worker.landscape import load_dataset, path_profile
 
