@@ -100,8 +100,12 @@ def test_calibration_is_cached_and_respects_a_given_batch_size(images):
     assert again.calibration == first.calibration  # same architecture, shape, device, threads: measured once
     fixed = Evaluator(model, images, "cpu", batch_size=100, calibrate=True)
     assert fixed.batch_size == 100 and list(fixed.calibration["seconds_per_input"]) == ["100", "100 channels_last"]
-    small = Evaluator(model, images, "cpu")  # 360 inputs: too few to calibrate (CALIBRATION_MIN_INPUTS)
-    assert small.calibration is None and small.memory_format == torch.contiguous_format
+    # 360 inputs: too few to calibrate (CALIBRATION_MIN_INPUTS); the choice measured above for this architecture
+    small = Evaluator(model, images, "cpu")
+    assert small.calibration["source"] == "earlier calibration"
+    assert small.batch_size == first.calibration["batch_size"]
+    layout = torch.channels_last if first.calibration["channels_last"] else torch.contiguous_format
+    assert small.memory_format == layout and small.recalibration_batch_size == 240
 
 
 def test_mlp_is_never_channels_last_and_evaluates_exactly(images):

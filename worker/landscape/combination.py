@@ -166,6 +166,9 @@ class CombinationEvaluator:
         self.float_keys = [k for k in keys if ref[k].is_floating_point()]
         self.factorized = False
         self._products: dict[str, Tensor] = {}
+        # the combined first-layer output of the current batch: one buffer reused by every batch and point
+        # (the next layers read it before the next batch overwrites it; docs/performance.md, "MLP paths")
+        self._output: Tensor | None = None
         first = evaluator.first_layer
         if factorize and first is not None:
             budget = cache_budget if cache_budget is not None else self._default_cache_budget()
@@ -223,7 +226,10 @@ class CombinationEvaluator:
                 for anchor in self.anchors:
                     out = torch.empty((len(x), *shape), device=ev.device, memory_format=fmt)
                     for sl in ev.slices(split):
-                        out[sl] = self._product(first, x[sl], anchor[first.weight])
+                        if first.kind == "linear":  # straight into the cache (the same mm, no copy)
+                            torch.mm(x[sl].reshape(sl.stop - sl.start, -1), anchor[first.weight].T, out=out[sl])
+                        else:
+                            out[sl] = self._product(first, x[sl], anchor[first.weight])
                     prods.append(out)
                 self._products[split] = prods
         self.factorized = True
@@ -250,7 +256,15 @@ class CombinationEvaluator:
 
         def output(split: str, sl: slice) -> Tensor:
             prods = self._products[split]
-            h = torch.mul(prods[0][sl], c[0]) if b is None else torch.addcmul(b, prods[0][sl], c[0])
+            p0 = prods[0][sl]
+            buf = self._output
+            if buf is None or buf.shape[0] < len(p0) or buf.shape[1:] != p0.shape[1:]:
+                buf = self._output = torch.empty_like(p0)  # the cache's layout (channels-last or not)
+            h = buf[: len(p0)]
+            if b is None:
+                torch.mul(p0, c[0], out=h)
+            else:
+                torch.addcmul(b, p0, c[0], out=h)
             for i in range(1, len(prods)):
                 h.addcmul_(prods[i][sl], c[i])
             return h

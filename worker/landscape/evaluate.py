@@ -20,8 +20,11 @@ fast:
 * the batch size and, for convolutional networks, the memory layout (channels-last or not) are
   measured, not guessed: a short calibration times a few candidates once per (architecture,
   input shape, device, threads) in a process and keeps the fastest (docs/performance.md,
-  "Evaluator calibration"); ReLUs that follow a Linear/Conv/BatchNorm inside an ``nn.Sequential``
-  run in place in the evaluator's private working copy.
+  "Evaluator calibration"); conv nets on too few inputs to calibrate reuse an earlier calibration of
+  the architecture or run channels-last in batches of ``SMALL_CONV_BATCH`` ("Small data sets");
+  ReLUs that follow a Linear/Conv/BatchNorm inside an ``nn.Sequential`` run in place in the
+  evaluator's private working copy, and such Linear layers (and the factorized first layer) write
+  into output buffers reused from batch to batch (:meth:`Evaluator.forward`).
 
 The state helpers (:mod:`toroid.worker.landscape.states`) and the combination evaluator
 (:mod:`toroid.worker.landscape.combination`) are re-exported here for the code that imports them
@@ -33,6 +36,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -78,10 +82,16 @@ _CALIBRATION_CANDIDATES = {
     ("cuda", True): (256, 1024, 4096),
     ("cuda", False): (1024, 4096, 16384),
 }
-#: Calibrate only when the splits hold at least this many inputs (below, the budget rule is used:
-#: a calibration would cost more than it can save).
+#: Calibrate only when the splits hold at least this many inputs (below, a calibration would cost more
+#: than it can save: see SMALL_CONV_BATCH for conv nets; other networks keep the budget rule).
 CALIBRATION_MIN_INPUTS = 2048
+#: Conv nets on the CPU with fewer inputs than CALIBRATION_MIN_INPUTS: the choice an earlier calibration
+#: of the same architecture made in this process or, without one, channels-last in batches of this size
+#: (what the calibration chose for LeNet and VGG11-BN/4 on 300-1,100 inputs per split, 1 thread;
+#: NCHW in one batch ran 1.6-2x slower: docs/performance.md, "Small data sets").
+SMALL_CONV_BATCH = 128
 _CALIBRATIONS: dict[tuple, dict[str, Any]] = {}  # per process: (signature, input shape, device, threads) -> choice
+_ARCH_CHOICES: dict[tuple, dict[str, Any]] = {}  # the latest free calibration per (signature, shape, device, threads)
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _FRESH_OUTPUT = (nn.Linear, *_CONVS, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, _Injected)
 
@@ -104,6 +114,52 @@ def _inplace_relus(model: nn.Module) -> int:
                 mod.inplace = True
                 changed += 1
     return changed
+
+
+class _Step:
+    """One top-level module of a plain ``nn.Sequential``, run by :meth:`Evaluator.forward`.
+
+    ``reuse`` marks a Linear whose output only an in-place ReLU and the module after it read: it
+    writes into a buffer kept from batch to batch (``torch.addmm(..., out=)``, the kernel
+    ``F.linear`` itself calls, so the values are identical) instead of allocating a fresh
+    batch x width output per layer, batch and point (docs/performance.md, "MLP paths").
+    """
+
+    __slots__ = ("buffer", "module", "reuse")
+
+    def __init__(self, module: nn.Module, reuse: bool) -> None:
+        self.module = module
+        self.reuse = reuse
+        self.buffer: Tensor | None = None
+
+
+def _plan(model: nn.Module) -> list[_Step] | None:
+    """The steps of ``model`` when it is exactly an ``nn.Sequential`` (else None: call the model).
+
+    A Linear is marked for output reuse when the module after it is an in-place ReLU (see
+    :func:`_inplace_relus`) and the Linear occurs once in the whole model (a shared module would
+    read the buffer it writes).
+    """
+    if type(model) is not nn.Sequential:
+        return None
+    children = list(model.children())
+    if len(children) != len(model):  # a child registered twice at the top: keep the plain forward
+        return None
+    uses: dict[int, int] = {}
+    for _, m in model.named_modules(remove_duplicate=False):
+        uses[id(m)] = uses.get(id(m), 0) + 1
+    steps = []
+    for i, mod in enumerate(children):
+        nxt = children[i + 1] if i + 1 < len(children) else None
+        reuse = (
+            type(mod) is nn.Linear
+            and type(nxt) is nn.ReLU
+            and nxt.inplace
+            and uses[id(mod)] == 1
+            and mod.weight.dtype == torch.float32
+        )
+        steps.append(_Step(mod, reuse))
+    return steps
 
 
 def _signature(model: nn.Module) -> tuple:
@@ -184,10 +240,17 @@ class Evaluator:
         self.memory_format = torch.contiguous_format
         self.calibration: dict[str, Any] | None = None
         n_inputs = len(self.data["train"][0]) + len(self.data["test"][0])
+        small_conv = (
+            calibrate is None and batch_size is None and channels_last is None and n_inputs < CALIBRATION_MIN_INPUTS
+            and self.device.type == "cpu" and self._can_go_channels_last()
+        )
         if calibrate is None:
             calibrate = batch_size is None and n_inputs >= CALIBRATION_MIN_INPUTS
         if calibrate:
             self.calibration = self._calibrate(fixed_batch=batch_size is not None, channels_last=channels_last)
+        elif small_conv:
+            self.calibration = self._small_data_choice()
+        if self.calibration is not None:
             self.batch_size = self.calibration["batch_size"]
             if self.calibration["channels_last"]:
                 self._use_channels_last()
@@ -197,6 +260,7 @@ class Evaluator:
         probe = self.data["train"][0][:2] if len(self.data["train"][0]) else self.data["test"][0][:2]
         self.first_layer = _find_first_layer(self.model, probe) if len(probe) else None
         self._stack_ok: bool | None = None
+        self._plans: weakref.WeakKeyDictionary[nn.Module, list[_Step] | None] = weakref.WeakKeyDictionary()
 
     @staticmethod
     def _check_split(dataset: Any, split: str) -> tuple[Tensor, Tensor]:
@@ -250,6 +314,26 @@ class Evaluator:
             s: (x.contiguous(memory_format=torch.channels_last), y) for s, (x, y) in self.data.items()
         }
         self.memory_format = torch.channels_last
+
+    def _arch_key(self, x: Tensor) -> tuple:
+        threads = torch.get_num_threads() if self.device.type == "cpu" else 0
+        return (_signature(self.model), tuple(x.shape[1:]), str(self.device), threads)
+
+    def _small_data_choice(self) -> dict[str, Any]:
+        """Batch size and layout of a conv net on too few inputs to calibrate (see SMALL_CONV_BATCH)."""
+        x = self.data["train"][0] if len(self.data["train"][0]) >= len(self.data["test"][0]) else self.data["test"][0]
+        earlier = _ARCH_CHOICES.get(self._arch_key(x))
+        if earlier is not None:
+            batch, fmt, source = earlier["batch_size"], earlier["channels_last"], "earlier calibration"
+        else:
+            batch, fmt, source = SMALL_CONV_BATCH, True, "small-data rule"
+        return {
+            "batch_size": int(max(1, min(batch, self.batch_size))),
+            "channels_last": bool(fmt),
+            "sample": 0,
+            "seconds_per_input": {},
+            "source": source,
+        }
 
     def _calibrate(self, *, fixed_batch: bool, channels_last: bool | None) -> dict[str, Any]:
         """Time a few (batch size, layout) candidates once per architecture, input shape, device and threads.
@@ -309,11 +393,43 @@ class Evaluator:
             "channels_last": bool(best[2]),
             "sample": len(sample),
             "seconds_per_input": timings,
+            "source": "measured",
         }
         _CALIBRATIONS[key] = choice
+        if not fixed_batch and len(formats) == 2:  # a free choice: small data sets of this architecture reuse it
+            _ARCH_CHOICES[self._arch_key(x)] = choice
         return dict(choice)
 
     # ------------------------------------------------------------------ single points
+    def forward(self, model: nn.Module, x: Tensor) -> Tensor:
+        """``model(x)`` for evaluation (call under ``torch.inference_mode``), reusing Linear outputs.
+
+        For a plain ``nn.Sequential`` the modules run one after the other as its own forward does;
+        a Linear followed by an in-place ReLU writes into a buffer reused across batches (see
+        :class:`_Step`).  The result is the same tensor values as ``model(x)``; a returned tensor
+        may be such a buffer, valid until the next call.
+        """
+        if model not in self._plans:
+            self._plans[model] = _plan(model)
+        plan = self._plans[model]
+        if plan is None:
+            return model(x)
+        for step in plan:
+            mod = step.module
+            if not step.reuse or x.dim() != 2 or x.dtype != torch.float32:
+                x = mod(x)
+                continue
+            rows, width = x.shape[0], mod.out_features
+            buf = step.buffer
+            if buf is None or buf.shape[0] < rows or buf.device != x.device:
+                buf = step.buffer = torch.empty((rows, width), device=x.device, dtype=x.dtype)
+            out = buf[:rows]
+            if mod.bias is None:
+                x = torch.mm(x, mod.weight.t(), out=out)
+            else:
+                x = torch.addmm(mod.bias, x, mod.weight.t(), out=out)
+        return x
+
     def slices(self, split: str) -> list[slice]:
         """Evaluation batches of ``split`` (contiguous, almost equal sizes)."""
         return _equal_chunks(len(self.data[split][0]), self.batch_size)
@@ -343,7 +459,7 @@ class Evaluator:
             for sl in self.slices(split):
                 if inject is not None:
                     inject[0].value = inject[1](split, sl)
-                e, lo = _metrics(model(x[sl]), y[sl])
+                e, lo = _metrics(self.forward(model, x[sl]), y[sl])
                 errors += e
                 loss += lo.double()
             if inject is not None:
@@ -364,7 +480,7 @@ class Evaluator:
                 for sl in _equal_chunks(len(x), self.recalibration_batch_size):
                     if inject is not None:
                         inject[0].value = inject[1]("train", sl)
-                    model(x[sl])
+                    self.forward(model, x[sl])
             if inject is not None:
                 inject[0].value = None
 
