@@ -44,12 +44,11 @@ from toroid.store.ledger import (
     create_job,
     parked_waiting_for,
     publish_job,
-    take_parked,
 )
 from toroid.store.models import ACTIVE_STATES, Job, utcnow
 from toroid.store.params import job_params
 from toroid.store.settings import get_settings
-from toroid.worker.tasks import AFTER_JOB, _inputs
+from toroid.worker.tasks import AFTER_JOB, _inputs, continue_parked, error_message
 
 log = logging.getLogger("toroid.chunks")
 
@@ -182,7 +181,7 @@ def split_or_merge(run: JobRun, kind: str) -> bool:
     except (JobCancelled, JobSuperseded):
         raise
     except Exception as exc:
-        _abandon(run, str(exc) if isinstance(exc, ValueError) and str(exc) else f"{type(exc).__name__}: {exc}")
+        _abandon(run, error_message(exc))
         raise
     return True
 
@@ -326,29 +325,9 @@ def _abandon(run: JobRun, error: str) -> None:
 
 
 def continue_chunked(job_id: str, worker: str | None = None) -> str:
-    """Take a parked chunked job (``take_parked``) and merge its chunks here until it finishes or parks again;
-    returns succeeded, failed, waiting, cancelled, superseded or skipped (not parked: another process has it)."""
-    worker = worker or f"chunk merge pid {os.getpid()}"
-    while True:
-        job = take_parked(job_id, worker)
-        if job is None:
-            return "skipped"
-        run = JobRun(job)
-        run.partial = dict(job.partial or {})
-        run.fraction = float(job.progress or 0.0)
-        with run:
-            try:
-                outcome = _round(run, job.kind)
-            except JobCancelled:
-                return "cancelled"
-            except JobSuperseded:
-                return "superseded"
-            except Exception as exc:
-                log.exception("merging the chunks of job %s failed", job_id)
-                _abandon(run, str(exc) if isinstance(exc, ValueError) and str(exc) else f"{type(exc).__name__}: {exc}")
-                return "failed"
-        if outcome != "again":
-            return outcome
+    """Take a parked chunked job and merge its chunks here until it finishes or parks again (``continue_parked``)."""
+    return continue_parked(job_id, worker or f"chunk merge pid {os.getpid()}",
+                           lambda run: _round(run, run.kind), _abandon)
 
 
 def _continue_waiting(job_id: str) -> None:

@@ -61,7 +61,7 @@ from toroid.store.models import Job, Minimum, Result, utcnow
 from toroid.store.params import JobParams
 from toroid.store.studies import ensure_tables, find_trained_minimum, get_study, record_steps
 from toroid.store.study_spec import Step, StudyError, StudySpec, analysis_request, plan, train_key, train_request
-from toroid.worker.tasks import AFTER_JOB, job_task, run_job
+from toroid.worker.tasks import AFTER_JOB, continue_parked, job_task, run_job
 
 log = logging.getLogger("toroid.study")
 
@@ -353,32 +353,9 @@ def run_study_job(run: JobRun) -> None:
 
 
 def continue_study(job_id: str, worker: str | None = None) -> str:
-    """Take a parked study (``take_parked``) and run its rounds here until it finishes or parks again; returns
+    """Take a parked study and run its rounds here until it finishes or parks again (``continue_parked``); returns
     succeeded, failed, waiting, cancelled, superseded or skipped (not parked: another process continues it)."""
-    worker = worker or f"study round pid {os.getpid()}"
-    while True:
-        job = take_parked(job_id, worker)
-        if job is None:
-            return "skipped"
-        run = JobRun(job)
-        run.partial = dict(job.partial or {})
-        run.fraction = float(job.progress or 0.0)
-        with run:
-            try:
-                outcome = _rounds(run)
-            except StudyError as exc:
-                _fail(run, str(exc))
-                return "failed"
-            except JobCancelled:
-                return "cancelled"
-            except JobSuperseded:
-                return "superseded"
-            except Exception as exc:
-                log.exception("round of study job %s failed", job_id)
-                _fail(run, f"{type(exc).__name__}: {exc}")
-                return "failed"
-        if outcome != "again":
-            return outcome
+    return continue_parked(job_id, worker or f"study round pid {os.getpid()}", _rounds, _fail)
 
 
 def _continue_waiting(job_id: str) -> None:

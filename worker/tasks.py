@@ -45,6 +45,7 @@ from toroid.store.ledger import (
     record_flatness,
     recover_jobs,
     stale_job_s,
+    take_parked,
 )
 from toroid.store.loading import minimum_dataset, minimum_model, minimum_shape
 from toroid.store.models import Job, Minimum, new_id, utcnow
@@ -114,7 +115,7 @@ def _run_job(kind: str, job_id: str, worker: str | None) -> str:
             return "superseded"
         except Exception as exc:
             log.exception("job %s failed", job_id)
-            message = str(exc) if isinstance(exc, ValueError) and str(exc) else f"{type(exc).__name__}: {exc}"
+            message = error_message(exc)
             from celery.exceptions import SoftTimeLimitExceeded
 
             from toroid.store.celery_app import time_limit_message
@@ -124,6 +125,39 @@ def _run_job(kind: str, job_id: str, worker: str | None) -> str:
             run.fail(message)
             return "failed"
     return "waiting" if run.parked else "succeeded"
+
+
+def error_message(exc: Exception) -> str:
+    """What a failed job records: a ``ValueError``'s own words (they say what is wrong), else the type too."""
+    return str(exc) if isinstance(exc, ValueError) and str(exc) else f"{type(exc).__name__}: {exc}"
+
+
+def continue_parked(job_id: str, worker: str, step: Callable[[JobRun], str],
+                    fail: Callable[[JobRun, str], None]) -> str:
+    """Take a parked job (``take_parked``: a study between its rounds, a split analysis between its chunks) and run
+    ``step`` on it here (one round: returns succeeded, waiting, or again when what it waits for ended meanwhile) until
+    it finishes or parks again. A failing round ``fail``s the job with its message. Returns succeeded, failed,
+    waiting, cancelled, superseded or skipped (not parked: another process continues it)."""
+    while True:
+        job = take_parked(job_id, worker)
+        if job is None:
+            return "skipped"
+        run = JobRun(job)
+        run.partial = dict(job.partial or {})  # taken parked: its bookkeeping (a claim keeps only KEPT_PARTIAL)
+        run.fraction = float(job.progress or 0.0)
+        with run:
+            try:
+                outcome = step(run)
+            except JobCancelled:
+                return "cancelled"
+            except JobSuperseded:
+                return "superseded"
+            except Exception as exc:
+                log.exception("continuing %s job %s failed", job.kind, job_id)
+                fail(run, error_message(exc))
+                return "failed"
+        if outcome != "again":
+            return outcome
 
 
 def _job_state(job_id: str) -> tuple[str | None, str | None]:

@@ -164,6 +164,25 @@ def wait_job(url: str, job_id: str, timeout_s: float = 120, headers: dict | None
     raise AssertionError(f"job {job_id} still {job['state']} after {timeout_s} s: {job}")
 
 
+def two_worker_stack(home: Path, extra_env: dict[str, str] | None = None) -> ApiStack:
+    """Redis, the API and two worker processes of concurrency 1 (each consuming every queue), once both answer;
+    the caller stops it."""
+    stack = ApiStack(home, extra_env, wait=False)
+    try:
+        stack.supervisor.start_worker(stack.env, 1, "interactive,cpu,gpu", name="worker2")
+        stack.wait_api()
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            workers = httpx.get(f"{stack.url}/api/health", timeout=10).json()["workers"]
+            if workers.get("ok") and workers.get("count", 0) >= 2:
+                return stack
+            time.sleep(0.3)
+        raise AssertionError(f"two workers did not answer within 90 s; see {stack.home / 'logs'}")
+    except BaseException:
+        stack.stop()
+        raise
+
+
 @pytest.fixture(scope="session")
 def digits_minima() -> list[torch.nn.Module]:
     """Two small digits MLP minima (widths [32], seeds 0 and 1), trained here with the core's SGD sampler."""

@@ -12,7 +12,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.integration.conftest import ApiStack, wait_job
+from tests.integration.conftest import ApiStack, two_worker_stack, wait_job
 from tests.integration.test_api_jobs import upload
 from toroid.store.ledger import INTERACTIVE_QUEUE
 from toroid.store.params import PathJob, TorusJob
@@ -28,18 +28,8 @@ CHUNK_ENV = {"TOROID_CHUNK_COST": "5e7", "TOROID_INTERACTIVE_MAX_COST": "0"}
 @pytest.fixture(scope="module")
 def two(tmp_path_factory, digits_minima):
     """Redis, the API and two worker processes of concurrency 1 (each consuming every queue), two minima."""
-    stack = ApiStack(tmp_path_factory.mktemp("chunks") / "home", CHUNK_ENV, wait=False)
+    stack = two_worker_stack(tmp_path_factory.mktemp("chunks") / "home", CHUNK_ENV)
     try:
-        stack.supervisor.start_worker(stack.env, 1, "interactive,cpu,gpu", name="worker2")
-        stack.wait_api()
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            workers = httpx.get(f"{stack.url}/api/health", timeout=10).json()["workers"]
-            if workers.get("ok") and workers.get("count", 0) >= 2:
-                break
-            time.sleep(0.3)
-        else:
-            raise AssertionError(f"two workers did not answer within 90 s; see {stack.home / 'logs'}")
         stack.ids = [upload(stack.url, model, name) for model, name in zip(digits_minima, "ab", strict=True)]
         _settle(stack)
         yield stack

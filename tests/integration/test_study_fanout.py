@@ -20,7 +20,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from tests.integration.conftest import ApiStack
+from tests.integration.conftest import ApiStack, two_worker_stack
 from tests.integration.test_study import wait_study
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,18 +40,8 @@ FAN_STEPS = 2 + 2 + 1 + 2
 @pytest.fixture(scope="module")
 def two(tmp_path_factory):
     """Redis, the API and two worker processes of concurrency 1 (each consuming every queue)."""
-    stack = ApiStack(tmp_path_factory.mktemp("fan") / "home", wait=False)
+    stack = two_worker_stack(tmp_path_factory.mktemp("fan") / "home")
     try:
-        stack.supervisor.start_worker(stack.env, 1, "interactive,cpu,gpu", name="worker2")
-        stack.wait_api()
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            workers = httpx.get(f"{stack.url}/api/health", timeout=10).json()["workers"]
-            if workers.get("ok") and workers.get("count", 0) >= 2:
-                break
-            time.sleep(0.3)
-        else:
-            raise AssertionError(f"two workers did not answer within 90 s; see {stack.home / 'logs'}")
         yield stack
     finally:
         stack.stop()
