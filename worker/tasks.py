@@ -134,10 +134,9 @@ def error_message(exc: Exception) -> str:
 
 def continue_parked(job_id: str, worker: str, step: Callable[[JobRun], str],
                     fail: Callable[[JobRun, str], None]) -> str:
-    """Take a parked job (``take_parked``: a study between its rounds, a split analysis between its chunks) and run
-    ``step`` on it here (one round: returns succeeded, waiting, or again when what it waits for ended meanwhile) until
-    it finishes or parks again. A failing round ``fail``s the job with its message. Returns succeeded, failed,
-    waiting, cancelled, superseded or skipped (not parked: another process continues it)."""
+    """Take a parked job (``take_parked``: a study between rounds, a split analysis between chunks) and run ``step``
+    (one round: succeeded, waiting, or again when what it waits for ended meanwhile) until it finishes or parks again;
+    a failing round ``fail``s it. Returns succeeded, failed, waiting, cancelled, superseded or skipped."""
     while True:
         job = take_parked(job_id, worker)
         if job is None:
@@ -553,10 +552,8 @@ def _recovery_loop() -> None:
 
 @signals.worker_init.connect
 def _preload(**_: Any) -> None:
-    """Import torch and the modules torch imports lazily on a first optimizer step (``torch._dynamo``) in the
-    worker's main process, before the pool forks: a soft time limit that strikes in the middle of such an import
-    leaves a half-initialised module behind, and every later job of that pool process failed with "partially
-    initialized module 'torch._dynamo'". Forked children inherit the imports, so no job pays for them."""
+    """Import torch and what it imports lazily on a first optimizer step (``torch._dynamo``) before the pool forks:
+    a soft time limit striking inside such an import left a half-initialised module that failed every later job."""
     import torch  # noqa: F401  (no CUDA call here: a forked child could not use a context made before the fork)
 
     try:

@@ -254,6 +254,9 @@ def test_torus_view_draws_the_surface_of_the_pair(ui, api, trained, tmp_path):
     assert (surface["rows"], surface["cols"]) == (TORUS_RESOLUTION + 1, TORUS_RESOLUTION + 1)  # closed periodic grid
     assert surface["webgl"] and surface["width"] > 100 and surface["height"] > 100
     assert {"geodesic", "minima"} <= set(surface["names"])
+    # the surface is drawn from the first, coarse pass on: the job may still refine it (a loaded machine)
+    ui.wait_for_function("() => !(document.querySelector('#torus-status')?.innerText || '').includes('running')",
+                         timeout=120_000)
     result = api.post("/analyses/torus", json={"minimum_ids": [a, b], "resolution": TORUS_RESOLUTION}).json()
     assert result["cached"] is True
     unrolled = ui.evaluate("() => document.querySelector('#torus-2d .js-plotly-plot')._fullData[0].z.length")
