@@ -273,7 +273,7 @@ class JobRun:
     most every ``min_interval`` seconds, and raises ``JobCancelled`` / ``JobSuperseded`` when the job is no longer ours.
     """
 
-    def __init__(self, job: Job, *, min_interval: float = 0.25):
+    def __init__(self, job: Job, *, min_interval: float = 0.25, published: bool = False):
         self.job_id = job.id
         self.kind = job.kind
         self.key = job.key
@@ -283,9 +283,10 @@ class JobRun:
         self.attempt = int(job.attempts)
         self.owner = job.owner
         #: Where the job was routed and its estimated cost (``queue_for``, store/cost.py); ``published``: a worker
-        #: took it from its queue (False for the jobs ``toroid study run`` runs inline). A long analysis on a batch
-        #: queue splits into chunks by them (toroid.worker.chunks).
-        self.queue, self.cost, self.published = job.queue, job.cost, job.task_id is not None
+        #: took it from its queue (``run_job(queued=True)``; not the jobs ``toroid study run`` runs inline; the
+        #: row's task id can lag the message). A long analysis on a batch queue splits into chunks by them
+        #: (toroid.worker.chunks).
+        self.queue, self.cost, self.published = job.queue, job.cost, published
         self.partial: dict[str, Any] = {k: v for k, v in (job.partial or {}).items() if k in KEPT_PARTIAL}
         self.fraction = 0.0
         self.message = "running"

@@ -84,12 +84,12 @@ def ping() -> dict:
 AFTER_JOB: list[Callable[[str], None]] = []
 
 
-def run_job(kind: str, job_id: str, worker: str | None = None) -> str:
-    """Claim and run one job in this process; returns its outcome: succeeded, failed, cancelled, superseded,
-    waiting (parked, ``JobRun.park``) or skipped (not queued: taken, finished, cancelled or unknown). Never raises
-    for a failure of the computation: the ledger records it. Then the ``AFTER_JOB`` hooks run."""
+def run_job(kind: str, job_id: str, worker: str | None = None, *, queued: bool = False) -> str:
+    """Claim and run one job here (``queued``: a worker took it from its queue, so a long analysis may split); returns
+    succeeded, failed, cancelled, superseded, waiting (parked) or skipped (not queued). The ledger records a failure;
+    then the ``AFTER_JOB`` hooks run."""
     try:
-        return _run_job(kind, job_id, worker)
+        return _run_job(kind, job_id, worker, queued)
     finally:
         for hook in AFTER_JOB:
             try:
@@ -98,12 +98,12 @@ def run_job(kind: str, job_id: str, worker: str | None = None) -> str:
                 log.exception("after-job hook %s failed for job %s", getattr(hook, "__name__", hook), job_id)
 
 
-def _run_job(kind: str, job_id: str, worker: str | None) -> str:
+def _run_job(kind: str, job_id: str, worker: str | None, queued: bool) -> str:
     job = claim(job_id, worker=worker or f"inline pid {os.getpid()}")
     if job is None:
         log.info("job %s is not queued (taken, finished, cancelled or unknown): nothing to do", job_id)
         return "skipped"
-    run = JobRun(job)
+    run = JobRun(job, published=queued)
     with run:
         try:
             COMPUTE[kind](run)
@@ -185,7 +185,7 @@ def job_task(kind: str):
         @celery_app.task(name=TASK_NAMES[kind], bind=True)
         def task(self, job_id: str) -> str:
             worker = f"{self.request.hostname or 'worker'} pid {os.getpid()}"
-            return _celery_outcome(self, job_id, run_job(kind, job_id, worker))
+            return _celery_outcome(self, job_id, run_job(kind, job_id, worker, queued=True))
 
         task.__doc__ = compute.__doc__
         return task
