@@ -26,16 +26,20 @@ CONV_NETS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def images() -> Dataset:
+def teacher_images(n_train: int, n_test: int, seed: int) -> Dataset:
     """Random 3 x 8 x 8 images labelled by a random linear teacher."""
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(240 + 120, 3, 8, 8, generator=gen)
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n_train + n_test, 3, 8, 8, generator=gen)
     y = (x.reshape(len(x), -1) @ torch.randn(3 * 64, 10, generator=gen)).argmax(1)
     return Dataset(
-        name="images", options={}, x_train=x[:240], y_train=y[:240], x_test=x[240:], y_test=y[240:],
-        input_shape=(3, 8, 8), num_classes=10,
+        name="images", options={}, x_train=x[:n_train], y_train=y[:n_train], x_test=x[n_train:],
+        y_test=y[n_train:], input_shape=(3, 8, 8), num_classes=10,
     )
+
+
+@pytest.fixture(scope="module")
+def images() -> Dataset:
+    return teacher_images(240, 120, seed=0)
 
 
 def _pair(name: str, config: dict, data: Dataset) -> tuple[nn.Module, nn.Module]:

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from tests.core.conftest import randomize_batchnorm
+from tests.core.test_evaluate_conv import teacher_images
 from toroid.worker.landscape import evaluate
 from toroid.worker.landscape.data import Dataset
 from toroid.worker.landscape.evaluate import SMALL_CONV_BATCH, Evaluator, _plan
@@ -20,14 +21,8 @@ torch.set_num_threads(1)
 
 @pytest.fixture(scope="module")
 def images() -> Dataset:
-    """Random 3 x 8 x 8 images labelled by a random linear teacher (fewer than CALIBRATION_MIN_INPUTS)."""
-    gen = torch.Generator().manual_seed(1)
-    x = torch.randn(300 + 100, 3, 8, 8, generator=gen)
-    y = (x.reshape(len(x), -1) @ torch.randn(3 * 64, 10, generator=gen)).argmax(1)
-    return Dataset(
-        name="images", options={}, x_train=x[:300], y_train=y[:300], x_test=x[300:], y_test=y[300:],
-        input_shape=(3, 8, 8), num_classes=10,
-    )
+    """Fewer than CALIBRATION_MIN_INPUTS images."""
+    return teacher_images(300, 100, seed=1)
 
 
 # architectures no other test calibrates (the choices are cached per architecture in the process)
