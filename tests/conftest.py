@@ -86,12 +86,13 @@ class Stack:
         match = re.search(r"redis\s+embedded at (\S+)", self._log())
         return match.group(1) if match else self.env.get("TOROID_REDIS_URL", "")
 
-    def wait_healthy(self, timeout_s: float = 60) -> dict:
+    def wait_healthy(self, timeout_s: float = 60, workers: int = 1) -> dict:
+        """/api/health once it is ok with at least ``workers`` worker processes answering (they start one by one)."""
         deadline = time.monotonic() + timeout_s
         body: dict = {}
         while time.monotonic() < deadline:
             body = httpx.get(f"{self.url}/api/health", timeout=10).json()
-            if body.get("ok"):
+            if body.get("ok") and (body.get("workers") or {}).get("count", 0) >= workers:
                 return body
             time.sleep(0.5)
         raise AssertionError(f"stack not healthy after {timeout_s} s: {body}")

@@ -19,10 +19,10 @@ pytestmark = pytest.mark.integration
 def test_up_reports_health_and_stops_cleanly(tmp_path, stop_signal):
     stack = Stack(tmp_path / "home")
     try:
-        health = stack.wait_healthy()
+        health = stack.wait_healthy(workers=2)  # the batch worker and the interactive queue's own, one by one
         assert health["redis"]["ok"] and health["database"]["ok"] and health["workers"]["ok"]
         assert "://" not in json.dumps(health)  # public: no URL, no password
-        assert health["workers"]["count"] == 2  # the batch worker and the interactive queue's own
+        assert health["workers"]["count"] == 2
         children = pids_with_home(stack.home) - {stack.process.pid}
         # redis-server, the two celery workers (and their pools), uvicorn
         assert len(children) >= 4, children
