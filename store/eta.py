@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from toroid.store.models import ACTIVE_STATES, Job, utcnow
@@ -42,6 +42,7 @@ HISTORY = 30  # finished jobs per kind that the fit reads
 WORKER_KEYS = "toroid:worker:*"
 _cache: dict[str, tuple[float, Any]] = {}
 CACHE_S = 5.0
+_fit_cache: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {}
 
 
 def _seconds(start: datetime | None, end: datetime | None) -> float | None:
@@ -92,7 +93,17 @@ Fit = tuple[float, float | None, float | None, float]
 
 def _fits(session: Session) -> dict[str, Fit]:
     """Per kind: (fixed seconds a, seconds per cost unit b, median duration, largest cost seen) from its last
-    finished jobs."""
+    finished jobs.
+
+    Kept while the ledger's finished jobs are the same (their count and newest finish, one indexed read), so a
+    record's estimate changes exactly when a job finishes, never seconds later: an unchanged job list keeps its
+    ETag (docs/api.md, "Lists: pages and cheap polls")."""
+    stamp = session.execute(
+        select(func.count(), func.max(Job.finished_at)).where(Job.state == "succeeded")
+    ).one()
+    hit = _fit_cache.get(str(session.get_bind().url))
+    if hit is not None and hit[0] == tuple(stamp):
+        return hit[1]
 
     def fit() -> dict[str, Fit]:
         out: dict[str, Fit] = {}
@@ -114,7 +125,9 @@ def _fits(session: Session) -> dict[str, Fit]:
                          max((c for c, _ in costed), default=0.0))
         return out
 
-    return _cached(f"fits:{id(session.get_bind())}", fit)
+    fitted = fit()
+    _fit_cache[str(session.get_bind().url)] = (tuple(stamp), fitted)
+    return fitted
 
 
 #: The fit of a kind is trusted up to this many times the largest cost it was fitted on.

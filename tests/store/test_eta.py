@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 
 from toroid.store import db
-from toroid.store.eta import DEFAULT_RATES, EXTRAPOLATION, _cache, _schedule, annotate, estimated_run_s
+from toroid.store.eta import DEFAULT_RATES, EXTRAPOLATION, _cache, _fit_cache, _schedule, annotate, estimated_run_s
 from toroid.store.models import Job, new_id, utcnow
 from toroid.store.settings import get_settings
 
@@ -22,6 +22,7 @@ def session(tmp_path, monkeypatch):
     for cached in (get_settings, db.get_engine, db._session_factory):
         cached.cache_clear()
     _cache.clear()
+    _fit_cache.clear()
     db.init_db()
     with db.new_session() as opened:
         yield opened
@@ -29,6 +30,7 @@ def session(tmp_path, monkeypatch):
     for cached in (get_settings, db.get_engine, db._session_factory):
         cached.cache_clear()
     _cache.clear()
+    _fit_cache.clear()
 
 
 def job(session, kind: str, state: str, cost: float | None, *, ran_s: float | None = None, ago_s: float = 0.0,
@@ -54,6 +56,20 @@ def test_the_fit_follows_the_large_jobs_and_never_extrapolates_far(session):
     assert records[near.id]["estimated_s"] == pytest.approx(2.0 + (9 + 9 + 0 + 0) / 2.2e10 * 5e10, rel=1e-6)
     # beyond ten times the largest cost seen, the default rate of store/cost.py stands in
     assert records[far.id]["estimated_s"] == pytest.approx(1.0 + far.cost / DEFAULT_RATES["train"], rel=1e-6)
+
+
+def test_an_estimate_changes_when_a_job_finishes_and_only_then(session):
+    """The fit is kept while the ledger's finished jobs are the same, and redone as soon as one more finishes: a
+    job list polled twice with nothing finished in between answers the same (its ETag stays, docs/api.md)."""
+    job(session, "path", "succeeded", 1e9, ran_s=2.0)
+    queued = job(session, "path", "queued", 1e9)
+    first = annotate(session, [queued])[0]["estimated_s"]
+    assert first == pytest.approx(2.0)
+    assert annotate(session, [queued])[0]["estimated_s"] == first
+    job(session, "path", "succeeded", 1e9, ran_s=1.0)  # read at once, not after a cache's lifetime
+    assert annotate(session, [queued])[0]["estimated_s"] == pytest.approx(1.5)  # a = 1 s, b = 1 s / 2e9
+    job(session, "path", "failed", 1e9)  # a failure is not in the fit: nothing changes
+    assert annotate(session, [queued])[0]["estimated_s"] == pytest.approx(1.5)
 
 
 def test_queued_jobs_wait_for_those_ahead_in_their_queue_only(session):
