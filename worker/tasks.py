@@ -28,11 +28,11 @@ from collections.abc import Callable
 from typing import Any
 
 from celery import signals
-from celery.exceptions import Ignore
+from celery.exceptions import Ignore, SoftTimeLimitExceeded
 from celery.utils.log import get_task_logger
 from sqlalchemy import update
 
-from toroid.store.celery_app import celery_app
+from toroid.store.celery_app import celery_app, time_limit_message
 from toroid.store.db import new_session
 from toroid.store.families import known_distances, queue_family_distances, reference_of
 from toroid.store.ledger import (
@@ -116,10 +116,6 @@ def _run_job(kind: str, job_id: str, worker: str | None, queued: bool) -> str:
         except Exception as exc:
             log.exception("job %s failed", job_id)
             message = error_message(exc)
-            from celery.exceptions import SoftTimeLimitExceeded
-
-            from toroid.store.celery_app import time_limit_message
-
             if isinstance(exc, SoftTimeLimitExceeded):  # the task's soft time limit (store/celery_app.py)
                 message = time_limit_message()
             run.fail(message)
@@ -552,9 +548,11 @@ def _recovery_loop() -> None:
 
 @signals.worker_init.connect
 def _preload(**_: Any) -> None:
-    """Import torch and what it imports lazily on a first optimizer step (``torch._dynamo``) before the pool forks:
-    a soft time limit striking inside such an import left a half-initialised module that failed every later job."""
-    import torch  # noqa: F401  (no CUDA call here: a forked child could not use a context made before the fork)
+    """Import the core (torch, scipy: 0.6 s a first click's job no longer waits for) and what torch imports lazily on
+    a first optimizer step (``torch._dynamo``) before the pool forks: a soft time limit striking inside such an
+    import left a half-initialised module that failed every later job. No CUDA call: a forked child could not use
+    a context made before the fork."""
+    import toroid.worker.landscape  # noqa: F401
 
     try:
         import torch._dynamo  # noqa: F401

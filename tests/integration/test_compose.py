@@ -33,6 +33,9 @@ def test_compose_has_the_services_and_a_gpu_reservation():
               for name, s in spec["services"].items() if "worker" in (s.get("command") or [])}
     assert [name for name, q in queues.items() if "interactive" in q] == ["worker-interactive"], queues
     assert queues["worker-interactive"] == ["interactive"]
+    # and the batch workers' containers weigh less on a shared CPU (what the batch niceness does in `toroid up`)
+    weights = {name: spec["services"][name].get("cpu_shares", 1024) for name in queues}
+    assert weights == {"worker": 256, "worker-cpu": 256, "worker-interactive": 1024}, weights
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert "torch==2.14.1" in dockerfile
 

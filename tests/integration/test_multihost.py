@@ -274,6 +274,8 @@ def test_up_runs_one_batch_worker_per_gpu_with_toroid_gpus(tmp_path):
         os.killpg(old, signal.SIGKILL)
         supervisor.supervise(lambda: children[1].restarts >= 1 and children[1].restart_at is None, poll_s=0.05)
         assert children[1].process.pid != old and cuda_visible_devices(children[1].process.pid) == "1"
+        if Path("/proc/self/autogroup").exists():  # and its session's niceness (backend/supervisor.py, nice_session)
+            assert Path(f"/proc/{children[1].process.pid}/autogroup").read_text().split()[-1] == "10"
     finally:
         supervisor.stop_all(together=True)
     assert not [pid for pid in pids_with_home(tmp_path) if alive(pid)]

@@ -27,14 +27,20 @@ def test_up_reports_health_and_stops_cleanly(tmp_path, stop_signal):
         # redis-server, the two celery workers (and their pools), uvicorn
         assert len(children) >= 4, children
         # training yields the CPU to clicks: the batch worker runs niced (TOROID_BATCH_NICENESS), the other not
-        niceness = {}
+        # and so does its session: with autogroup scheduling, nice alone orders processes only within a session
+        # (backend/supervisor.py, nice_session)
+        niceness, sessions = {}, {}
+        autogroups = Path("/proc/self/autogroup").exists()
         for pid in children:
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
             if b"celery" in argv and b"--queues" in argv:
                 queues = argv[argv.index(b"--queues") + 1].decode()
                 niceness.setdefault(queues, set()).add(os.getpriority(os.PRIO_PROCESS, pid) - os.getpriority(
                     os.PRIO_PROCESS, 0))
+                if autogroups:  # "/autogroup-123 nice 10"
+                    sessions.setdefault(queues, set()).add(Path(f"/proc/{pid}/autogroup").read_text().split()[-1])
         assert niceness == {"cpu,gpu": {10}, "interactive": {0}}, niceness
+        assert not autogroups or sessions == {"cpu,gpu": {"10"}, "interactive": {"0"}}, sessions
         assert httpx.get(f"{stack.url}/dashboard/", timeout=10).status_code == 200
         assert (stack.home / "toroid.db").exists()
     finally:
