@@ -241,17 +241,15 @@ def _chunk_points(kind: str, partial: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _merged(kind: str, p: Any, base: dict[str, Any], points: list[dict[str, Any]]) -> dict[str, Any]:
     """The result so far: ``base`` with the points of the chunks done (the others ``NaN``, ``null`` in JSON)."""
+    from toroid.worker.landscape.paths import barrier_of
+
     data = dict(base)
     if kind == "path":
         series = {name: [math.nan] * int(p.points) for name in _SERIES}
         for row in points:
             for name in _SERIES:
                 series[name][int(row["index"])] = row[name] if row[name] is not None else math.nan
-        data.update(series)
-        known = [v for v in series["train_error"] if not math.isnan(v)]
-        known_test = [v for v in series["test_error"] if not math.isnan(v)]
-        data["barrier"] = max(known) if known else math.nan
-        data["test_barrier"] = max(known_test) if known_test else math.nan
+        data.update(series, barrier=barrier_of(series["train_error"]), test_barrier=barrier_of(series["test_error"]))
         return data
     r = int(p.resolution)
     train = [[math.nan] * r for _ in range(r)]

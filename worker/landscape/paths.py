@@ -89,8 +89,9 @@ def _check_points(points: int) -> int:
     return points
 
 
-def _top(values: Sequence[float]) -> float:
-    """The largest value that was computed (``NaN`` marks a point not evaluated; all ``NaN``: ``NaN``)."""
+def barrier_of(values: Sequence[float]) -> float:
+    """The barrier of an error profile: its largest value that was computed (``NaN`` marks a point not evaluated,
+    e.g. another chunk's; all ``NaN``: ``NaN``)."""
     known = [v for v in values if not math.isnan(v)]
     return max(known) if known else math.nan
 
@@ -445,8 +446,8 @@ def path_profile(
         test_error=test_error,
         train_loss=series["train_loss"],
         test_loss=series["test_loss"],
-        barrier=_top(train_error),
-        test_barrier=_top(test_error),
+        barrier=barrier_of(train_error),
+        test_barrier=barrier_of(test_error),
         bn=bn_used,
         points=points,
         extra=extra,
