@@ -61,6 +61,22 @@ def nice_session(pid: int, niceness: int) -> None:
         pass
 
 
+def interactive_env(env: dict[str, str], threads: int = 0) -> dict[str, str]:
+    """The environment of an interactive worker: ``OMP_NUM_THREADS`` = ``threads`` (``TOROID_INTERACTIVE_THREADS``),
+    or when 0 one less than the CPUs this process may use (at least 1) unless the environment sets it already.
+
+    OpenMP threads wait for each other by spinning, so when a torch job's threads outnumber the cores it gets, they
+    burn the CPU waiting for a partner that is not running: with the dashboard's torus view open in Chromium on the
+    same 2 cores, a 21 x 21 torus of the demo network took 41-50 s on 2 threads (47 s of the worker's CPU) and 8.8 s
+    on 1 thread; alone, 5.3-6.4 s on 2 and 8.4-9.0 s on 1 (docs/operations.md, "Queues")."""
+    if threads > 0:
+        return dict(env, OMP_NUM_THREADS=str(threads))
+    if env.get("OMP_NUM_THREADS"):
+        return dict(env)
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return dict(env, OMP_NUM_THREADS=str(max(1, cpus - 1)))
+
+
 def restart_delay(failures: int, initial_s: float = 1.0, max_s: float = 30.0) -> float:
     """Backoff before restart number ``failures`` (1, 2, 3 ...) of a run of crashes: initial_s * 2**(failures-1),
     at most max_s."""
@@ -205,12 +221,14 @@ class Supervisor:
         return children
 
     def start_workers(self, env: dict[str, str], concurrency: int, queues: str, interactive: int,
-                      batch_niceness: int = 0, gpus: list[str] | None = None) -> list[Child]:
+                      batch_niceness: int = 0, gpus: list[str] | None = None,
+                      interactive_threads: int = 0) -> list[Child]:
         """The batch worker, and ``interactive`` workers of their own for the interactive queue (docs/operations.md,
         "Queues"): a click's analysis then never waits behind a training, and with ``batch_niceness`` the batch
         worker also yields the CPU to them (and to the API) when both compute. With ``interactive`` 0 the batch
         worker serves every queue in ``queues``. With ``gpus`` (``TOROID_GPUS``) there is one batch worker per GPU
-        (``start_gpu_workers``) instead of one."""
+        (``start_gpu_workers``) instead of one. Interactive workers compute on ``interactive_threads`` torch threads
+        (``interactive_env``)."""
         names = [q.strip() for q in queues.split(",") if q.strip()]
         if interactive <= 0 or "interactive" not in names:
             if gpus:
@@ -222,7 +240,8 @@ class Supervisor:
         else:
             children = [self.start_worker(env, concurrency, ",".join(batch), niceness=batch_niceness)] if batch else []
         for i in range(interactive):
-            children.append(self.start_worker(env, 1, "interactive", name=f"worker-interactive{i or ''}"))
+            children.append(self.start_worker(interactive_env(env, interactive_threads), 1, "interactive",
+                                              name=f"worker-interactive{i or ''}"))
         return children
 
     def start_api(self, env: dict[str, str], host: str, port: int) -> str:

@@ -49,6 +49,11 @@ class Settings(BaseSettings):
         10, ge=0, le=19, description="CPU niceness of the batch worker `toroid up` starts beside interactive "
         "workers: training yields the CPU to clicks and to the API on a shared machine (0: same priority)."
     )
+    interactive_threads: int = Field(
+        0, ge=0, description="Torch threads (OMP_NUM_THREADS) of each interactive worker `toroid up` starts; 0: one "
+        "less than the CPUs it may use, at least 1 (an OMP_NUM_THREADS already set is kept), so a click's job leaves "
+        "a core to the API and the browser (docs/operations.md, Queues)."
+    )
     interactive_max_cost: float = Field(
         4e11, ge=0, description="Largest estimated cost (sample-parameter operations, store/cost.py) of a job on the "
         "interactive queue; a larger one goes to the batch queue (docs/operations.md, Queues)."

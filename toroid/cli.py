@@ -99,7 +99,7 @@ def up(
             env["TOROID_REDIS_URL"] = supervisor.start_redis(env)
             typer.echo(f"redis   embedded at {env['TOROID_REDIS_URL']}", err=True)
         supervisor.start_workers(env, settings.worker_concurrency, settings.worker_queues, settings.interactive_workers,
-                                 settings.batch_niceness, gpus=gpus)
+                                 settings.batch_niceness, gpus=gpus, interactive_threads=settings.interactive_threads)
         base = supervisor.start_api(env, host, port)
         typer.echo(f"worker  started (logs in {settings.home / 'logs'})", err=True)
         if demo:

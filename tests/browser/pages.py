@@ -4,6 +4,7 @@ failing test leaves behind (a screenshot and the text of the elements that matte
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 #: Page coordinates of the map's point of a minimum id (for a real mouse click), or null when it is not drawn.
@@ -95,5 +96,6 @@ def choose_pair(page, a_name: str, b_name: str) -> None:
         search = page.locator("input.dash-dropdown-search")  # the open dropdown's search field (one at a time)
         search.wait_for(timeout=10_000)
         search.fill(name)  # not typed: keys sent before the field has focus would be lost
-        page.get_by_role("option").filter(has_text=name).first.click()
+        # the option that starts with the name ("sgd-0 (sgd, test 2.5%)"), not one that contains it ("rsgd-0 ...")
+        page.get_by_role("option").filter(has_text=re.compile(rf"^\s*{re.escape(name)}\b")).first.click()
         page.wait_for_selector(f"#paths-title .pair-tag.{tag}", timeout=30_000)

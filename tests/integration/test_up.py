@@ -41,6 +41,18 @@ def test_up_reports_health_and_stops_cleanly(tmp_path, stop_signal):
                     sessions.setdefault(queues, set()).add(Path(f"/proc/{pid}/autogroup").read_text().split()[-1])
         assert niceness == {"cpu,gpu": {10}, "interactive": {0}}, niceness
         assert not autogroups or sessions == {"cpu,gpu": {"10"}, "interactive": {"0"}}, sessions
+        # the interactive worker computes on one thread less than the CPUs (OpenMP threads spin: backend/supervisor.py,
+        # interactive_env), unless the environment chose already; the batch worker keeps torch's own choice
+        threads = {}
+        for pid in children:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            if b"celery" in argv and b"--queues" in argv:
+                environ = dict(item.split(b"=", 1) for item in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+                               if b"=" in item)
+                threads[argv[argv.index(b"--queues") + 1].decode()] = environ.get(b"OMP_NUM_THREADS")
+        own = os.environ.get("OMP_NUM_THREADS")
+        expected = own.encode() if own else str(max(1, len(os.sched_getaffinity(0)) - 1)).encode()
+        assert threads == {"cpu,gpu": own.encode() if own else None, "interactive": expected}, threads
         assert httpx.get(f"{stack.url}/dashboard/", timeout=10).status_code == 200
         assert (stack.home / "toroid.db").exists()
     finally:
@@ -57,3 +69,16 @@ def test_health_reports_a_dead_worker(stack):
     body = httpx.get(f"{stack.url}/api/health", timeout=10).json()
     assert body["ok"] is True
     assert set(body) >= {"redis", "database", "workers"}
+
+
+def test_interactive_workers_threads_explicit_then_environment_then_one_less_than_the_cpus():
+    from toroid.backend.supervisor import interactive_env
+
+    cpus = len(os.sched_getaffinity(0))
+    assert interactive_env({"A": "1"}, 3) == {"A": "1", "OMP_NUM_THREADS": "3"}  # TOROID_INTERACTIVE_THREADS
+    assert interactive_env({"OMP_NUM_THREADS": "2"}, 5)["OMP_NUM_THREADS"] == "5"
+    assert interactive_env({"OMP_NUM_THREADS": "2"})["OMP_NUM_THREADS"] == "2"  # the operator's own choice
+    assert interactive_env({})["OMP_NUM_THREADS"] == str(max(1, cpus - 1))
+    environment = {"OMP_NUM_THREADS": "2"}
+    interactive_env(environment, 4)
+    assert environment == {"OMP_NUM_THREADS": "2"}  # the batch worker's environment is left alone
