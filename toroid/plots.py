@@ -570,11 +570,11 @@ def matrix_heatmap(matrix: Sequence[Sequence[float]] | Any, labels: Sequence[str
     title and the hover."""
     colorbar = "distance" if unit is None else f"distance<br>({unit})"
     heat: dict[str, Any] = dict(z=matrix, x=list(labels), y=list(labels), colorbar=dict(title=dict(text=colorbar)))
+    suffix = f" {unit}" if unit else ""
     if static:
-        suffix = f" {unit}" if unit else ""
         heat.update(colorscale="Viridis", hovertemplate=f"%{{y}} - %{{x}}: %{{z:.4g}}{suffix}<extra></extra>")
     else:
-        heat.update(colorscale="Blues", hovertemplate="%{y}<br>%{x}<br>distance %{z:.4g}<extra></extra>",
+        heat.update(colorscale="Blues", hovertemplate=f"%{{y}}<br>%{{x}}<br>distance %{{z:.4g}}{suffix}<extra></extra>",
                     texttemplate="%{z:.3g}" if len(labels) <= 12 else None, xgap=1, ygap=1)
         heat["colorbar"]["thickness"] = 12
     fig = go.Figure(go.Heatmap(**heat))

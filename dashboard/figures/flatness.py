@@ -121,6 +121,6 @@ def distance_heatmap(
     else:
         title = METRIC_LABELS.get(variant, f"Euclidean, {variant.replace('_', ' ')}")
     unit = METRIC_UNITS.get(variant)  # docs/method.md §5: rad, RMS per parameter, fraction of weights
-    return matrix_heatmap(matrix, labels, f"{title}, in {unit}" if unit else title)
+    return matrix_heatmap(matrix, labels, f"{title}, in {unit}" if unit else title, unit=unit)
 
 

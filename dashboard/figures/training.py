@@ -15,9 +15,11 @@ from toroid.plots import (
 
 #: What ``train_loss`` is (docs/api.md, the train job's ``partial``): the mean over the training set of the
 #: cross-entropy with the natural log (logistic loss for one-output networks), from a full pass after each epoch.
-LOSS_TITLE = "loss (cross-entropy per sample, nats)"
+LOSS_TITLE = "cross-entropy per sample (nats)"
 TRAIN, TEST, LOSS = "#3b6fd4", "#d1495b", "#6b7280"
 CONFUSION_LABEL = "confusion pre-training (random labels)"
+LEGEND_TOP_PX = 40  # the title's band above the legend
+LEGEND_ROW_PX = 21  # one row of the horizontal legend
 
 
 def _series(partial: Mapping[str, Any], key: str, n: int) -> list[float | None]:
@@ -105,8 +107,11 @@ def training_curves(partial: Mapping[str, Any], title: str = "") -> go.Figure:
                       annotation_text=CONFUSION_LABEL, annotation_position="top left",
                       annotation_font=dict(size=11, color="#5f6673"))
     span = (max(xs) - min(xs)) if xs else 0
+    # the legend sits between the title and the plot, two entries a row at the panel's width: room for every row
+    # (ADV's five entries took three rows and ran into the title)
+    top = LEGEND_TOP_PX + LEGEND_ROW_PX * math.ceil(len(fig.data) / 2)
     base_layout(fig, title=dict(text=title, x=0.01, y=0.98, yanchor="top", font=dict(size=14)),
-                hovermode="x unified", margin=dict(t=70),
+                hovermode="x unified", margin=dict(t=top),
                 yaxis=dict(title=dict(text="error (%)"), rangemode="tozero", tickformat=".3~g"),
                 yaxis2=loss_axis(loss),
                 legend=dict(orientation="h", y=1.0, yanchor="bottom", x=0, xanchor="left"))

@@ -135,7 +135,7 @@ def layout() -> html.Div:
     ])
     train_watch = html.Div([
         _field("training job", dcc.Dropdown(id=TRAIN_JOB, placeholder="the training job to watch")),
-        graph(TRAIN_GRAPH, "training", height="340px"),
+        graph(TRAIN_GRAPH, "training", height="380px"),  # three legend rows above the plot (ADV)
     ])
     train = card("Train a minimum", html.Div([train_form, train_watch], className="grid two"))
     return html.Div([html.Div([upload, must_hold], className="grid two upload-row"), train])

@@ -217,6 +217,8 @@ def test_distance_heatmap_orders_by_sampler_consistently():
     for i, p in enumerate(order):
         for j, q in enumerate(order):
             assert heat.z[i][j] == pytest.approx(math.dist(PLANE[p], PLANE[q]))
+    # the unit is on the colour bar and in the hover, not only in the title (docs/method.md §5: geodesic in rad)
+    assert heat.colorbar.title.text == "distance<br>(rad)" and heat.hovertemplate.endswith(" rad<extra></extra>")
     with pytest.raises(ValueError, match="available"):
         figures.distance_heatmap(data, "hamming", by_id)
 

@@ -45,6 +45,10 @@ def test_adv_pre_training_is_drawn_in_epochs_left_of_the_training(adv_partial):
     assert (band.x0, band.x1) == (-2.5, 0.5)
     assert fig.layout.annotations[0].text == "confusion pre-training (random labels)"
     assert by_name["train error (%)"].y[-1] == pytest.approx(100 * adv_partial["train_error"][-1])
+    # its five legend entries take three rows between the title and the plot: the top margin makes room for them
+    plain = figures.training_curves({"epoch": [1, 2], "train_loss": [1.0, 0.5], "train_error": [0.3, 0.1],
+                                     "test_error": [0.35, 0.15]}, "sgd-0")
+    assert len(fig.data) == 5 and fig.layout.margin.t - plain.layout.margin.t >= 20
 
 
 def test_plain_samplers_draw_their_epochs_as_reported():
