@@ -160,7 +160,7 @@ class Supervisor:
                 argv, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 preexec_fn=_die_with_parent,
             )
-        if niceness > 0:  # before it forks its pool: the pool processes join its session
+        if niceness > 0:  # the whole session: the worker's pool processes, forked later, are in it too
             nice_session(process.pid, niceness)
         return process
 
