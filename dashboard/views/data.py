@@ -96,12 +96,15 @@ def dataset_rows(datasets: list[dict]) -> html.Table:
         available = item.get("available", True)
         action = (html.Button("Delete", id={"type": DELETE, "dataset": item.get("id") or item["name"]},
                               className="button secondary small", n_clicks=0) if uploaded else "")
+        # a built-in without default sizes reads what its options name (npz: the file's path): say so, not blanks
+        sized = uploaded or item.get("train") is not None
+        kind = "uploaded" if uploaded else ("built-in" if available else "built-in (files missing)")
         rows.append(html.Tr([
             html.Td(item["name"], title=item.get("description", "")),
-            html.Td("uploaded" if uploaded else ("built-in" if available else "built-in (files missing)")),
-            html.Td(item.get("train", "")), html.Td(item.get("test", "")),
-            html.Td(_shape(item.get("input_shape")) if item.get("input_shape") else ""),
-            html.Td(item.get("num_classes", "")), html.Td(_counts(item), className="counts"),
+            html.Td(kind if sized else f"{kind}: the file its options name", title=item.get("description", "")),
+            html.Td(item.get("train", "—")), html.Td(item.get("test", "—")),
+            html.Td(_shape(item.get("input_shape")) if item.get("input_shape") else "—"),
+            html.Td(item.get("num_classes", "—")), html.Td(_counts(item), className="counts"),
             html.Td(item.get("owner") or ""), html.Td(action),
         ], **{"data-name": item["name"], "data-kind": item.get("kind") or "builtin"}))
     return html.Table([html.Thead(head), html.Tbody(rows)], className="table datasets-table")

@@ -29,14 +29,17 @@ def test_the_table_lists_builtins_then_uploads_with_class_counts_and_a_delete_bu
         {"name": "mine", "kind": "upload", "id": "ab" * 32, "train": 90, "test": 30, "input_shape": [1, 4, 4],
          "num_classes": 3, "class_names": ["cat", "dog", "eel"], "class_counts": {"train": [30, 30, 30]},
          "owner": "alice"},
-        {"name": "digits", "description": "sklearn digits", "available": True},
-        {"name": "cifar10", "available": False},
+        {"name": "digits", "description": "sklearn digits", "available": True, "train": 1437, "test": 360},
+        {"name": "cifar10", "available": False, "train": 50000, "test": 10000},
+        {"name": "npz", "description": "Your own data: an .npz file", "available": True},
     ]
     text = json.dumps(dataset_rows(catalog).to_plotly_json(), default=lambda o: o.to_plotly_json())
     assert text.index('"digits"') < text.index('"mine"')  # built-ins first
     assert "cat: 30, dog: 30, eel: 30" in text and "1 \\u00d7 4 \\u00d7 4" in text
     assert "built-in (files missing)" in text and "alice" in text
     assert text.count('"Delete"') == 1 and "ab" * 32 in text
+    # a built-in whose sizes its options set (npz: a file) says so instead of leaving its row blank
+    assert text.count("built-in: the file its options name") == 1 and "\\u2014" in text
 
 
 def test_dataset_fields_offer_uploads_by_name_and_disable_missing_builtins():
