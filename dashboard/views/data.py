@@ -102,9 +102,10 @@ def dataset_rows(datasets: list[dict]) -> html.Table:
         rows.append(html.Tr([
             html.Td(item["name"], title=item.get("description", "")),
             html.Td(kind if sized else f"{kind}: the file its options name", title=item.get("description", "")),
-            html.Td(item.get("train", "—")), html.Td(item.get("test", "—")),
+            *(html.Td("—" if item.get(key) is None else item[key]) for key in ("train", "test")),
             html.Td(_shape(item.get("input_shape")) if item.get("input_shape") else "—"),
-            html.Td(item.get("num_classes", "—")), html.Td(_counts(item), className="counts"),
+            html.Td("—" if item.get("num_classes") is None else item["num_classes"]),
+            html.Td(_counts(item), className="counts"),
             html.Td(item.get("owner") or ""), html.Td(action),
         ], **{"data-name": item["name"], "data-kind": item.get("kind") or "builtin"}))
     return html.Table([html.Thead(head), html.Tbody(rows)], className="table datasets-table")

@@ -31,7 +31,8 @@ def test_the_table_lists_builtins_then_uploads_with_class_counts_and_a_delete_bu
          "owner": "alice"},
         {"name": "digits", "description": "sklearn digits", "available": True, "train": 1437, "test": 360},
         {"name": "cifar10", "available": False, "train": 50000, "test": 10000},
-        {"name": "npz", "description": "Your own data: an .npz file", "available": True},
+        {"name": "npz", "description": "Your own data: an .npz file", "available": True, "train": None,
+         "test": None, "num_classes": None},  # as the API lists it
     ]
     text = json.dumps(dataset_rows(catalog).to_plotly_json(), default=lambda o: o.to_plotly_json())
     assert text.index('"digits"') < text.index('"mine"')  # built-ins first
@@ -39,7 +40,9 @@ def test_the_table_lists_builtins_then_uploads_with_class_counts_and_a_delete_bu
     assert "built-in (files missing)" in text and "alice" in text
     assert text.count('"Delete"') == 1 and "ab" * 32 in text
     # a built-in whose sizes its options set (npz: a file) says so instead of leaving its row blank
-    assert text.count("built-in: the file its options name") == 1 and "\\u2014" in text
+    assert text.count("built-in: the file its options name") == 1
+    npz = json.dumps(dataset_rows(catalog[-1:]).to_plotly_json(), default=lambda o: o.to_plotly_json())
+    assert npz.count("\\u2014") == 4  # train, test, input, classes: a dash each, not a blank
 
 
 def test_dataset_fields_offer_uploads_by_name_and_disable_missing_builtins():
