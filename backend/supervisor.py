@@ -204,7 +204,7 @@ class Supervisor:
         ]
         nice = shutil.which("nice") if niceness > 0 else None
         return self.spawn(name, [nice, "-n", str(niceness), *argv] if nice else argv, env, grace_s=10.0,
-                          niceness=max(niceness, 0))
+                          niceness=niceness)
 
     def start_gpu_workers(self, env: dict[str, str], gpus: list[str], concurrency: int, queues: str,
                           niceness: int = 0, hostname: str | None = None) -> list[Child]:

@@ -99,9 +99,10 @@ def dataset_rows(datasets: list[dict]) -> html.Table:
         # a built-in without default sizes reads what its options name (npz: the file's path): say so, not blanks
         sized = uploaded or item.get("train") is not None
         kind = "uploaded" if uploaded else ("built-in" if available else "built-in (files missing)")
+        description = item.get("description", "")
         rows.append(html.Tr([
-            html.Td(item["name"], title=item.get("description", "")),
-            html.Td(kind if sized else f"{kind}: the file its options name", title=item.get("description", "")),
+            html.Td(item["name"], title=description),
+            html.Td(kind if sized else f"{kind}: the file its options name", title=description),
             *(html.Td("—" if item.get(key) is None else item[key]) for key in ("train", "test")),
             html.Td(_shape(item.get("input_shape")) if item.get("input_shape") else "—"),
             html.Td("—" if item.get("num_classes") is None else item["num_classes"]),

@@ -29,30 +29,27 @@ def test_up_reports_health_and_stops_cleanly(tmp_path, stop_signal):
         # training yields the CPU to clicks: the batch worker runs niced (TOROID_BATCH_NICENESS), the other not
         # and so does its session: with autogroup scheduling, nice alone orders processes only within a session
         # (backend/supervisor.py, nice_session)
-        niceness, sessions = {}, {}
+        # the interactive worker computes on one thread less than the CPUs (OpenMP threads spin: backend/supervisor.py,
+        # interactive_env), unless the environment chose already; the batch worker keeps torch's own choice
+        niceness, sessions, threads = {}, {}, {}
         autogroups = Path("/proc/self/autogroup").exists()
         for pid in children:
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            if b"celery" in argv and b"--queues" in argv:
-                queues = argv[argv.index(b"--queues") + 1].decode()
-                niceness.setdefault(queues, set()).add(os.getpriority(os.PRIO_PROCESS, pid) - os.getpriority(
-                    os.PRIO_PROCESS, 0))
-                if autogroups:  # "/autogroup-123 nice 10"
-                    sessions.setdefault(queues, set()).add(Path(f"/proc/{pid}/autogroup").read_text().split()[-1])
+            if b"celery" not in argv or b"--queues" not in argv:
+                continue
+            queues = argv[argv.index(b"--queues") + 1].decode()
+            niceness.setdefault(queues, set()).add(os.getpriority(os.PRIO_PROCESS, pid) - os.getpriority(
+                os.PRIO_PROCESS, 0))
+            if autogroups:  # "/autogroup-123 nice 10"
+                sessions.setdefault(queues, set()).add(Path(f"/proc/{pid}/autogroup").read_text().split()[-1])
+            environ = dict(item.split(b"=", 1) for item in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+                           if b"=" in item)
+            threads.setdefault(queues, set()).add(environ.get(b"OMP_NUM_THREADS"))
         assert niceness == {"cpu,gpu": {10}, "interactive": {0}}, niceness
         assert not autogroups or sessions == {"cpu,gpu": {"10"}, "interactive": {"0"}}, sessions
-        # the interactive worker computes on one thread less than the CPUs (OpenMP threads spin: backend/supervisor.py,
-        # interactive_env), unless the environment chose already; the batch worker keeps torch's own choice
-        threads = {}
-        for pid in children:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            if b"celery" in argv and b"--queues" in argv:
-                environ = dict(item.split(b"=", 1) for item in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-                               if b"=" in item)
-                threads[argv[argv.index(b"--queues") + 1].decode()] = environ.get(b"OMP_NUM_THREADS")
         own = os.environ.get("OMP_NUM_THREADS")
         expected = own.encode() if own else str(max(1, len(os.sched_getaffinity(0)) - 1)).encode()
-        assert threads == {"cpu,gpu": own.encode() if own else None, "interactive": expected}, threads
+        assert threads == {"cpu,gpu": {own.encode() if own else None}, "interactive": {expected}}, threads
         assert httpx.get(f"{stack.url}/dashboard/", timeout=10).status_code == 200
         assert (stack.home / "toroid.db").exists()
     finally:
